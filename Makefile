@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine (Python 3.10+ with venv; no GPU needed):
+#   make book   install into .venv, execute every chapter (PRESET=cpu by default) and render _build/html
+#   make test   install, build the book at the smoke preset (warnings are errors), then run pytest:
+#               unit tests, papermill per chapter, nbval on every chapter, checks of the built HTML
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PRESET ?= cpu
+SMOKE_BUILD := _build/smoke
+# Plotly 7 needs a renderer set for figures to reach the static HTML (see ../shared/notes); `notebook`
+# embeds plotly.js so pages work offline.
+export PLOTLY_RENDERER ?= notebook
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install book test unit bench clean
+
+$(BIN)/.installed: requirements.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(BIN)/.installed
+
+book: install
+	ROBUSTNB_PRESET=$(PRESET) $(BIN)/jupyter-book build . --builder html -W -n --keep-going
+	@echo "Open _build/html/index.html"
+
+test: install
+	rm -rf $(SMOKE_BUILD)
+	ROBUSTNB_PRESET=smoke $(BIN)/jupyter-book build . --builder html -W -n --keep-going --path-output $(SMOKE_BUILD)
+	ROBUSTNB_PRESET=smoke ROBUSTNB_BOOK_HTML=$(SMOKE_BUILD)/_build/html \
+	  $(BIN)/python -m pytest tests book --nbval-lax --nbval-current-env -p no:cacheprovider -q -rs
+
+unit: install
+	$(BIN)/python -m pytest tests -q -m "not chapters and not book"
+
+bench: install
+	$(BIN)/python -m robustnb.bench --preset $(PRESET) --fresh-cache
+
+clean:
+	rm -rf _build

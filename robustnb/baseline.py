@@ -1,0 +1,76 @@
+"""The "Getting started" experiment: a CIFAR-10 baseline classifier and its robustness to FGSM / PGD.
+
+Everything the chapter shows comes from these functions: ``BaselineConfig.from_preset`` picks sizes,
+``train_baseline`` trains (or loads from the model cache) the classifier, and the other functions turn
+the model into tidy frames that ``robustnb.plots`` draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from robustnb import attacks, data
+from robustnb.config import Run, pick
+from robustnb.train import TrainConfig, predict, train_classifier
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    arch: str
+    n_train: int
+    n_test: int
+    n_attack: int
+    epsilons_255: tuple[float, ...]
+    train: TrainConfig
+
+    @classmethod
+    def from_preset(cls, preset: str, seed: int = 0) -> "BaselineConfig":
+        return cls(
+            arch=pick(preset, smoke="cnn", cpu="cnn", full="resnet18"),
+            n_train=pick(preset, smoke=1_000, cpu=15_000, full=50_000),
+            n_test=pick(preset, smoke=200, cpu=2_000, full=10_000),
+            n_attack=pick(preset, smoke=64, cpu=500, full=2_000),
+            epsilons_255=pick(preset, smoke=(0, 2, 8), cpu=(0, 1, 2, 4, 8, 16), full=(0, 1, 2, 4, 8, 16)),
+            train=TrainConfig(epochs=pick(preset, smoke=1, cpu=8, full=30), batch_size=128, lr=0.05,
+                              optimizer="sgd", scheduler="cosine", seed=seed),
+        )
+
+
+def load_data(cfg: BaselineConfig, seed: int = 0) -> tuple[data.ImageDataset, data.ImageDataset]:
+    """Stratified CIFAR-10 subsets of the sizes the preset asks for."""
+    return data.load_cifar10("train").subset(cfg.n_train, seed), data.load_cifar10("test").subset(cfg.n_test, seed)
+
+
+def train_baseline(cfg: BaselineConfig, run: Run, train_set=None, test_set=None):
+    """The baseline classifier, trained through ``robustnb.train`` (cached by its full config)."""
+    if train_set is None or test_set is None:
+        train_set, test_set = load_data(cfg, run.seed)
+    return train_classifier(cfg.arch, train_set, cfg.train, device=run.device, eval_data=test_set)
+
+
+def learning_curves(model) -> pd.DataFrame:
+    """The training history in long form: ``epoch, metric, value``."""
+    hist = model.robustnb_info["history"]
+    cols = [c for c in ("train_acc", "eval_acc") if c in hist]
+    return hist.melt(id_vars="epoch", value_vars=cols, var_name="metric", value_name="accuracy")
+
+
+def confusion(model, test_set) -> pd.DataFrame:
+    """Confusion matrix as a tidy frame: ``true, predicted, rate`` (rows sum to 1)."""
+    pred = predict(model, test_set).argmax(1)
+    k = test_set.num_classes
+    counts = torch.bincount(test_set.labels * k + pred, minlength=k * k).view(k, k).float()
+    rates = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    names = test_set.classes
+    return pd.DataFrame([{"true": names[i], "predicted": names[j], "rate": float(rates[i, j])}
+                         for i in range(k) for j in range(k)])
+
+
+def robustness(cfg: BaselineConfig, model, test_set, n_examples: int = 4):
+    """FGSM and PGD accuracy over the epsilon grid; returns ``(frame, examples)`` (see attacks.robustness_curve)."""
+    x, y = test_set.tensors(cfg.n_attack)
+    eps = [e / 255 for e in cfg.epsilons_255]
+    return attacks.robustness_curve(model, x, y, eps, attacks=("fgsm", "pgd"), keep_examples=n_examples)

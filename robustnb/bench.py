@@ -1,0 +1,96 @@
+"""Runtime benchmark: ``python -m robustnb.bench --preset cpu`` runs every chapter and prints a table.
+
+Each chapter runs under papermill in a fresh kernel with ``preset`` injected; the table gives wall time
+and the kernel's peak resident memory. ``--fresh-cache`` points ROBUSTNB_CACHE at an empty temporary
+folder, so the times include training (a "cold" first run); without it, models already in the cache
+are reused (a "warm" rerun). Executed notebooks go to a temporary folder: nothing in the book is
+overwritten. The runtime box at the top of each chapter quotes these measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from robustnb.book import ROOT, chapters
+from robustnb.config import resolve_preset
+
+
+def _run_one(notebook: str, preset: str, out: str) -> None:
+    """Child process: execute one chapter, print wall time and the kernel's peak RSS as JSON."""
+    import papermill as pm
+
+    t0 = time.perf_counter()
+    error = ""
+    try:
+        pm.execute_notebook(notebook, out, parameters={"preset": preset}, kernel_name="python3",
+                            cwd=str(Path(notebook).parent), progress_bar=False, log_output=False)
+    except Exception as e:  # report, do not hide
+        error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    seconds = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kernel (a child), in KiB on Linux
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024, "error": error}))
+
+
+def bench(preset: str, names: list[str] | None = None, fresh_cache: bool = False) -> pd.DataFrame:
+    preset = resolve_preset(preset)
+    paths = chapters()
+    if names:
+        unknown = sorted(set(names) - {p.stem for p in paths})
+        if unknown:
+            raise SystemExit(f"unknown chapter(s) {unknown}: choose from {[p.stem for p in paths]}")
+        paths = [p for p in paths if p.stem in names]
+    env = dict(os.environ, ROBUSTNB_PRESET=preset)
+    tmp = tempfile.mkdtemp(prefix="robustnb-bench-")
+    if fresh_cache:
+        env["ROBUSTNB_CACHE"] = str(Path(tmp) / "cache")
+    rows = []
+    for p in paths:
+        out = str(Path(tmp) / p.name)
+        proc = subprocess.run([sys.executable, "-m", "robustnb.bench", "--one", str(p), "--preset", preset,
+                               "--out", out], env=env, capture_output=True, text=True)
+        line = (proc.stdout.strip().splitlines() or ["{}"])[-1]
+        try:
+            res = json.loads(line)
+        except json.JSONDecodeError:
+            res = {"seconds": float("nan"), "peak_mb": float("nan"), "error": proc.stderr[-300:]}
+        rows.append({"chapter": p.stem, "preset": preset, "cache": "cold" if fresh_cache else "warm",
+                     "wall_s": round(res["seconds"], 1), "peak_mem_mb": round(res["peak_mb"]),
+                     "status": "ok" if not res.get("error") else res["error"]})
+        print(f"  {p.stem}: {rows[-1]['wall_s']} s, {rows[-1]['peak_mem_mb']} MB, {rows[-1]['status']}", flush=True)
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m robustnb.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default=None, help="smoke | cpu | full (default: $ROBUSTNB_PRESET or cpu)")
+    ap.add_argument("--chapters", nargs="*", help="chapter file stems (default: every chapter in _toc.yml)")
+    ap.add_argument("--fresh-cache", action="store_true", help="train everything again in an empty cache")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        _run_one(args.one, args.preset, args.out)
+        return 0
+    preset = resolve_preset(args.preset)
+    print(f"robustnb.bench: preset={preset}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"cuda={'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}, "
+          f"{platform.processor() or platform.machine()}")
+    df = bench(preset, args.chapters, args.fresh_cache)
+    print(df.to_markdown(index=False))
+    return 0 if (df["status"] == "ok").all() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Presets, device selection, seeding and folders.
+
+A *preset* selects experiment sizes: ``smoke`` (CI: seconds per chapter, barely trained models),
+``cpu`` (the default: meaningful results on a 2-core laptop CPU in minutes) and ``full`` (paper scale
+on one GPU). Every chapter starts with::
+
+    run = robustnb.setup(preset, seed=seed, device=device)
+
+where ``preset`` comes from the chapter's papermill ``parameters`` cell. ``None`` means "use the
+``ROBUSTNB_PRESET`` environment variable, else ``cpu``", so ``ROBUSTNB_PRESET=smoke jupyter-book build .``
+builds the whole book at smoke size.
+
+Folders (created on first use):
+
+* ``ROBUSTNB_DATA``  datasets (default ``~/.cache/robustnb/data``); may be read-only.
+* ``ROBUSTNB_CACHE`` trained models and decoded datasets (default ``~/.cache/robustnb/cache``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PRESETS = ("smoke", "cpu", "full")
+DEFAULT_PRESET = "cpu"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class ConfigError(ValueError):
+    """A configuration value is not one of the allowed ones."""
+
+
+def _check_choice(kind: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"Unknown {kind} {value!r}: choose one of {', '.join(map(repr, allowed))}."
+        )
+
+
+def resolve_preset(preset: str | None = None) -> str:
+    """Return the preset to use: the argument, else ``$ROBUSTNB_PRESET``, else ``cpu``."""
+    source = "argument"
+    if preset is None or preset == "":
+        preset = os.environ.get("ROBUSTNB_PRESET") or DEFAULT_PRESET
+        source = "ROBUSTNB_PRESET" if os.environ.get("ROBUSTNB_PRESET") else "default"
+    preset = str(preset).strip()
+    if preset not in PRESETS:
+        where = " (from the ROBUSTNB_PRESET environment variable)" if source == "ROBUSTNB_PRESET" else ""
+        raise ConfigError(
+            f"Unknown preset {preset!r}{where}: choose one of {', '.join(map(repr, PRESETS))} "
+            "(smoke = CI-sized, cpu = laptop-sized default, full = paper scale on a GPU)."
+        )
+    return preset
+
+
+def pick(preset: str, **by_preset):
+    """Choose a value by preset: ``pick(run.preset, smoke=2, cpu=20, full=200)``."""
+    preset = resolve_preset(preset)
+    missing = [p for p in PRESETS if p not in by_preset]
+    if missing:
+        raise ConfigError(f"pick() needs a value for every preset; missing {missing}.")
+    return by_preset[preset]
+
+
+def get_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` picks CUDA when available (Colab, a workstation), then Apple MPS, else the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    device = "auto" if device in (None, "") else str(device)
+    base = device.split(":")[0]
+    _check_choice("device", base, DEVICES)
+    if base == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'.")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; returns a torch.Generator seeded the same way."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}.")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _folder(env: str, default: Path) -> Path:
+    value = os.environ.get(env)
+    return Path(value).expanduser().resolve() if value else default
+
+
+def data_dir() -> Path:
+    """Where datasets live (``$ROBUSTNB_DATA``, default ``~/.cache/robustnb/data``)."""
+    return _folder("ROBUSTNB_DATA", Path.home() / ".cache" / "robustnb" / "data")
+
+
+def cache_dir() -> Path:
+    """Where trained models and decoded datasets are cached (``$ROBUSTNB_CACHE``)."""
+    path = _folder("ROBUSTNB_CACHE", Path.home() / ".cache" / "robustnb" / "cache")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a chapter runs with: its preset, seed and device (and where data and models live)."""
+
+    preset: str
+    seed: int
+    device: torch.device
+    data: Path = field(default_factory=data_dir)
+    cache: Path = field(default_factory=cache_dir)
+
+    def pick(self, **by_preset):
+        """``run.pick(smoke=..., cpu=..., full=...)``: the value for this run's preset."""
+        return pick(self.preset, **by_preset)
+
+    def __str__(self) -> str:
+        return (
+            f"robustnb run: preset={self.preset!r}, seed={self.seed}, device={self.device}, "
+            f"torch threads={torch.get_num_threads()}\n  data:  {self.data}\n  cache: {self.cache}"
+        )
+
+
+def setup(preset: str | None = None, seed: int = 0, device: str = "auto", verbose: bool = True) -> Run:
+    """Resolve preset and device, seed everything, and return a :class:`Run`.
+
+    Raises :class:`ConfigError` at once for an unknown preset or device.
+    """
+    run = Run(preset=resolve_preset(preset), seed=seed, device=get_device(device))
+    seed_everything(seed)
+    if in_colab():  # live widgets need the custom widget manager there
+        try:
+            from robustnb.widgets import enable_colab_widgets
+
+            enable_colab_widgets()
+        except Exception:  # pragma: no cover - only in Colab
+            pass
+    if verbose:
+        print(run)
+    return run

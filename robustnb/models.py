@@ -1,0 +1,132 @@
+"""Classifiers used across the book, built from torchvision and adapted to small inputs.
+
+Every model takes images in ``[0, 1]`` and normalises them itself (first layer :class:`Normalize`), so
+attacks, corruptions and defenses all work in pixel space. For 32x32 inputs (CIFAR-10, Fashion-MNIST)
+the ImageNet stems are replaced by the usual CIFAR stems (3x3 stride-1 first convolution, no max-pool);
+for larger inputs (Office-31) the torchvision architectures are used as they are, optionally with
+ImageNet-pretrained weights (needs a download: Colab, not the offline machines).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from robustnb.config import ConfigError
+
+ARCHITECTURES = (
+    "cnn", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "mobilenet_v2", "vgg11", "regnet_x_400mf", "densenet121",
+)
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, as a layer so that the model's input stays in [0, 1]."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class SmallCNN(nn.Module):
+    """A small VGG-style network (three conv blocks): the quick model of ``smoke`` runs and d2l-style demos."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 32):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                                 nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                                 nn.MaxPool2d(2))
+
+        self.features = nn.Sequential(block(in_channels, width), block(width, 2 * width), block(2 * width, 4 * width))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def _first_conv_to(model: nn.Module, in_channels: int, small_input: bool) -> None:
+    """Replace the stem for grey inputs and/or 32x32 images (torchvision ResNet / RegNet / MobileNet / VGG)."""
+    if isinstance(model, torchvision.models.ResNet):
+        if small_input or in_channels != 3:
+            stride = 1 if small_input else 2
+            k, p = (3, 1) if small_input else (7, 3)
+            model.conv1 = nn.Conv2d(in_channels, 64, k, stride, p, bias=False)
+        if small_input:
+            model.maxpool = nn.Identity()
+    elif isinstance(model, torchvision.models.MobileNetV2):
+        conv = model.features[0][0]
+        model.features[0][0] = nn.Conv2d(in_channels, conv.out_channels, 3, 1 if small_input else 2, 1, bias=False)
+    elif isinstance(model, torchvision.models.RegNet):
+        conv = model.stem[0]
+        model.stem[0] = nn.Conv2d(in_channels, conv.out_channels, 3, 1 if small_input else 2, 1, bias=False)
+    elif isinstance(model, torchvision.models.VGG):
+        conv = model.features[0]
+        model.features[0] = nn.Conv2d(in_channels, conv.out_channels, 3, padding=1)
+        if small_input:
+            model.avgpool = nn.AdaptiveAvgPool2d(1)
+            model.classifier = nn.Sequential(nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(0.3),
+                                             nn.Linear(512, model.classifier[-1].out_features))
+    elif isinstance(model, torchvision.models.DenseNet):
+        conv = model.features.conv0
+        if small_input or in_channels != 3:
+            model.features.conv0 = nn.Conv2d(in_channels, conv.out_channels, 3 if small_input else 7,
+                                             1 if small_input else 2, 1 if small_input else 3, bias=False)
+        if small_input:
+            model.features.pool0 = nn.Identity()
+
+
+def build_classifier(arch: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+                     mean=None, std=None, pretrained: bool = False, width: int = 32) -> nn.Sequential:
+    """``Normalize`` followed by the named architecture, ready for ``image_size`` inputs.
+
+    ``pretrained=True`` loads torchvision's ImageNet weights (a download) and replaces the head;
+    it needs 3-channel inputs and keeps the ImageNet stem, so use it with 64 px or larger images.
+    """
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"Unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}.")
+    mean = mean if mean is not None else (0.5,) * in_channels
+    std = std if std is not None else (0.5,) * in_channels
+    if len(mean) != in_channels or len(std) != in_channels:
+        raise ConfigError(f"mean/std need {in_channels} values, got {mean} / {std}.")
+    small = image_size <= 64 and not pretrained
+    if arch == "cnn":
+        net = SmallCNN(num_classes, in_channels, width)
+    else:
+        weights = "DEFAULT" if pretrained else None
+        if pretrained and in_channels != 3:
+            raise ConfigError("pretrained ImageNet weights need 3-channel inputs.")
+        ctor = getattr(torchvision.models, arch if arch != "vgg11" else "vgg11_bn")
+        net = ctor(weights=weights)
+        _first_conv_to(net, in_channels, small)
+        _replace_head(net, num_classes)
+    return nn.Sequential(Normalize(mean, std), net)
+
+
+def _replace_head(net: nn.Module, num_classes: int) -> None:
+    if hasattr(net, "fc") and isinstance(net.fc, nn.Linear):
+        net.fc = nn.Linear(net.fc.in_features, num_classes)
+    elif hasattr(net, "classifier"):
+        head = net.classifier
+        if isinstance(head, nn.Linear):
+            net.classifier = nn.Linear(head.in_features, num_classes)
+        else:
+            last = max(i for i, m in enumerate(head) if isinstance(m, nn.Linear))
+            head[last] = nn.Linear(head[last].in_features, num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def for_dataset(arch: str, dataset, **kw) -> nn.Sequential:
+    """``build_classifier`` with classes, channels, size and normalisation taken from an ImageDataset."""
+    c, h, _ = dataset.image_shape
+    return build_classifier(arch, dataset.num_classes, c, h, dataset.mean, dataset.std, **kw)

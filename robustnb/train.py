@@ -1,0 +1,322 @@
+"""The one training / evaluation loop of the book, and the model cache.
+
+``fit`` trains any module whose forward returns logits (or a dict with ``"logits"``, or a tuple whose first
+item is the logits) with cross-entropy plus optional weighted *extra terms* (a rate term, a distillation
+term ...). Optimizer and scheduler are chosen by name. Modules with a CompressAI-style ``aux_loss()`` get the
+auxiliary optimizer of their entropy-bottleneck quantiles automatically.
+
+``cached(name, spec, build, train)`` returns a trained model: it is loaded from
+``$ROBUSTNB_CACHE/models/<name>-<key>.pt`` when a checkpoint with the same *spec* (the full config that
+determines the weights) exists, else built, trained, and saved atomically (temporary file, fsync,
+rename): a killed run never leaves a checkpoint that is later trusted. Checkpoints hold only tensors and
+strings and are read with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustnb.config import ConfigError, cache_dir
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULERS = ("none", "cosine", "step", "onecycle")
+CACHE_FORMAT = 1  # bump to invalidate every cached model after an incompatible change
+
+LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, Any], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about *how* a model is trained (the cache key includes all of it)."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    scheduler: str = "cosine"
+    augment: bool = True
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"Unknown optimizer {self.optimizer!r}: choose one of {OPTIMIZERS}.")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"Unknown scheduler {self.scheduler!r}: choose one of {SCHEDULERS}.")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError(f"epochs >= 0, batch_size >= 1 and lr > 0 are required, got {self}.")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# -------------------------------------------------------------------------------------------- helpers
+def logits_of(out) -> torch.Tensor:
+    """The logits in a model output: a tensor, ``out["logits"]`` or ``out[0]``."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        return out["logits"]
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    raise TypeError(f"cannot find logits in a model output of type {type(out).__name__}")
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """A per-*step* scheduler (``None`` for ``"none"``)."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, max(1, total // 3), gamma=0.1)
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
+    return None
+
+
+def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop (reflect padding) and horizontal flip, the standard CIFAR augmentation."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    flip = torch.rand(n, generator=g) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
+
+
+def _batches(data, batch_size: int, shuffle: bool, g: torch.Generator | None = None):
+    """Yield float ``(x, y)`` batches from an ImageDataset (uint8 storage) or an ``(x, y)`` tensor pair."""
+    if isinstance(data, (tuple, list)):
+        x, y = data
+        to_float = (lambda t: t.float().div(255)) if x.dtype == torch.uint8 else (lambda t: t)
+    else:
+        x, y = data.images, data.labels
+        to_float = lambda t: t.float().div(255)  # noqa: E731
+    n = len(y)
+    order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        yield to_float(x[idx]), y[idx]
+
+
+# ---------------------------------------------------------------------------------------------- train
+def fit(model: nn.Module, data, cfg: TrainConfig, *, device: torch.device | str = "cpu",
+        extra_terms: Mapping[str, tuple[float, LossTerm]] | None = None, eval_data=None,
+        desc: str = "training") -> pd.DataFrame:
+    """Train ``model`` in place; returns the per-epoch history as a tidy DataFrame.
+
+    ``extra_terms`` maps a name to ``(weight, fn)`` with ``fn(model, x, y, out) -> scalar tensor``; the
+    loss is ``CE + sum(weight * fn(...))`` and each term's mean is logged. ``eval_data`` (an ImageDataset
+    or ``(x, y)``) adds a held-out accuracy column.
+    """
+    device = torch.device(device)
+    extra_terms = dict(extra_terms or {})
+    model.to(device)
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    aux_ids = {id(p) for p in aux_params}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in aux_ids]
+    opt = make_optimizer(params, cfg)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3) if aux_params and hasattr(model, "aux_loss") else None
+    n = len(data[1]) if isinstance(data, (tuple, list)) else len(data)
+    steps = (n + cfg.batch_size - 1) // cfg.batch_size
+    sched = make_scheduler(opt, cfg, steps)
+    rows = []
+    bar = tqdm(range(cfg.epochs), desc=desc, leave=False)
+    for epoch in bar:
+        model.train()
+        t0 = time.perf_counter()
+        sums = {"loss": 0.0, "ce": 0.0, **{k: 0.0 for k in extra_terms}}
+        correct = seen = 0
+        for x, y in _batches(data, cfg.batch_size, True, g):
+            if cfg.augment:
+                x = augment_batch(x, g)
+            x, y = x.to(device), y.to(device)
+            out = model(x)
+            logits = logits_of(out)
+            ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            loss = ce
+            for name, (weight, fn) in extra_terms.items():
+                term = fn(model, x, y, out)
+                sums[name] += float(term.detach()) * len(y)
+                loss = loss + weight * term
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            if aux_opt is not None:
+                aux_opt.zero_grad(set_to_none=True)
+                model.aux_loss().backward()
+                aux_opt.step()
+            sums["loss"] += float(loss.detach()) * len(y)
+            sums["ce"] += float(ce.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()},
+               "train_acc": correct / max(seen, 1), "seconds": time.perf_counter() - t0}
+        if eval_data is not None:
+            row["eval_acc"] = evaluate(model, eval_data, device=device)
+        rows.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
+    model.eval()
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data, batch_size: int = 256, device: torch.device | str | None = None) -> torch.Tensor:
+    """Logits for an ImageDataset, an ``(x, y)`` pair or a bare tensor ``x`` (returned on the CPU)."""
+    if isinstance(data, torch.Tensor):
+        data = (data, torch.zeros(len(data), dtype=torch.long))
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outs = [logits_of(model(x.to(device))).float().cpu() for x, _ in _batches(data, batch_size, False)]
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def evaluate(model: nn.Module, data, batch_size: int = 256, device=None) -> float:
+    """Top-1 accuracy on an ImageDataset or an ``(x, y)`` pair."""
+    y = data[1] if isinstance(data, (tuple, list)) else data.labels
+    if len(y) == 0:
+        return float("nan")
+    return float((predict(model, data, batch_size, device).argmax(1) == y.cpu()).float().mean())
+
+
+# ---------------------------------------------------------------------------------------------- cache
+def _canonical(spec: Mapping) -> str:
+    return json.dumps({"cache_format": CACHE_FORMAT, **spec}, sort_keys=True, default=str)
+
+
+def cache_key(spec: Mapping) -> str:
+    """A 16-hex-digit key derived from the full spec (and the cache format)."""
+    return hashlib.sha256(_canonical(spec).encode()).hexdigest()[:16]
+
+
+def cache_path(name: str, spec: Mapping) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return cache_dir() / "models" / f"{safe}-{cache_key(spec)}.pt"
+
+
+def save_checkpoint(path: Path, model: nn.Module, spec: Mapping, history: pd.DataFrame | None = None,
+                    extra: Mapping[str, str] | None = None) -> None:
+    """Write atomically: a temporary file in the same folder, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "spec": _canonical(spec),
+        "history": (history if history is not None else pd.DataFrame()).to_json(orient="records"),
+        **{f"extra_{k}": str(v) for k, v in (extra or {}).items()},
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: Path, model: nn.Module, spec: Mapping) -> pd.DataFrame:
+    """Load weights saved by :func:`save_checkpoint`; raises if the spec or the weights do not match."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("spec") != _canonical(spec):
+        raise ValueError(f"{path} was saved for a different spec")
+    model.load_state_dict(payload["state_dict"])
+    history = json.loads(payload.get("history") or "[]")
+    return pd.DataFrame(history)
+
+
+def cached(name: str, spec: Mapping, build: Callable[[], nn.Module],
+           train: Callable[[nn.Module], pd.DataFrame | None], device: torch.device | str = "cpu",
+           verbose: bool = True) -> nn.Module:
+    """Return a trained model, from the cache when possible.
+
+    ``spec`` must hold everything that determines the weights (architecture, data, training config,
+    seed ...). ``build()`` makes the untrained module; ``train(model)`` trains it in place and may return a
+    history frame. The model comes back in eval mode on ``device`` with ``model.robustnb_info`` set
+    (path, key, history, whether it was loaded from the cache, training seconds).
+    """
+    path = cache_path(name, spec)
+    model = build()
+    if path.exists():
+        try:
+            history = load_checkpoint(path, model, spec)
+            model.to(device).eval()
+            model.robustnb_info = {"path": str(path), "key": cache_key(spec), "history": history,
+                                   "from_cache": True, "train_seconds": 0.0}
+            if verbose:
+                print(f"loaded {name} from cache ({path.name})")
+            return model
+        except Exception as e:  # unreadable or stale: it is our own file, so retrain and replace it
+            warnings.warn(f"cached model {path} could not be used ({type(e).__name__}: {e}); retraining")
+            model = build()
+    t0 = time.perf_counter()
+    history = train(model.to(device))
+    seconds = time.perf_counter() - t0
+    history = history if isinstance(history, pd.DataFrame) else pd.DataFrame()
+    save_checkpoint(path, model, spec, history)
+    model.to(device).eval()
+    model.robustnb_info = {"path": str(path), "key": cache_key(spec), "history": history,
+                           "from_cache": False, "train_seconds": seconds}
+    if verbose:
+        print(f"trained {name} in {seconds:.1f} s, cached as {path.name}")
+    return model
+
+
+def dataset_fingerprint(data) -> str:
+    """A short hash of an ImageDataset's pixels and labels (part of cache specs)."""
+    if "fingerprint" not in data.meta:
+        h = hashlib.sha1()
+        h.update(data.images.numpy().tobytes())
+        h.update(data.labels.numpy().tobytes())
+        data.meta["fingerprint"] = h.hexdigest()[:16]
+    return data.meta["fingerprint"]
+
+
+def train_classifier(arch: str, data, cfg: TrainConfig, device="cpu", eval_data=None, name: str | None = None,
+                     extra_spec: Mapping | None = None, **model_kw) -> nn.Module:
+    """Build ``arch`` for ``data`` (:func:`robustnb.models.for_dataset`), train it with :func:`fit`, cache it."""
+    from robustnb.models import for_dataset
+
+    spec = {"kind": "classifier", "arch": arch, "data": data.name, "n": len(data),
+            "data_fp": dataset_fingerprint(data), "train": cfg.as_dict(), "model_kw": model_kw,
+            **(extra_spec or {})}
+    return cached(name or f"{data.name.replace('/', '_')}-{arch}", spec,
+                  build=lambda: for_dataset(arch, data, **model_kw),
+                  train=lambda m: fit(m, data, cfg, device=device, eval_data=eval_data, desc=f"training {arch}"),
+                  device=device)

@@ -1,0 +1,127 @@
+import warnings
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from robustnb import train
+from robustnb.config import ConfigError
+from robustnb.data import ImageDataset
+
+
+def toy_data(n=256, seed=0):
+    """Two classes told apart by brightness: any working loop learns it in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = (torch.rand(n, 1, 8, 8, generator=g) * 100 + y.view(-1, 1, 1, 1) * 120).to(torch.uint8)
+    return ImageDataset("toy", x, y, ["dark", "bright"], (0.5,), (0.5,))
+
+
+def toy_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+
+
+CFG = train.TrainConfig(epochs=5, batch_size=32, lr=0.1, optimizer="sgd", scheduler="cosine", augment=False)
+
+
+def test_fit_learns_and_reports_history():
+    ds = toy_data()
+    model = toy_model()
+    hist = train.fit(model, ds, CFG, eval_data=ds)
+    assert list(hist["epoch"]) == [1, 2, 3, 4, 5]
+    assert hist["loss"].iloc[-1] < hist["loss"].iloc[0]
+    assert train.evaluate(model, ds) > 0.9
+    assert train.predict(model, ds).shape == (len(ds), 2)
+
+
+@pytest.mark.parametrize("opt", train.OPTIMIZERS)
+@pytest.mark.parametrize("sched", train.SCHEDULERS)
+def test_every_optimizer_and_scheduler_runs(opt, sched):
+    cfg = CFG.replace(optimizer=opt, scheduler=sched, epochs=2, lr=0.01)
+    hist = train.fit(toy_model(), toy_data(64), cfg)
+    assert len(hist) == 2 and hist["loss"].notna().all()
+
+
+def test_bad_names_raise():
+    with pytest.raises(ConfigError, match="'lbfgs'"):
+        train.TrainConfig(optimizer="lbfgs")
+    with pytest.raises(ConfigError, match="'linear'"):
+        train.TrainConfig(scheduler="linear")
+
+
+def test_extra_loss_terms_are_added_and_logged():
+    ds = toy_data()
+    weight_norm = lambda model, x, y, out: sum(p.pow(2).sum() for p in model.parameters())  # noqa: E731
+    plain = train.fit(toy_model(), ds, CFG)
+    m = toy_model()
+    reg = train.fit(m, ds, CFG, extra_terms={"l2": (1.0, weight_norm)})
+    assert "l2" in reg and reg["l2"].iloc[-1] < reg["l2"].iloc[0]
+    assert (reg["loss"] > reg["ce"]).all() and "l2" not in plain
+
+
+def test_dict_and_tuple_outputs():
+    assert torch.equal(train.logits_of({"logits": torch.ones(2)}), torch.ones(2))
+    assert torch.equal(train.logits_of((torch.zeros(2), "aux")), torch.zeros(2))
+
+
+def test_training_is_deterministic():
+    a, b = toy_model(), toy_model()
+    train.fit(a, toy_data(), CFG.replace(augment=True, epochs=2))
+    train.fit(b, toy_data(), CFG.replace(augment=True, epochs=2))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_augment_keeps_shape_and_range():
+    x = torch.rand(5, 3, 32, 32)
+    out = train.augment_batch(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------- cache
+def test_cache_trains_once_then_loads(tmp_env):
+    calls = []
+    spec = {"model": "toy", "epochs": 5}
+
+    def fit_it(model):
+        calls.append(1)
+        return train.fit(model, toy_data(), CFG)
+
+    m1 = train.cached("toy", spec, toy_model, fit_it)
+    m2 = train.cached("toy", spec, toy_model, fit_it)
+    assert len(calls) == 1 and not m1.robustnb_info["from_cache"] and m2.robustnb_info["from_cache"]
+    assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
+    assert isinstance(m2.robustnb_info["history"], pd.DataFrame) and len(m2.robustnb_info["history"]) == 5
+    # another spec is another key
+    train.cached("toy", {**spec, "epochs": 6}, toy_model, fit_it)
+    assert len(calls) == 2
+    assert train.cache_key(spec) != train.cache_key({**spec, "epochs": 6})
+    # checkpoints load with weights_only=True
+    payload = torch.load(m2.robustnb_info["path"], weights_only=True)
+    assert set(payload) >= {"state_dict", "spec", "history"}
+
+
+def test_corrupt_checkpoint_is_not_trusted(tmp_env):
+    spec = {"model": "toy"}
+    path = train.cache_path("toy", spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"half a checkpoint")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        m = train.cached("toy", spec, toy_model, lambda mm: train.fit(mm, toy_data(), CFG))
+    assert not m.robustnb_info["from_cache"] and any("retraining" in str(x.message) for x in w)
+    assert train.cached("toy", spec, toy_model, lambda mm: 1 / 0).robustnb_info["from_cache"]
+
+
+def test_killed_save_leaves_no_checkpoint(tmp_env, monkeypatch):
+    spec = {"model": "toy", "crash": True}
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt  # the run is killed while writing
+
+    monkeypatch.setattr(train.torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train.cached("toy", spec, toy_model, lambda m: None)
+    folder = train.cache_path("toy", spec).parent
+    assert list(folder.iterdir()) == []  # neither a target nor a temporary file is left
