@@ -74,3 +74,34 @@ def robustness(cfg: BaselineConfig, model, test_set, n_examples: int = 4):
     x, y = test_set.tensors(cfg.n_attack)
     eps = [e / 255 for e in cfg.epsilons_255]
     return attacks.robustness_curve(model, x, y, eps, attacks=("fgsm", "pgd"), keep_examples=n_examples)
+
+
+def example_stack(examples: dict, attack: str, clean: torch.Tensor):
+    """Stack kept adversarial examples into ``(S, 3, ...)``: per epsilon, clean | perturbation | adversarial.
+
+    The perturbation is shown amplified around grey (``0.5 + 4 * delta``) so small budgets stay visible.
+    Returns ``(images, eps_255_values)`` for ``plots.image_slider``.
+    """
+    keys = sorted(e for (a, e) in examples if a == attack)
+    rows = []
+    for eps in keys:
+        adv = examples[(attack, eps)][0]
+        rows.append(torch.stack([clean, (0.5 + 4 * (adv - clean)).clamp(0, 1), adv]))
+    return torch.stack(rows), [round(e * 255, 2) for e in keys]
+
+
+def explore(model, test_set, epsilons_255=(0, 1, 2, 4, 8, 16), n_images: int = 6):
+    """Live explorer: an epsilon slider and a test image picker; shows PGD examples and predictions."""
+    from robustnb import plots, widgets
+
+    x, y = test_set.tensors(n_images)
+
+    def show(epsilon, attack):
+        x_adv = x if epsilon == 0 else attacks.make_attack(attack, model, epsilon)(x, y)
+        pred = predict(model, x_adv).argmax(1)
+        titles = [f"{test_set.classes[p]}{'' if p == t else ' ✗'}" for p, t in zip(pred.tolist(), y.tolist())]
+        return plots.image_grid(x_adv, titles=titles, cols=n_images,
+                                title=f"{attack.upper()} at epsilon {epsilon * 255:.0f}/255: predictions (✗ = wrong)")
+
+    return widgets.explorer(show, epsilon=widgets.epsilon_slider(epsilons_255),
+                            attack=widgets.choice(["fgsm", "pgd"], "attack"))

@@ -2,7 +2,7 @@
 
 ``python -m robustnb.book sync`` rewrites the first code cell of every chapter from ``_config.yml``'s
 ``repository`` entry (the one place that names the repository); ``python -m robustnb.book list`` prints
-the chapters.
+the chapters; ``python -m robustnb.book new book/x.ipynb "Title"`` starts a chapter with the standard cells.
 """
 
 from __future__ import annotations
@@ -80,13 +80,49 @@ def sync(root: Path = ROOT) -> list[Path]:
     return changed
 
 
+PARAMETERS_SOURCE = (
+    "# Parameters (papermill injects new values after this cell). preset=None means $ROBUSTNB_PRESET, else 'cpu'.\n"
+    "preset = None  # 'smoke' | 'cpu' | 'full'\n"
+    "seed = 0\n"
+    "device = \"auto\"  # 'auto' picks the GPU when there is one (Colab), else the CPU"
+)
+SETUP_SOURCE = "import robustnb\n\nrun = robustnb.setup(preset, seed=seed, device=device)"
+
+
+def scaffold(path: Path, title: str) -> Path:
+    """Write a new chapter notebook with the standard opening cells (refuses to overwrite)."""
+    import nbformat
+
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists; not overwriting it")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.update({"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                        "language_info": {"name": "python"}})
+    params = nbformat.v4.new_code_cell(PARAMETERS_SOURCE)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# {title}\n\n"
+                                      "```{admonition} Compute and runtime\n:class: tip\n"
+                                      "Needs: ... Data: ...\n\n| preset | wall time | peak memory |\n|---|---|---|\n"
+                                      "| smoke | ... | ... |\n| cpu | ... | ... |\n| full | ... | ... |\n```"),
+        nbformat.v4.new_code_cell(colab_cell_source()),
+        params,
+        nbformat.v4.new_code_cell(SETUP_SOURCE),
+    ]
+    nbformat.write(nb, str(path))
+    return path
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else "list"
     if cmd == "sync":
         for p in sync():
             print("updated", p.relative_to(ROOT))
+    elif cmd == "new" and len(sys.argv) == 4:
+        print("created", scaffold(Path(sys.argv[2]), sys.argv[3]))
     elif cmd == "list":
         for p in chapters():
             print(p.relative_to(ROOT))
     else:
-        sys.exit(f"usage: python -m robustnb.book [list|sync], got {cmd!r}")
+        sys.exit(f"usage: python -m robustnb.book [list | sync | new PATH TITLE], got {cmd!r}")

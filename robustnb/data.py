@@ -59,9 +59,9 @@ FETCH_COMMAND = "python data_scripts/get_data.py {name} --root {root}"
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset is not on disk and could not be downloaded."""
 
-    def __init__(self, name: str, searched, reason: str = ""):
+    def __init__(self, name: str, searched, reason: str = "", root: Path | None = None):
         searched = [str(p) for p in searched]
-        root = searched[0] if searched else str(data_dir())
+        root = root or data_dir()
         msg = (
             f"Dataset {name!r} not found. Searched: {', '.join(searched) or '(nothing)'}."
             + (f" {reason}" if reason else "")
@@ -248,7 +248,8 @@ def load_cifar10(split: str = "train", root: str | Path | None = None, download:
         source = f"offline JPEG re-encoding of CIFAR-10 ({archive.name}); pixels differ slightly from the official files"
     else:
         raise DatasetNotFoundError("cifar10", [official, root / CIFAR10_ARCHIVE],
-                                   "Neither the official batches nor the offline archive are there (download disabled).")
+                                   "Neither the official batches nor the offline archive are there (download disabled).",
+                                   root)
     return ImageDataset("cifar10", torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y), classes,
                         CIFAR10_MEAN, CIFAR10_STD, source)
 
@@ -265,7 +266,8 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None, dow
         ds = FashionMNIST(str(root), train=split == "train", download=False)
     except RuntimeError:
         if not download:
-            raise DatasetNotFoundError("fashion_mnist", [raw], "The idx files are not there (download disabled).") from None
+            raise DatasetNotFoundError("fashion_mnist", [raw], "The idx files are not there (download disabled).",
+                                       root) from None
         _download("fashion_mnist", root)
         ds = FashionMNIST(str(root), train=split == "train", download=False)
     return ImageDataset("fashion_mnist", ds.data.unsqueeze(1).contiguous(), ds.targets, list(ds.classes),
@@ -386,7 +388,7 @@ def _download(name: str, root: Path, timeout: float = 30.0) -> None:
         searched = {"cifar10": [root / "cifar-10-batches-py", root / CIFAR10_ARCHIVE],
                     "fashion_mnist": [root / "FashionMNIST" / "raw"],
                     "office31": office31_roots(None)}[name]
-        raise DatasetNotFoundError(name, searched, f"Download failed: {type(e).__name__}: {e}") from None
+        raise DatasetNotFoundError(name, searched, f"Download failed: {type(e).__name__}: {e}", root) from None
     finally:
         socket.setdefaulttimeout(old)
 
