@@ -1,0 +1,367 @@
+"""One plotly style for the whole book, and small figure helpers.
+
+Every helper only *reads* a tidy :class:`pandas.DataFrame` (one row per
+measurement, one column per variable) or an image array, and returns a
+:class:`plotly.graph_objects.Figure`. Importing this module registers the
+``"robustnb"`` template and makes ``"plotly_white+robustnb"`` the default.
+
+:func:`slider_figure` and :func:`image_slider` build figures whose sliders work
+in a static HTML page (no Python kernel): everything is precomputed as plotly
+frames and ``restyle`` steps. When saving one yourself, use
+``fig.write_html(path, auto_play=False)``: ``write_html`` plays all frames on load by
+default (notebook renderers do not), which would leave the data out of step with the slider.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "PALETTE", "HEIGHT", "line", "scatter", "bar", "heatmap", "table",
+    "slider_figure", "image_grid", "image_slider",
+]
+
+#: Qualitative palette (Okabe-Ito, colour-blind safe), then plotly's Safe palette.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9",
+           "#F0E442", "#000000"] + list(px.colors.qualitative.Safe)
+HEIGHT = 420
+_HEADER = "#2a3f5f"
+
+pio.templates["robustnb"] = go.layout.Template(
+    layout=dict(
+        colorway=PALETTE,
+        font=dict(family="Inter, Helvetica, Arial, sans-serif", size=14, color="#222"),
+        title=dict(font=dict(size=18), x=0.02, xanchor="left"),
+        legend=dict(font=dict(size=13), title=dict(font=dict(size=13))),
+        hovermode="x unified",
+        height=HEIGHT,
+        margin=dict(l=60, r=20, t=60, b=50),
+        xaxis=dict(title=dict(font=dict(size=14)), automargin=True),
+        yaxis=dict(title=dict(font=dict(size=14)), automargin=True),
+        colorscale=dict(sequential="Viridis"),
+    )
+)
+pio.templates.default = "plotly_white+robustnb"
+
+
+# ----------------------------------------------------------------- helpers
+def _check(df: pd.DataFrame, *cols) -> None:
+    """Raise ValueError naming the first column of ``cols`` missing from ``df``."""
+    for c in cols:
+        if c is not None and c not in df.columns:
+            raise ValueError(f"column {c!r} not in the frame; available columns: {list(df.columns)}")
+
+
+def _fmt(v) -> str:
+    """Short label for a slider / select value: 0.03137 -> '0.0314', 3.0 -> '3'."""
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _titled(fig: go.Figure, title) -> go.Figure:
+    if title is not None:
+        fig.update_layout(title_text=title)
+    return fig
+
+
+def _px(fn, df, cols, title, labels, **kw) -> go.Figure:
+    _check(df, *cols)
+    return _titled(fn(df, labels=labels or {}, **kw), title)
+
+
+# ------------------------------------------------------------ basic plots
+def line(df, x, y, color=None, facet_col=None, line_dash=None, markers=True, log_x=False,
+         error_y=None, title=None, labels=None, **kw) -> go.Figure:
+    """Line plot of a tidy frame (thin wrapper on ``px.line``).
+
+    Example: ``line(df, x="epsilon", y="accuracy", color="model")``
+    """
+    return _px(px.line, df, (x, y, color, facet_col, line_dash, error_y), title, labels, x=x, y=y,
+               color=color, facet_col=facet_col, line_dash=line_dash, markers=markers,
+               log_x=log_x, error_y=error_y, **kw)
+
+
+def scatter(df, x, y, color=None, symbol=None, size=None, text=None, title=None, labels=None,
+            **kw) -> go.Figure:
+    """Scatter plot of a tidy frame (thin wrapper on ``px.scatter``).
+
+    Example: ``scatter(df, x="size_mb", y="robust_acc", color="method", text="model")``
+    """
+    fig = _px(px.scatter, df, (x, y, color, symbol, size, text), title, labels, x=x, y=y,
+              color=color, symbol=symbol, size=size, text=text, **kw)
+    if text is not None:
+        fig.update_traces(textposition="top center")
+    return fig.update_layout(hovermode="closest")
+
+
+def bar(df, x, y, color=None, barmode="group", title=None, labels=None, **kw) -> go.Figure:
+    """Bar chart of a tidy frame (thin wrapper on ``px.bar``).
+
+    Example: ``bar(df, x="attack", y="success_rate", color="defense")``
+    """
+    return _px(px.bar, df, (x, y, color), title, labels, x=x, y=y, color=color,
+               barmode=barmode, **kw)
+
+
+def _pivot(df, x, y, z) -> pd.DataFrame:
+    """Tidy -> matrix (index y, columns x), keeping first-appearance order; duplicates averaged."""
+    _check(df, x, y, z)
+    m = df.groupby([y, x], sort=False)[z].mean().unstack(x)
+    return m.reindex(index=pd.unique(df[y]), columns=pd.unique(df[x]))
+
+
+def heatmap(df, x, y, z, zmin=None, zmax=None, text_auto=".2f", colorscale=None, title=None,
+            labels=None) -> go.Figure:
+    """Annotated heatmap of a tidy frame: rows are ``y`` values, columns ``x`` values.
+
+    Example: ``heatmap(df, x="target_model", y="source_model", z="transfer_rate")``
+    """
+    m = _pivot(df, x, y, z)
+    m.index = [str(v) for v in m.index]  # categorical axes, in the order of appearance
+    m.columns = [str(v) for v in m.columns]
+    labels = labels or {}
+    lab = {"x": labels.get(x, x), "y": labels.get(y, y), "color": labels.get(z, z)}
+    fig = px.imshow(m, zmin=zmin, zmax=zmax, text_auto=text_auto, aspect="auto", labels=lab,
+                    color_continuous_scale=colorscale)
+    fig.update_xaxes(type="category", side="bottom").update_yaxes(type="category")
+    return _titled(fig.update_layout(hovermode="closest"), title)
+
+
+def table(df, float_format="{:.3g}", title=None) -> go.Figure:
+    """A styled ``go.Table`` of a (small) frame; height follows the number of rows.
+
+    Example: ``table(results.round(3), title="Accuracy under attack")``
+    """
+    cells = []
+    for c in df.columns:
+        col = df[c]
+        if pd.api.types.is_float_dtype(col):
+            cells.append([float_format.format(v) if pd.notna(v) else "" for v in col])
+        else:
+            cells.append([str(v) for v in col])
+    n = len(df)
+    fills = [["#f4f6fa" if i % 2 else "white" for i in range(n)]] * len(df.columns)
+    fig = go.Figure(go.Table(
+        header=dict(values=[f"<b>{c}</b>" for c in df.columns], fill_color=_HEADER,
+                    font=dict(color="white", size=14), align="left", height=30),
+        cells=dict(values=cells, fill_color=fills, align="left", height=26,
+                   font=dict(size=13), line_color="#dde1e8"),
+    ))
+    top = 50 if title else 10
+    fig.update_layout(height=min(top + 40 + 26 * n + 20, 900), margin=dict(l=10, r=10, t=top, b=10))
+    return _titled(fig, title)
+
+
+# ---------------------------------------------------------- slider figure
+def _range(values, log=False, pad=0.05, include_zero=False):
+    """[lo, hi] covering numeric ``values`` with a margin (log10 units when ``log``)."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy(float)
+    if log:
+        v = np.log10(v[v > 0])
+    if include_zero:
+        v = np.append(v, 0.0)
+    if v.size == 0:
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo if hi > lo else (abs(hi) or 1.0)
+    return [lo - pad * span, hi + pad * span]
+
+
+def slider_figure(df, x, y, slider, color=None, select=None, kind="line", slider_label=None,
+                  select_label=None, error_y=None, log_x=False, play=False, title=None,
+                  labels=None, height=None) -> go.Figure:
+    """Figure with sliders that work in a static HTML page (no kernel needed).
+
+    ``slider``: one frame per value (an ``animate`` slider that only swaps trace x/y data).
+    ``select``: optional second slider that shows the traces of one value at a time
+    (``restyle`` of ``visible``). Traces are one per (select value, color value); values keep
+    their order of first appearance; axis ranges are fixed over the whole frame.
+
+    Example: ``slider_figure(df, x="epsilon", y="accuracy", slider="lambda", color="model", select="attack")``
+    """
+    if kind not in ("line", "scatter", "bar"):
+        raise ValueError(f"kind must be 'line', 'scatter' or 'bar', not {kind!r}")
+    _check(df, x, y, slider, color, select, error_y)
+    labels = labels or {}
+    steps_v = list(pd.unique(df[slider]))
+    sel_v = list(pd.unique(df[select])) if select is not None else [None]
+    col_v = list(pd.unique(df[color])) if color is not None else [None]
+    groups = list(itertools.product(sel_v, col_v))
+
+    def subset(s_val, sel, col):
+        m = df[slider] == s_val
+        if select is not None:
+            m &= df[select] == sel
+        if color is not None:
+            m &= df[color] == col
+        return df[m]
+
+    def data(s_val, sel, col):
+        d = subset(s_val, sel, col)
+        kw = dict(x=d[x].tolist(), y=d[y].tolist())
+        if error_y is not None:
+            kw["error_y"] = dict(type="data", array=d[error_y].tolist(), visible=True)
+        return go.Bar(**kw) if kind == "bar" else go.Scatter(**kw)
+
+    mode = {"line": "lines+markers", "scatter": "markers"}.get(kind)
+    fig = go.Figure()
+    for i, (sel, col) in enumerate(groups):
+        tr = data(steps_v[0], sel, col)
+        c = PALETTE[col_v.index(col) % len(PALETTE)]
+        name = _fmt(col) if color is not None else labels.get(y, y)
+        tr.update(name=name, legendgroup=name, showlegend=color is not None,
+                  visible=bool(sel == sel_v[0]))
+        if kind == "bar":
+            tr.update(marker_color=c)
+        else:
+            tr.update(mode=mode, line=dict(color=c), marker=dict(color=c, size=7))
+        fig.add_trace(tr)
+
+    idx = list(range(len(groups)))
+    fig.frames = [go.Frame(name=str(s), traces=idx, data=[data(s, sel, col) for sel, col in groups])
+                  for s in steps_v]
+
+    # fixed axes: computed from the whole frame
+    yv = df[y]
+    if error_y is not None:
+        yv = pd.concat([df[y] - df[error_y], df[y] + df[error_y]])
+    yr = _range(yv, include_zero=kind == "bar")
+    if pd.api.types.is_numeric_dtype(df[x]):
+        fig.update_xaxes(range=_range(df[x], log=log_x), autorange=False,
+                         type="log" if log_x else "linear")
+    else:
+        fig.update_xaxes(type="category", categoryorder="array",
+                         categoryarray=[str(v) for v in pd.unique(df[x])])
+    if yr is not None:
+        fig.update_yaxes(range=yr, autorange=False)
+
+    # sliders, stacked under the plot
+    n_sl = 1 + (select is not None)
+    height = height or HEIGHT + 85 * n_sl
+    t, b = (60 if title else 30), 70 + 85 * n_sl
+    plot_h = height - t - b
+
+    def place(k):  # k-th slider below the x-axis title, in paper units
+        return -(70 + 85 * k) / plot_h
+
+    anim = dict(frame=dict(duration=0, redraw=kind == "bar"), mode="immediate",
+                transition=dict(duration=0))
+    s_label = slider_label or labels.get(slider, slider)
+    sliders = [dict(
+        active=0, x=0.1 if play else 0.0, len=0.9 if play else 1.0, y=place(0), yanchor="top",
+        pad=dict(t=0, b=0), currentvalue=dict(prefix=f"{s_label} = ", font=dict(size=14)),
+        steps=[dict(method="animate", label=_fmt(s), args=[[str(s)], anim]) for s in steps_v],
+    )]
+    if select is not None:
+        sel_label = select_label or labels.get(select, select)
+        sliders.append(dict(
+            active=0, x=0.0, len=1.0, y=place(1), yanchor="top", pad=dict(t=0, b=0),
+            currentvalue=dict(prefix=f"{sel_label} = ", font=dict(size=14)),
+            steps=[dict(method="restyle", label=_fmt(sv),
+                        args=[{"visible": [bool(g[0] == sv) for g in groups]}]) for sv in sel_v],
+        ))
+    fig.update_layout(
+        sliders=sliders, height=height, margin=dict(t=t, b=b),
+        xaxis_title=labels.get(x, x), yaxis_title=labels.get(y, y),
+        legend_title_text=labels.get(color, color) if color is not None else None,
+        barmode="group" if kind == "bar" else None,
+    )
+    if play:
+        fig.update_layout(updatemenus=[dict(
+            type="buttons", showactive=False, x=0.0, y=place(0), xanchor="left", yanchor="top",
+            pad=dict(t=25, r=10),
+            buttons=[dict(label="▶", method="animate",
+                          args=[None, {**anim, "frame": dict(duration=700, redraw=kind == "bar"),
+                                       "fromcurrent": True}])],
+        )])
+    return _titled(fig, title)
+
+
+# ----------------------------------------------------------------- images
+def _as_nhwc(images) -> np.ndarray:
+    """Torch/numpy (..., C, H, W) or (..., H, W, C), C in {1, 3}, values in [0, 1] -> uint8 RGB."""
+    a = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    a = a.astype(np.float32)
+    if a.shape[-1] not in (1, 3) and a.shape[-3] in (1, 3):
+        a = np.moveaxis(a, -3, -1)
+    if a.shape[-1] not in (1, 3):
+        raise ValueError(f"images must be (..., C, H, W) or (..., H, W, C) with C in (1, 3); got {a.shape}")
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _png(img: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def image_grid(images, titles=None, cols=8, title=None) -> go.Figure:
+    """Grid of images (N,C,H,W) or (N,H,W,C) in [0, 1], with optional per-image titles.
+
+    Example: ``image_grid(x[:16], titles=[classes[i] for i in y[:16]], cols=8)``
+    """
+    a = _as_nhwc(images)
+    if a.ndim != 4:
+        raise ValueError(f"image_grid expects 4-d images (N, ...); got shape {a.shape}")
+    n = len(a)
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    fig = px.imshow(a, facet_col=0, facet_col_wrap=cols, binary_string=True,
+                    facet_row_spacing=min(0.3 / rows, 0.08), facet_col_spacing=0.01)
+    for ann in fig.layout.annotations:
+        i = int(ann.text.split("=")[-1])
+        ann.text = str(titles[i]) if titles is not None and i < len(titles) else ""
+        ann.font = dict(size=12)
+    fig.update_xaxes(visible=False).update_yaxes(visible=False)
+    fig.update_traces(hoverinfo="skip", hovertemplate=None)
+    cell = max(90, 900 // cols)
+    top = 50 if title else 20
+    fig.update_layout(height=top + 10 + rows * (cell + (20 if titles is not None else 4)),
+                      margin=dict(l=5, r=5, t=top, b=5), hovermode=False)
+    return _titled(fig, title)
+
+
+def image_slider(images, slider_values, slider_label="epsilon", titles=None, title=None) -> go.Figure:
+    """K images side by side, with a static slider over S settings; images (S, K, C, H, W).
+
+    Example: ``image_slider(np.stack([clean, delta, adv], 1), eps, titles=["clean", "perturbation", "adversarial"])``
+    """
+    a = _as_nhwc(images)
+    if a.ndim != 5:
+        raise ValueError(f"image_slider expects 5-d images (S, K, ...); got shape {a.shape}")
+    S, K = a.shape[:2]
+    if len(slider_values) != S:
+        raise ValueError(f"{len(slider_values)} slider values for {S} image rows")
+    names = [str(v) for v in slider_values]
+    fig = make_subplots(1, K, subplot_titles=[str(t) for t in titles] if titles else None,
+                        horizontal_spacing=0.02)
+    for k in range(K):
+        fig.add_trace(go.Image(source=_png(a[0, k]), hoverinfo="skip"), 1, k + 1)
+    fig.frames = [go.Frame(name=names[s], traces=list(range(K)),
+                           data=[go.Image(source=_png(a[s, k])) for k in range(K)])
+                  for s in range(S)]
+    anim = dict(frame=dict(duration=0, redraw=True), mode="immediate", transition=dict(duration=0))
+    fig.update_xaxes(visible=False).update_yaxes(visible=False)
+    height = 60 + int(900 / K) + 110
+    fig.update_layout(
+        height=height, hovermode=False, margin=dict(l=5, r=5, t=60 if title else 30, b=100),
+        sliders=[dict(active=0, x=0.03, len=0.94, y=0, yanchor="top", pad=dict(t=10),
+                      currentvalue=dict(prefix=f"{slider_label} = ", font=dict(size=14)),
+                      steps=[dict(method="animate", label=_fmt(v), args=[[nm], anim])
+                             for v, nm in zip(slider_values, names)])],
+    )
+    return _titled(fig, title)

@@ -1,0 +1,126 @@
+"""Live ipywidgets explorers for Jupyter and Colab.
+
+They need a running kernel; the static book shows the state at execution time.
+For figures that stay interactive in the static HTML, use
+:func:`robustnb.plots.slider_figure` instead.
+
+Example::
+
+    from robustnb import widgets as W
+    W.enable_colab_widgets()
+    W.explorer(lambda eps, model: plot_for(eps, model),
+               eps=W.epsilon_slider(), model=W.choice(["resnet", "vgg"], "model"))
+"""
+
+from __future__ import annotations
+
+import sys
+
+import ipywidgets as widgets
+from IPython.display import display
+from plotly.basedatatypes import BaseFigure
+
+__all__ = ["epsilon_slider", "lambda_slider", "choice", "explorer", "Explorer",
+           "enable_colab_widgets"]
+
+
+def _num(v) -> str:
+    return f"{v:g}"
+
+
+def epsilon_slider(values=(0, 1, 2, 4, 8, 16), description="epsilon", value=None) -> widgets.SelectionSlider:
+    """Slider over perturbation budgets given in 1/255 units; labels "8/255", values 8/255.
+
+    Example: ``epsilon_slider((0, 2, 4, 8)).value  # 0.0``
+    """
+    options = [("0" if v == 0 else f"{_num(v)}/255", v / 255) for v in values]
+    kw = {} if value is None else {"value": value / 255}
+    return widgets.SelectionSlider(options=options, description=description,
+                                   continuous_update=False, **kw)
+
+
+def lambda_slider(values, description="lambda", value=None) -> widgets.SelectionSlider:
+    """Slider over the given floats, labelled compactly ("0.08").
+
+    Example: ``lambda_slider([0.0, 0.02, 0.08, 0.32])``
+    """
+    options = [(_num(v), float(v)) for v in values]
+    kw = {} if value is None else {"value": float(value)}
+    return widgets.SelectionSlider(options=options, description=description,
+                                   continuous_update=False, **kw)
+
+
+def choice(options, description, value=None) -> widgets.Dropdown:
+    """Drop-down menu over ``options`` (a list, or (label, value) pairs, or a dict).
+
+    Example: ``choice(["resnet18", "mobilenet"], "model")``
+    """
+    kw = {} if value is None else {"value": value}
+    return widgets.Dropdown(options=options, description=description, **kw)
+
+
+class Explorer(widgets.VBox):
+    """Controls stacked above an Output; ``fn(**values)`` is re-run on every change.
+
+    ``controls`` maps argument names to widgets, ``output`` is the Output widget,
+    ``refresh()`` re-runs ``fn`` by hand and returns its result.
+    """
+
+    def __init__(self, fn, controls: dict, **kw):
+        self.fn = fn
+        self.controls = dict(controls)
+        self.output = widgets.Output()
+        self.result = None
+        for w in self.controls.values():
+            if hasattr(w, "continuous_update"):
+                w.continuous_update = False
+            w.observe(self._on_change, names="value")
+        super().__init__(children=[*self.controls.values(), self.output], **kw)
+        self.refresh()
+
+    @property
+    def values(self) -> dict:
+        """Current value of every control, keyed by argument name."""
+        return {k: w.value for k, w in self.controls.items()}
+
+    def _on_change(self, _change=None):
+        self.refresh()
+
+    def refresh(self):
+        """Clear the output, call ``fn`` with the current values and show what it returns."""
+        self.output.clear_output(wait=True)
+        with self.output:
+            res = self.fn(**self.values)
+            if res is not None:
+                if isinstance(res, BaseFigure):
+                    res.show()
+                else:
+                    display(res)
+        self.result = res
+        return res
+
+    update = refresh
+
+
+def explorer(fn, **controls) -> Explorer:
+    """Live explorer: one widget per keyword argument of ``fn``; renders once at once.
+
+    Example: ``explorer(lambda eps: plots.line(df[df.eps == eps], "x", "y"), eps=epsilon_slider())``
+    """
+    for k, w in controls.items():
+        if not isinstance(w, widgets.ValueWidget):
+            raise TypeError(f"control {k!r} must be an ipywidgets value widget, not {type(w).__name__}")
+    return Explorer(fn, controls)
+
+
+def enable_colab_widgets() -> bool:
+    """In Google Colab, turn on the custom widget manager (ipywidgets 8); elsewhere a no-op.
+
+    Example: ``enable_colab_widgets()  # False outside Colab``
+    """
+    if "google.colab" not in sys.modules:
+        return False
+    from google.colab import output  # type: ignore
+
+    output.enable_custom_widget_manager()
+    return True

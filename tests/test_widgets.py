@@ -1,0 +1,74 @@
+"""robustnb.widgets: slider labels and values, and the explorer's re-run on change."""
+
+import sys
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+import pytest
+
+from robustnb import widgets as W
+
+
+def test_epsilon_slider():
+    s = W.epsilon_slider((0, 2, 8))
+    assert isinstance(s, widgets.SelectionSlider)
+    assert [lbl for lbl, _ in s.options] == ["0", "2/255", "8/255"]
+    assert [v for _, v in s.options] == [0.0, 2 / 255, 8 / 255]
+    assert s.value == 0.0
+    s.value = 8 / 255
+    assert s.label == "8/255"
+    assert W.epsilon_slider(value=4).value == pytest.approx(4 / 255)
+    assert W.epsilon_slider().description == "epsilon"
+
+
+def test_lambda_slider_and_choice():
+    s = W.lambda_slider([0.0, 0.02, 0.08])
+    assert [lbl for lbl, _ in s.options] == ["0", "0.02", "0.08"]
+    s.label = "0.08"
+    assert s.value == 0.08
+    d = W.choice(["resnet", "vgg"], "model")
+    assert isinstance(d, widgets.Dropdown) and d.value == "resnet" and d.description == "model"
+
+
+def test_explorer_calls_fn_on_creation_and_change():
+    calls = []
+
+    def fn(eps, model):
+        calls.append((eps, model))
+        return f"{model}@{eps}"
+
+    ex = W.explorer(fn, eps=W.epsilon_slider((0, 4, 8)), model=W.choice(["a", "b"], "model"))
+    assert isinstance(ex, widgets.VBox) and ex.children[-1] is ex.output
+    assert calls == [(0.0, "a")] and ex.result == "a@0.0"
+    ex.controls["eps"].value = 8 / 255
+    assert calls[-1] == (8 / 255, "a")
+    ex.controls["model"].value = "b"
+    assert calls[-1] == (8 / 255, "b") and len(calls) == 3
+    assert ex.refresh() == f"b@{8 / 255}" and ex.values == {"eps": 8 / 255, "model": "b"}
+    assert ex.controls["eps"].continuous_update is False
+
+
+def test_explorer_shows_figures(monkeypatch):
+    shown = []
+    monkeypatch.setattr(go.Figure, "show", lambda self, *a, **k: shown.append(self))
+    ex = W.explorer(lambda k: go.Figure(go.Scatter(y=[k, k])), k=widgets.IntSlider(1, 0, 5))
+    assert len(shown) == 1
+    ex.controls["k"].value = 3
+    assert len(shown) == 2 and shown[-1].data[0].y == (3, 3)
+    with pytest.raises(TypeError):
+        W.explorer(print, k=3)
+
+
+def test_enable_colab_widgets(monkeypatch):
+    assert W.enable_colab_widgets() is False
+    called = []
+    fake_output = type(sys)("google.colab.output")
+    fake_output.enable_custom_widget_manager = lambda: called.append(1)
+    fake_colab = type(sys)("google.colab")
+    fake_colab.output = fake_output
+    fake_google = type(sys)("google")
+    fake_google.colab = fake_colab
+    monkeypatch.setitem(sys.modules, "google", fake_google)
+    monkeypatch.setitem(sys.modules, "google.colab", fake_colab)
+    monkeypatch.setitem(sys.modules, "google.colab.output", fake_output)
+    assert W.enable_colab_widgets() is True and called == [1]
