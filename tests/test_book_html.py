@@ -1,0 +1,52 @@
+"""The built HTML book (``make test`` builds it at smoke first; ROBUSTNB_BOOK_HTML says where)."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from robustnb import book
+
+HTML = Path(os.environ.get("ROBUSTNB_BOOK_HTML", book.ROOT / "_build" / "html"))
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+pytestmark = pytest.mark.book
+
+
+def plotly_outputs(nb: dict) -> int:
+    """Figures the executed notebook displayed (plotly's mime bundle, or its HTML from the notebook renderer)."""
+    n = 0
+    for c in nb["cells"]:
+        for o in c.get("outputs", []):
+            d = o.get("data", {})
+            if PLOTLY_MIME in d or "plotly-graph-div" in "".join(d.get("text/html", "")):
+                n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def html_dir():
+    if not (HTML / "index.html").exists():
+        pytest.fail(f"no built book at {HTML}: run `make test` (it builds the book first) or `make book`")
+    return HTML
+
+
+@pytest.mark.parametrize("path", book.chapters(), ids=[p.stem for p in book.chapters()])
+def test_every_plotly_figure_reaches_the_html(html_dir, path):
+    rel = path.relative_to(book.ROOT)
+    page = html_dir / rel.with_suffix(".html")
+    executed = html_dir.parent / "jupyter_execute" / rel
+    assert page.exists(), f"{page} missing"
+    assert executed.exists(), f"{executed} missing (was the chapter executed by the build?)"
+    expected = plotly_outputs(json.loads(executed.read_text()))
+    drawn = len(re.findall(r'class="plotly-graph-div"', page.read_text()))
+    assert expected > 0, f"{rel} displays no plotly figure"
+    assert drawn == expected, f"{rel}: {expected} figures executed, {drawn} in the HTML"
+
+
+def test_colab_launch_button(html_dir):
+    url, branch = book.repository()
+    slug = url.split("github.com/")[-1]
+    page = (html_dir / book.chapters()[0].relative_to(book.ROOT)).with_suffix(".html").read_text()
+    assert f"colab.research.google.com/github/{slug}/blob/{branch}/" in page
