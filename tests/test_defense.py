@@ -1,0 +1,123 @@
+"""robustnb.defense: TV denoising, object masks, the disentangled defense and the baselines."""
+
+import pytest
+import torch
+
+from robustnb import defense as D
+from robustnb.config import ConfigError
+from robustnb.frequency import local_energy, split, total_variation
+
+
+@pytest.fixture
+def x():
+    g = torch.Generator().manual_seed(0)
+    base = torch.linspace(0.1, 0.7, 32).expand(2, 3, 32, 32)
+    return (base + 0.15 * torch.randn(2, 3, 32, 32, generator=g)).clamp(0, 1)
+
+
+def bitmap(t):  # a stand-in for rate.bit_map: "bits" follow local high-frequency energy on a 8x8 grid
+    return local_energy(t, (8, 8), 0.1) * 100
+
+
+@pytest.mark.parametrize("w", [0.02, 0.1])
+def test_tv_lowers_total_variation_and_solves_the_tv_problem(x, w):
+    u = D.tv_denoise(x, w, n_iter=200)
+    assert (total_variation(u) < total_variation(x)).all()
+    objective = lambda v: 0.5 * ((v - x) ** 2).sum() + w * total_variation(v).sum()  # noqa: E731
+    ref = D.tv_skimage(x, w)  # scikit-image solves the same problem
+    assert objective(u) <= objective(ref) * 1.001
+    assert objective(u) < objective(x)
+
+
+def test_tv_weight_zero_is_identity(x):
+    assert torch.equal(D.tv_denoise(x, 0.0), x)
+    assert torch.equal(D.tv_denoise(x, torch.zeros(2, 1, 32, 32)), x)
+    assert torch.equal(D.make_defense("disentangled_tv", bitmap, lambda_tv=0.0)(x), x)
+
+
+def test_tv_weight_map_smooths_only_where_asked(x):
+    w = torch.zeros(2, 1, 32, 32)
+    w[..., :, 16:] = 0.2
+    u = D.tv_denoise(x, w, n_iter=100)
+    left_change = (u - x)[..., :, :12].abs().mean()
+    right_change = (u - x)[..., :, 20:].abs().mean()
+    assert right_change > 10 * left_change
+
+
+def test_tv_is_differentiable_when_unrolled(x):
+    xr = x.clone().requires_grad_(True)
+    D.tv_denoise(xr, 0.05, n_iter=10).sum().backward()
+    assert xr.grad is not None and torch.isfinite(xr.grad).all()
+
+
+def test_object_mask_range_and_shape(x):
+    for source in D.MASK_SOURCES:
+        m = D.likelihood_mask(bitmap, x, source=source)
+        assert m.shape == (2, 1, 32, 32) and m.min() >= 0 and m.max() <= 1
+        assert m.max() == 1 and m.min() == 0  # scaled per image
+
+
+def test_object_mask_finds_the_busy_region():
+    g = torch.Generator().manual_seed(1)
+    img = torch.full((1, 3, 32, 32), 0.5)
+    img[..., 8:24, 8:24] += 0.3 * torch.randn(1, 3, 16, 16, generator=g)
+    m = D.likelihood_mask(bitmap, img.clamp(0, 1), source="input")
+    assert m[..., 12:20, 12:20].mean() > 0.8 and m[..., :4, :].mean() < 0.2
+
+
+def test_grad_cam_range_and_shape(x):
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.nn.Conv2d(3, 4, 4, stride=4)
+            self.head = torch.nn.Linear(4, 10)
+
+        def forward(self, t):
+            z = self.enc(t)
+            return {"latent": z, "logits": self.head(z.mean(dim=(2, 3)))}
+
+    torch.manual_seed(0)
+    cam = D.grad_cam(Tiny(), x)
+    assert cam.shape == (2, 1, 32, 32) and cam.min() >= 0 and cam.max() <= 1
+    agree = D.mask_agreement(cam, cam)
+    assert (agree["rank_corr"] > 0.99).all() and (agree["top_half_iou"] == 1).all()
+
+
+def test_disentangled_defense_parts(x):
+    d = D.make_defense("disentangled_tv", bitmap, lambda_tv=0.05)
+    parts = d.forward_parts(x)
+    assert torch.allclose(parts["low"] + parts["high"], x, atol=1e-6)
+    out = parts["output"]
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert (total_variation(out) < total_variation(x)).all()
+    # gentle on the object: the weight map is lambda on the background, object_factor * lambda on the object
+    w = parts["weight"]
+    assert float(w.max()) <= 0.05 + 1e-7 and float(w.min()) >= 0.25 * 0.05 - 1e-7
+    assert torch.equal(d(x), out) and torch.equal(d(x), d(x))  # deterministic
+
+
+@pytest.mark.parametrize("name", D.DEFENSES)
+def test_every_defense_keeps_shape_and_range(x, name):
+    out = D.make_defense(name, bitmap)(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    if name == "none":
+        assert torch.equal(out, x)
+    else:
+        assert not torch.equal(out, x)
+
+
+def test_bit_depth_and_jpeg_values(x):
+    out = D.BitDepth(1)(x)
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+    assert not D.JPEG.differentiable and D.GlobalTV.differentiable
+
+
+def test_bad_settings_raise(x):
+    with pytest.raises(ConfigError, match="Unknown defense"):
+        D.make_defense("median")
+    with pytest.raises(ConfigError, match="bit_map_fn"):
+        D.make_defense("disentangled_tv")
+    with pytest.raises(ConfigError, match="weight"):
+        D.tv_denoise(x, -1.0)
+    with pytest.raises(ConfigError, match="mask source"):
+        D.likelihood_mask(bitmap, x, source="cam")

@@ -1,0 +1,121 @@
+"""Spectra and FFT filters of robustnb.frequency: identities, known values, [0, 1], errors."""
+
+import math
+
+import pytest
+import torch
+
+from robustnb import frequency as Fq
+from robustnb.config import ConfigError
+
+
+@pytest.fixture
+def x():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(3, 3, 32, 32, generator=g)
+
+
+def test_lowpass_full_cutoff_is_identity(x):
+    assert torch.equal(Fq.lowpass(x, Fq.F_MAX), x)
+    # just below F_MAX only the corner frequency (-1/2, -1/2), a checkerboard, is removed
+    diff = x - Fq.lowpass(x, 0.7)
+    checker = (-1.0) ** (torch.arange(32)[:, None] + torch.arange(32)[None, :])
+    coef = (diff * checker).mean(dim=(-2, -1), keepdim=True)
+    assert torch.allclose(diff, coef * checker, atol=1e-5)
+
+
+def test_lowpass_zero_cutoff_leaves_the_mean(x):
+    lp = Fq.lowpass(x, 0.0)
+    assert torch.allclose(lp, x.mean(dim=(-2, -1), keepdim=True).expand_as(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", Fq.FILTER_KINDS)
+@pytest.mark.parametrize("cutoff", [0.0, 0.1, 0.3, Fq.F_MAX])
+def test_split_sums_back(x, kind, cutoff):
+    low, high = Fq.split(x, cutoff, kind)
+    assert torch.allclose(low + high, x, atol=1e-6)
+
+
+def test_lowpass_is_a_projection_and_removes_a_high_sinusoid():
+    t = torch.arange(32).float()
+    fine = 0.5 + 0.25 * torch.cos(2 * math.pi * 0.375 * t)  # 0.375 cycles/pixel along x
+    coarse = 0.5 + 0.25 * torch.cos(2 * math.pi * (2 / 32) * t)
+    img = torch.stack([fine.expand(32, 32)] * 3)[None]
+    assert torch.allclose(Fq.lowpass(img, 0.25), torch.full_like(img, 0.5), atol=1e-5)
+    img2 = torch.stack([coarse.expand(32, 32)] * 3)[None]
+    assert torch.allclose(Fq.lowpass(img2, 0.25), img2, atol=1e-5)
+    lp = Fq.lowpass(img + img2 - 0.5, 0.25)
+    assert torch.allclose(Fq.lowpass(lp, 0.25), lp, atol=1e-5)  # idempotent
+
+
+def test_radial_spectrum_peaks_at_the_sinusoid_frequency():
+    t = torch.arange(64).float()
+    img = (0.5 + 0.4 * torch.cos(2 * math.pi * 0.25 * t)).expand(1, 1, 64, 64)
+    f, p = Fq.radial_spectrum(img)
+    assert p.shape == (1, len(f))
+    assert abs(float(f[p[0].argmax()]) - 0.25) <= float(f[1] - f[0])
+
+
+def test_parseval_and_high_frequency_share(x):
+    xm = x - x.mean(dim=(-2, -1), keepdim=True)
+    power = (torch.fft.fft2(xm.double()).abs() ** 2).sum() / (32 * 32)
+    assert torch.isclose(power, (xm.double() ** 2).sum(), rtol=1e-6)
+    share = Fq.high_frequency_share(x, 0.25)
+    assert share.shape == (3,) and ((share > 0) & (share < 1)).all()
+    smooth = Fq.lowpass(x, 0.1)
+    assert (Fq.high_frequency_share(smooth, 0.25) < 1e-6).all()
+
+
+def test_filtered_is_an_image(x):
+    for band in ("low", "high"):
+        out = Fq.filtered(x, 0.2, band)
+        assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    assert torch.allclose(Fq.filtered(flat, 0.2, "high"), flat, atol=1e-6)
+
+
+def test_total_variation_known_values():
+    step = torch.zeros(1, 1, 4, 4)
+    step[..., 2:] = 1.0
+    assert float(Fq.total_variation(step)) == pytest.approx(4.0)
+    assert float(Fq.total_variation(torch.ones(1, 3, 8, 8))) == 0.0
+
+
+def test_cutoff_sweep_and_band_shares_with_a_known_rate():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 3, 16, 16, generator=g)
+    rate_fn = lambda t: (t - t.mean(dim=(-2, -1), keepdim=True)).pow(2).flatten(1).sum(1)  # noqa: E731
+    sw = Fq.cutoff_sweep(rate_fn, {"clean": x}, [0.1, Fq.F_MAX])
+    full = sw[(sw["filter"] == "low-pass") & (sw["cutoff"] == Fq.F_MAX)]["rate_ratio"].iloc[0]
+    assert full == pytest.approx(1.0)
+    shares = Fq.band_shares(rate_fn, {"clean": x}, edges=(0.1, 0.25))
+    assert shares["share"].sum() == pytest.approx(1.0)
+    assert shares["power_share"].sum() == pytest.approx(1.0, abs=1e-6)
+    v = Fq.claim_verdict(sw.assign(lam=1), cutoff=0.1, by=("lam",))
+    assert v.shape[0] == 1 and "claim_holds" in v
+
+
+def test_bit_allocation_center_and_correlation():
+    x = torch.full((2, 3, 32, 32), 0.5)
+    x[:, :, 8:24, 8:24] += 0.3 * torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    x = x.clamp(0, 1)
+    bitmap = lambda t: Fq.local_energy(t, (8, 8))  # noqa: E731  bits follow HF energy exactly
+    df = Fq.bit_allocation(bitmap, {"clean": x})
+    assert (df["object_ratio"] > 1).all() and (df["hf_corr"] > 0.99).all()
+    assert Fq.center_mask(8, 8).sum() == 16
+
+
+def test_bad_cutoff_and_band_raise(x):
+    with pytest.raises(ConfigError, match="cutoff"):
+        Fq.lowpass(x, 0.9)
+    with pytest.raises(ConfigError, match="band"):
+        Fq.filtered(x, 0.2, "mid")
+    with pytest.raises(ConfigError, match="filter kind"):
+        Fq.lowpass(x, 0.2, "butterworth")
+
+
+def test_natural_images_shape():
+    imgs, names = Fq.natural_images(("astronaut", "coffee"), size=48)
+    assert imgs.shape == (2, 3, 48, 48) and imgs.min() >= 0 and imgs.max() <= 1 and names == ["astronaut", "coffee"]
+    with pytest.raises(ConfigError):
+        Fq.natural_images(("lena",))
