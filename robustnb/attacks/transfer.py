@@ -1,0 +1,185 @@
+"""Transfer attacks crafted on an ensemble of surrogate models: MI-FGSM, SAM, CSE and CWA.
+
+An attacker who cannot query the target trains its own *surrogate* models and crafts adversarial
+examples on them, hoping they *transfer*. Four attacks, all untargeted, L-inf, in pixel space ``[0, 1]``:
+
+``mifgsm``
+    MI-FGSM (Dong et al., CVPR 2018) from torchattacks, run on :class:`LogitEnsemble` (the mean of the
+    surrogates' logits): the classic baseline.
+``sam``, ``cse``, ``cwa``
+    The ensemble attacks of Chen et al., *Rethinking Model Ensemble in Transfer-based Adversarial Attacks*
+    (ICLR 2024), written here as ``torchattacks.attack.Attack`` subclasses because no library ships them.
+    CWA (*Common Weakness Attack*) = SAM (flat regions of the ensemble loss) + CSE (gradients of the
+    surrogates that agree, i.e. a high cosine similarity).
+
+The update rules (one outer step ``t``, ``x_t`` the current image, ``x_0`` the clean one, ``L`` the
+cross-entropy, ``L_ens`` the cross-entropy of the mean logits, ``Pi`` the projection onto the epsilon ball
+and ``[0, 1]``; momentum ``m`` starts at 0, ``mu`` is the decay)::
+
+    SAM:  x_r = Pi(x_t - r * sign(grad L_ens(x_t)))                       # flattening step *down* the loss
+          g   = grad L_ens(x_r)
+          m   = mu * m + g / ||g||_1
+          x_{t+1} = Pi(x_t + alpha * sign(m))
+
+    CSE:  x^0 = x_t
+          for i = 1..n (surrogates one by one):                          # inner pass
+              g_i = grad L(f_i(x^{i-1}))
+              v   = mu * v + g_i / ||g_i||_2                             # inner momentum (kept across t)
+              x^i = Pi(x^{i-1} + beta * v)
+          d = x^n - x_t                                                   # total displacement
+          m = mu * m + d / ||d||_1
+          x_{t+1} = Pi(x_t + alpha * sign(m))                             # MI-FGSM-style outer update
+
+    CWA:  x_r = Pi(x_t - r * sign(grad L_ens(x_t)))                       # SAM's flattening step
+          CSE's inner pass starting from x^0 = x_r
+          d = x^n - x_t  (displacement from the point *before* flattening)
+          m = mu * m + d / ||d||_1
+          x_{t+1} = Pi(x_t + alpha * sign(m))
+
+This follows the authors' code (``MI_SAM``, ``MI_CosineSimilarityEncourager`` and ``MI_CommonWeakness`` in
+github.com/huanranchen/AdversarialAttacks) with two documented differences: the ensemble loss uses the
+*mean* of the logits (the authors sum them; the sign steps are unchanged, the softmax is sharper with the
+sum), and the outer L1 normalisation is per image (the authors divide by the L1 norm of the whole batch,
+which makes an image's update depend on its batch mates). Defaults scale the authors' ImageNet settings
+(epsilon 16/255, alpha = eps/5, r = eps/15, beta = 250 for 224x224x3 inputs) to any input size: alpha =
+eps/5, r = eps/15 and beta = 250 * sqrt(d / 150528) for d input values, which keeps the same step per pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+import torchattacks
+from torch import nn
+
+from robustnb.attacks import check_epsilon
+from robustnb.config import ConfigError
+
+TRANSFER_ATTACKS = ("mifgsm", "sam", "cse", "cwa")
+_IMAGENET_DIM = 3 * 224 * 224
+
+
+class LogitEnsemble(nn.Module):
+    """The mean of several models' logits, as one module (the surrogate ensemble of MI-FGSM)."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__()
+        if len(models) == 0:
+            raise ConfigError("an ensemble needs at least one model, got none.")
+        self.members = nn.ModuleList(models)
+
+    def forward(self, x):
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+class _EnsembleTransferAttack(torchattacks.attack.Attack):
+    """Shared parts of SAM / CSE / CWA: parameters, projection and the two kinds of steps."""
+
+    use_flatten = False
+    use_inner = False
+
+    def __init__(self, models: Sequence[nn.Module], eps: float = 8 / 255, alpha: float | None = None,
+                 steps: int = 10, decay: float = 1.0, reverse_step: float | None = None,
+                 inner_step: float | None = None):
+        models = list(models)
+        ensemble = LogitEnsemble(models)
+        super().__init__(type(self).__name__, ensemble)
+        self.models = models
+        self.eps = check_epsilon(eps, "eps")
+        self.alpha = self.eps / 5 if alpha is None else float(alpha)
+        self.reverse_step = self.eps / 15 if reverse_step is None else float(reverse_step)
+        self.inner_step = inner_step
+        if not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"steps must be a non-negative integer, got {steps!r}.")
+        if self.alpha < 0 or self.reverse_step < 0 or decay < 0:
+            raise ConfigError(f"alpha, reverse_step and decay must be >= 0, got {self.alpha}, "
+                              f"{self.reverse_step}, {decay}.")
+        self.steps, self.decay = steps, float(decay)
+        self.supported_mode = ["default"]
+
+    # -------------------------------------------------------------------------------- helpers
+    def _project(self, x, x0):
+        return torch.min(torch.max(x, x0 - self.eps), x0 + self.eps).clamp(0, 1).detach()
+
+    @staticmethod
+    def _grad(fn, x, y):
+        x = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(fn(x), y)
+        return torch.autograd.grad(loss, x)[0].detach()
+
+    @staticmethod
+    def _norm(t, p):
+        return t.flatten(1).norm(p=p, dim=1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
+
+    def _beta(self, x):
+        if self.inner_step is not None:
+            return float(self.inner_step)
+        return 250.0 * math.sqrt(x[0].numel() / _IMAGENET_DIM)
+
+    # -------------------------------------------------------------------------------- attack
+    def forward(self, images, labels):
+        x0 = images.clone().detach().to(self.device)
+        y = labels.clone().detach().to(self.device)
+        x = x0.clone()
+        outer = torch.zeros_like(x0)
+        inner = torch.zeros_like(x0)
+        beta = self._beta(x0)
+        for _ in range(self.steps):
+            start = x
+            if self.use_flatten:  # SAM: a step *down* the ensemble loss, to a flatter point
+                x = self._project(x - self.reverse_step * self._grad(self.get_logits, x, y).sign(), x0)
+            if self.use_inner:  # CSE: one pass over the surrogates with L2-normalised inner momentum
+                for model in self.models:
+                    g = self._grad(model, x, y)
+                    inner = self.decay * inner + g / self._norm(g, 2)
+                    x = self._project(x + beta * inner, x0)
+                direction = x - start
+            else:  # SAM alone: the ensemble gradient at the flattened point
+                direction = self._grad(self.get_logits, x, y)
+            outer = self.decay * outer + direction / self._norm(direction, 1)
+            x = self._project(start + self.alpha * outer.sign(), x0)
+        return x
+
+
+class SAM(_EnsembleTransferAttack):
+    """MI-SAM: flatten (step down the ensemble loss), then an MI-FGSM step with the gradient found there."""
+
+    use_flatten, use_inner = True, False
+
+
+class CSE(_EnsembleTransferAttack):
+    """MI-CSE: surrogates one by one with an L2-normalised inner momentum, then an MI-FGSM outer step."""
+
+    use_flatten, use_inner = False, True
+
+
+class CWA(_EnsembleTransferAttack):
+    """Common Weakness Attack = SAM's flattening step + CSE's inner pass + MI-FGSM outer update."""
+
+    use_flatten, use_inner = True, True
+
+
+def make_transfer_attack(name: str, surrogates: Sequence[nn.Module], eps: float = 8 / 255, steps: int = 10,
+                         alpha: float | None = None, decay: float = 1.0, **kw) -> torchattacks.attack.Attack:
+    """A transfer attack on a list of surrogate models by name: ``mifgsm``, ``sam``, ``cse`` or ``cwa``.
+
+    ``alpha`` (outer step) defaults to ``eps / 5`` for all four, as in the authors' code; ``kw`` goes to
+    SAM/CSE/CWA (``reverse_step``, ``inner_step``).
+    """
+    key = str(name).lower()
+    if key not in TRANSFER_ATTACKS:
+        raise ConfigError(f"Unknown transfer attack {name!r}: choose one of {', '.join(TRANSFER_ATTACKS)}.")
+    eps = check_epsilon(eps, "eps")
+    alpha = eps / 5 if alpha is None else alpha
+    surrogates = list(surrogates)
+    for m in surrogates:
+        m.eval()
+    if key == "mifgsm":
+        if kw:
+            raise ConfigError(f"mifgsm takes no extra arguments {sorted(kw)}.")
+        return torchattacks.MIFGSM(LogitEnsemble(surrogates), eps=eps, alpha=alpha, steps=steps, decay=decay)
+    cls = {"sam": SAM, "cse": CSE, "cwa": CWA}[key]
+    return cls(surrogates, eps=eps, alpha=alpha, steps=steps, decay=decay, **kw)

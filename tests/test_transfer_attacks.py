@@ -1,0 +1,97 @@
+"""Transfer attacks (robustnb.attacks.transfer): epsilon ball, [0, 1], and that they work white-box."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from robustnb.attacks import check_in_ball
+from robustnb.attacks.transfer import CSE, CWA, SAM, TRANSFER_ATTACKS, LogitEnsemble, make_transfer_attack
+from robustnb.config import ConfigError
+from robustnb.models import Normalize
+from robustnb.train import TrainConfig, evaluate, fit
+
+EPS = 8 / 255
+
+
+def _data(n=256, seed=0):
+    """4 classes told apart by a small shift of the mean grey level: 8/255 is enough to cross a boundary."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = (0.42 + 0.04 * y.view(-1, 1, 1, 1) + 0.01 * torch.randn(n, 3, 8, 8, generator=g)).clamp(0, 1)
+    return x, y
+
+
+def _model(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(Normalize((0.48,) * 3, (0.06,) * 3), nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(),
+                         nn.Linear(16, 4))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x, y = _data()
+    m = _model(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one thread is much faster on shared cores
+    try:
+        fit(m, (x, y), TrainConfig(epochs=30, batch_size=64, optimizer="adam", lr=0.01, weight_decay=0.0,
+                                   scheduler="none", augment=False))
+    finally:
+        torch.set_num_threads(threads)
+    return m, _data(128, seed=1)
+
+
+@pytest.mark.parametrize("name", TRANSFER_ATTACKS)
+def test_stays_in_ball_and_box(name):
+    x = torch.rand(6, 3, 8, 8)
+    x[0] = 0.0  # pixels at the box edges must stay inside [0, 1]
+    x[1] = 1.0
+    y = torch.randint(0, 4, (6,))
+    atk = make_transfer_attack(name, [_model(1), _model(2)], EPS, steps=4)
+    x_adv = atk(x, y)
+    check_in_ball(x_adv, x, EPS)
+    assert x_adv.shape == x.shape and not torch.equal(x_adv, x)
+
+
+@pytest.mark.parametrize("name", TRANSFER_ATTACKS)
+def test_identical_surrogate_breaks_the_target(trained, name):
+    target, (x, y) = trained
+    clean = evaluate(target, (x, y))
+    assert clean > 0.9
+    atk = make_transfer_attack(name, [copy.deepcopy(target)], EPS, steps=10)
+    robust = evaluate(target, (atk(x, y), y))
+    assert robust < clean - 0.5, (name, clean, robust)
+
+
+def test_steps_zero_is_identity_and_deterministic():
+    x, y = torch.rand(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    models = [_model(1), _model(2)]
+    assert torch.equal(CWA(models, EPS, steps=0)(x, y), x)
+    assert torch.equal(CWA(models, EPS, steps=3)(x, y), CWA(models, EPS, steps=3)(x, y))
+
+
+def test_the_halves_differ():
+    x, y = torch.rand(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    models = [_model(1), _model(2), _model(3)]
+    sam, cse, cwa = (cls(models, EPS, steps=3)(x, y) for cls in (SAM, CSE, CWA))
+    assert not torch.equal(sam, cwa) and not torch.equal(sam, cse)
+    # with a small inner step the flattening step before the inner pass changes the result
+    cse, cwa = (cls(models, EPS, steps=3, inner_step=0.05)(x, y) for cls in (CSE, CWA))
+    assert not torch.equal(cse, cwa)
+
+
+def test_logit_ensemble_is_the_mean():
+    models = [_model(1), _model(2)]
+    x = torch.rand(3, 3, 8, 8)
+    assert torch.allclose(LogitEnsemble(models)(x), (models[0](x) + models[1](x)) / 2)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ConfigError, match="Unknown transfer attack 'pgd'"):
+        make_transfer_attack("pgd", [_model(1)])
+    with pytest.raises(ConfigError, match="8/255"):
+        make_transfer_attack("cwa", [_model(1)], eps=8)
+    with pytest.raises(ConfigError, match="at least one model"):
+        make_transfer_attack("cwa", [])
