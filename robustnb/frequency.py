@@ -185,10 +185,33 @@ def center_mask(h: int, w: int, fraction: float = 0.5) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------ experiments
-def _mean_bits(rate_fn: RateFn, x: torch.Tensor, batch_size: int = 256) -> float:
+def _measure(rate_fn: RateFn, x: torch.Tensor, batch_size: int = 512):
+    """``rate_fn`` over ``x`` in batches: ``(bits (N,), logits or None)``; ``rate_fn`` may return the bits or a
+    ``(bits, logits)`` pair (one forward pass for both)."""
+    bits, logits = [], []
     with torch.no_grad():
-        return float(torch.cat([rate_fn(x[i:i + batch_size]).detach().float().cpu()
-                                for i in range(0, len(x), batch_size)]).mean())
+        for i in range(0, len(x), batch_size):
+            out = rate_fn(x[i:i + batch_size])
+            if isinstance(out, tuple):
+                out, lg = out
+                logits.append(lg.detach().float().cpu())
+            bits.append(out.detach().float().cpu())
+    return torch.cat(bits), (torch.cat(logits) if logits else None)
+
+
+def _mean_bits(rate_fn: RateFn, x: torch.Tensor) -> float:
+    return float(_measure(rate_fn, x)[0].mean())
+
+
+def bits_and_logits(model) -> RateFn:
+    """``x -> (estimated bits (N,), logits)`` from one eval-mode forward pass of a split model."""
+    def fn(x):
+        dev = next(model.parameters()).device
+        out = model(x.to(dev), noise=False)
+        bits = sum((-torch.log2(v)).flatten(1).sum(1) for v in out["likelihoods"].values())
+        return bits.cpu(), out["logits"].cpu()
+
+    return fn
 
 
 def spectra(inputs: Mapping[str, torch.Tensor], reference: str | None = "clean", n_bins: int | None = None) -> pd.DataFrame:
@@ -207,25 +230,30 @@ def spectra(inputs: Mapping[str, torch.Tensor], reference: str | None = "clean",
     return pd.DataFrame(rows)
 
 
-def cutoff_sweep(rate_fn: RateFn, inputs: Mapping[str, torch.Tensor], cutoffs, acc_fn=None,
+def cutoff_sweep(rate_fn: RateFn, inputs: Mapping[str, torch.Tensor], cutoffs,
                  labels: torch.Tensor | None = None) -> pd.DataFrame:
     """Rate of each input set after low-pass and after high-pass filtering (:func:`filtered`) at each cutoff.
 
+    ``rate_fn(x)`` returns bits ``(N,)`` or ``(bits, logits)`` (then, with ``labels``, accuracy is reported).
     Columns: ``condition, filter (low-pass|high-pass), cutoff, bits, bits_unfiltered, rate_ratio`` (bits /
-    unfiltered bits of the same inputs), ``accuracy`` when ``acc_fn(x, labels) -> float`` is given.
+    unfiltered bits of the same inputs) and ``accuracy`` when available. All filtered copies of a set go
+    through ``rate_fn`` as one large batch.
     """
     rows = []
+    settings = [("low", "low-pass", c) for c in cutoffs] + [("high", "high-pass", c) for c in cutoffs]
     for name, x in inputs.items():
-        full = _mean_bits(rate_fn, x)
-        for band, label in (("low", "low-pass"), ("high", "high-pass")):
-            for c in cutoffs:
-                xf = filtered(x, c, band)
-                bits = _mean_bits(rate_fn, xf)
-                row = {"condition": name, "filter": label, "cutoff": float(c), "bits": bits,
-                       "bits_unfiltered": full, "rate_ratio": bits / full if full else float("nan")}
-                if acc_fn is not None:
-                    row["accuracy"] = acc_fn(xf, labels)
-                rows.append(row)
+        n = len(x)
+        batch = torch.cat([x] + [filtered(x, c, band) for band, _, c in settings])
+        bits, logits = _measure(rate_fn, batch)
+        full = float(bits[:n].mean())
+        for k, (band, label, c) in enumerate(settings, start=1):
+            b = float(bits[k * n:(k + 1) * n].mean())
+            row = {"condition": name, "filter": label, "cutoff": float(c), "bits": b,
+                   "bits_unfiltered": full, "rate_ratio": b / full if full else float("nan")}
+            if logits is not None and labels is not None:
+                row["accuracy"] = float((logits[k * n:(k + 1) * n].argmax(1) == labels).float().mean())
+                row["accuracy_unfiltered"] = float((logits[:n].argmax(1) == labels).float().mean())
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -242,7 +270,9 @@ def band_shares(rate_fn: RateFn, inputs: Mapping[str, torch.Tensor], edges=(0.06
     cuts = [0.0] + [float(e) for e in edges if 0 < e < F_MAX] + [F_MAX]
     rows = []
     for name, x in inputs.items():
-        rates = [_mean_bits(rate_fn, filtered(x, c, "low")) for c in cuts]
+        n = len(x)
+        bits = _measure(rate_fn, torch.cat([filtered(x, c, "low") for c in cuts]))[0]
+        rates = [float(bits[k * n:(k + 1) * n].mean()) for k in range(len(cuts))]
         total = rates[-1] - rates[0]
         xm = x - x.mean(dim=(-2, -1), keepdim=True)
         p = (torch.fft.fft2(xm.double()).abs() ** 2).sum(1).mean(0)
@@ -335,3 +365,219 @@ def natural_images(names=NATURAL_IMAGES, size: int = 256) -> tuple[torch.Tensor,
         out.append(F.interpolate(a[None], size=(size, size), mode="bilinear", antialias=True,
                                  align_corners=False)[0].clamp(0, 1))
     return torch.stack(out), list(names)
+
+
+# ------------------------------------------------------------------------------------------ display
+def colorize(maps: torch.Tensor, size=None, colorscale: str = "viridis") -> torch.Tensor:
+    """``(N, h, w)`` maps -> ``(N, 3, H, W)`` RGB images in [0, 1] (scaled per map; nearest upsampling to
+    ``size``), for ``plots.image_grid``."""
+    import plotly.colors as pc
+
+    m = maps.detach().float().cpu()
+    lo = m.flatten(1).min(1).values.view(-1, 1, 1)
+    hi = m.flatten(1).max(1).values.view(-1, 1, 1)
+    m = ((m - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
+    scale = pc.get_colorscale(colorscale)
+    lut = torch.tensor([pc.unlabel_rgb(pc.find_intermediate_color(*_between(scale, t), colortype="rgb"))
+                        for t in np.linspace(0, 1, 256)], dtype=torch.float32) / 255
+    rgb = lut[(m * 255).round().long()].permute(0, 3, 1, 2)
+    if size is not None:
+        rgb = F.interpolate(rgb, size=tuple(size), mode="nearest")
+    return rgb
+
+
+def _between(scale, t):
+    """The two colours of a plotly colorscale around ``t`` and the interpolation weight."""
+    for (t0, c0), (t1, c1) in zip(scale[:-1], scale[1:]):
+        if t0 <= t <= t1:
+            c0, c1 = (pc_rgb(c0), pc_rgb(c1))
+            return c0, c1, 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
+    return pc_rgb(scale[-1][1]), pc_rgb(scale[-1][1]), 0.0
+
+
+def pc_rgb(c: str) -> str:
+    import plotly.colors as pc
+
+    return pc.convert_colors_to_same_type(c, colortype="rgb")[0][0]
+
+
+# ------------------------------------------------------------------------------------------- the study
+CORRUPTIONS_SHOWN = ("shot_noise", "defocus_blur")
+
+
+@dataclass(frozen=True)
+class FrequencyConfig:
+    """Sizes of the frequency-analysis chapter. The split models are those of the entropy-attack chapters
+    (same ``robustnb.entropy.get_split_model`` calls, so they come from the model cache)."""
+
+    arch: str
+    entropy_models: tuple[str, ...]
+    lambdas: tuple[float, ...]
+    n_images: int
+    eps_255: float
+    attack_steps: int
+    attack_draws: int
+    cutoffs: tuple[float, ...]
+    band_edges: tuple[float, ...]
+    corruptions: tuple[str, ...]
+    severity: int
+    photo_size: int
+
+    @classmethod
+    def from_preset(cls, preset: str, seed: int = 0) -> "FrequencyConfig":
+        from robustnb import entropy
+
+        return cls(
+            arch=pick(preset, smoke="vgg", cpu="resnet", full="resnet"),
+            entropy_models=entropy.ENTROPY_MODELS,
+            lambdas=pick(preset, smoke=(min(entropy.LAMBDAS),), cpu=tuple(entropy.LAMBDAS),
+                         full=tuple(entropy.LAMBDAS)),
+            n_images=pick(preset, smoke=16, cpu=128, full=1000),
+            eps_255=8.0,
+            attack_steps=pick(preset, smoke=2, cpu=10, full=20),
+            attack_draws=pick(preset, smoke=1, cpu=4, full=16),
+            cutoffs=pick(preset, smoke=(0.1, 0.25, F_MAX), cpu=(0.03, 0.06, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, F_MAX),
+                         full=(0.03, 0.06, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, F_MAX)),
+            band_edges=(0.0625, 0.125, 0.25, 0.375, 0.5),
+            corruptions=CORRUPTIONS_SHOWN,
+            severity=3,
+            photo_size=pick(preset, smoke=64, cpu=256, full=512),
+        )
+
+
+def load_models(cfg: FrequencyConfig, run) -> dict:
+    """``{(entropy_model, lambda): SplitModel}`` from the model cache (trained on first use)."""
+    from robustnb.entropy import get_split_model
+
+    return {(em, lam): get_split_model(cfg.arch, em, lam, run) for em in cfg.entropy_models for lam in cfg.lambdas}
+
+
+def cifar_images(cfg: FrequencyConfig, run) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_images`` of a stratified CIFAR-10 test subset: ``(x, y)``."""
+    from robustnb import data
+
+    return data.load_cifar10("test").subset(max(cfg.n_images, 10), run.seed).tensors(cfg.n_images)
+
+
+def entropy_attack(model, x: torch.Tensor, eps_255: float, steps: int, draws: int, seed: int = 0) -> torch.Tensor:
+    """The rate-maximising attack (``robustnb.attacks.entropy.EntropyAttack``) over ``x`` in batches."""
+    from robustnb.attacks import perturb
+    from robustnb.attacks.entropy import EntropyAttack
+
+    atk = EntropyAttack(model, eps=eps_255 / 255, steps=steps, draws=draws, seed=seed)
+    return perturb(atk, x, torch.zeros(len(x), dtype=torch.long), batch_size=128, desc="entropy attack")
+
+
+def make_inputs(cfg: FrequencyConfig, model, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Clean, corrupted (each of ``cfg.corruptions`` at ``cfg.severity``) and entropy-attacked inputs."""
+    from robustnb.corruptions import corrupt
+
+    out = {"clean": x}
+    for c in cfg.corruptions:
+        out[c] = corrupt(x, c, cfg.severity)
+    out[f"attacked {cfg.eps_255:g}/255"] = entropy_attack(model, x, cfg.eps_255, cfg.attack_steps, cfg.attack_draws)
+    return out
+
+
+def study(cfg: FrequencyConfig, models: dict, x: torch.Tensor, y: torch.Tensor) -> dict[str, pd.DataFrame]:
+    """Every measurement of the chapter, for every model: ``{"sweep", "bands", "alloc", "spectra"}`` frames
+    with ``entropy_model`` and ``lam`` columns (and the inputs of the last model under ``"inputs"``)."""
+    from robustnb import rate
+
+    sweeps, bands, allocs, specs = [], [], [], []
+    inputs = {}
+    for (em, lam), model in tqdm(models.items(), desc="models", leave=False):
+        inputs = make_inputs(cfg, model, x)
+        rate_fn = bits_and_logits(model)
+        tag = {"entropy_model": em, "lam": lam, "model": f"{em}, lambda={lam:g}"}
+        sweeps.append(cutoff_sweep(rate_fn, inputs, cfg.cutoffs, y).assign(**tag))
+        bands.append(band_shares(rate_fn, inputs, cfg.band_edges).assign(**tag))
+        allocs.append(bit_allocation(lambda t, m=model: rate.bit_map(m, t), inputs).assign(**tag))
+        specs.append(spectra(inputs).assign(**tag))
+    return {"sweep": pd.concat(sweeps, ignore_index=True), "bands": pd.concat(bands, ignore_index=True),
+            "alloc": pd.concat(allocs, ignore_index=True), "spectra": pd.concat(specs, ignore_index=True),
+            "inputs": inputs}
+
+
+def summary(res: dict, cutoff: float = 0.25) -> pd.DataFrame:
+    """Per model and condition: mean bits, object/background bit ratio, bits-vs-HF-energy correlation and the
+    rate kept after a low-pass at ``cutoff`` (``lowpass_keeps``)."""
+    a = res["alloc"].groupby(["entropy_model", "lam", "condition"], sort=False)[["bits", "object_ratio", "hf_corr"]].mean()
+    s = res["sweep"]
+    s = s[(s["filter"] == "low-pass") & ((s["cutoff"] - cutoff).abs() < 1e-6)]
+    keep = s.set_index(["entropy_model", "lam", "condition"])["rate_ratio"].rename("lowpass_keeps")
+    return a.join(keep).reset_index()
+
+
+def photo_bit_maps(models: dict, photos: torch.Tensor) -> dict:
+    """Bit maps of the sample photographs for each model: ``{(entropy_model, lambda): (N, h, w)}``."""
+    from robustnb import rate
+
+    return {k: rate.bit_map(m, photos, batch_size=2) for k, m in models.items()}
+
+
+def explore(models: dict, inputs: dict, cutoffs, n_images: int = 8):
+    """Live explorer: pick a model, an input set, an image and a low-pass cutoff; shows the filtered image, its
+    bit map and the bits before and after filtering."""
+    from robustnb import plots, rate, widgets
+
+    def show(model_key, condition, image, cutoff):
+        m = models[model_key]
+        x = inputs[condition][image:image + 1]
+        xf = filtered(x, cutoff, "low")
+        maps = torch.cat([rate.bit_map(m, x), rate.bit_map(m, xf)])
+        bits = rate.estimated_bits(m, torch.cat([x, xf]))
+        imgs = torch.cat([x, xf, colorize(maps, x.shape[-2:])])
+        titles = ["input", f"low-pass {cutoff:.3g}", f"bit map: {bits[0]:.0f} bits", f"bit map: {bits[1]:.0f} bits"]
+        return plots.image_grid(imgs, titles=titles, cols=4,
+                                title=f"{model_key[0]}, lambda={model_key[1]:g}: rate kept {bits[1] / bits[0]:.0%}")
+
+    keys = list(models)
+    return widgets.explorer(
+        show, model_key=widgets.choice([(f"{em}, lambda={lam:g}", (em, lam)) for em, lam in keys], "model"),
+        condition=widgets.choice(list(inputs), "input"),
+        image=widgets.choice(list(range(min(n_images, len(next(iter(inputs.values())))))), "image"),
+        cutoff=widgets.lambda_slider(cutoffs, "cutoff", value=cutoffs[len(cutoffs) // 2]))
+
+
+def filter_stack(img: torch.Tensor, cutoffs):
+    """For ``plots.image_slider``: per cutoff, the image | its low-pass | its high-pass (on the mean)."""
+    x = img[None]
+    return torch.stack([torch.cat([x, filtered(x, c, "low"), filtered(x, c, "high")]) for c in cutoffs])
+
+
+def bit_map_stack(model, inputs: dict, n: int = 4):
+    """Images and titles for ``plots.image_grid``: for each input set, ``n`` images and then their bit maps."""
+    from robustnb import rate
+
+    imgs, titles = [], []
+    for name, x in inputs.items():
+        xs = x[:n]
+        maps = rate.bit_map(model, xs)
+        imgs += [xs, colorize(maps, xs.shape[-2:])]
+        titles += [name] * n + [f"{float(b):.0f} bits" for b in maps.flatten(1).sum(1)]
+    return torch.cat(imgs), titles
+
+
+def photo_stack(models: dict, photos: torch.Tensor, names):
+    """Photos and their bit maps under each model: images and titles for ``plots.image_grid``."""
+    from robustnb import rate
+
+    imgs, titles = [photos], list(names)
+    for (em, lam), m in models.items():
+        maps = rate.bit_map(m, photos, batch_size=2)
+        imgs.append(colorize(maps, photos.shape[-2:]))
+        titles += [f"{em}, lambda={lam:g}: {float(b) / 8 / 1024:.1f} KB" for b in maps.flatten(1).sum(1)]
+    return torch.cat(imgs), titles
+
+
+def verdict_text(verdict: pd.DataFrame) -> list[str]:
+    """The claim test in sentences, computed from :func:`claim_verdict`'s frame."""
+    out = []
+    for _, r in verdict.iterrows():
+        who = ", ".join(f"{k}={r[k]}" for k in ("entropy_model", "lam") if k in r)
+        out.append(f"{who}: removing frequencies above {r['cutoff']:.2f} cycles/pixel cuts the rate by "
+                   f"{r['drop_lowpass']:.1%}, removing those below by {r['drop_highpass']:.1%}"
+                   + (f"; bits vs local high-frequency energy: rank correlation {r['hf_corr']:.2f}" if "hf_corr" in r else "")
+                   + f" -> the claim {'HOLDS' if r['claim_holds'] else 'does NOT hold'}.")
+    return out

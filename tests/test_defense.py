@@ -121,3 +121,54 @@ def test_bad_settings_raise(x):
         D.tv_denoise(x, -1.0)
     with pytest.raises(ConfigError, match="mask source"):
         D.likelihood_mask(bitmap, x, source="cam")
+
+
+# --------------------------------------------------------------------------- adaptive attacks (BPDA)
+class _FakeSplit(torch.nn.Module):
+    """A stand-in split model: likelihoods from a conv, logits from a linear head (noise arg accepted)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = torch.nn.Conv2d(3, 4, 4, stride=4)
+        self.head = torch.nn.Linear(4, 10)
+
+    def forward(self, x, noise=None):
+        z = self.enc(x)
+        return {"latent": z, "logits": self.head(z.mean(dim=(2, 3))),
+                "likelihoods": {"y": torch.sigmoid(z).clamp(1e-6, 1)}}
+
+
+def test_bpda_is_identity_backward(x):
+    from robustnb.attacks.adaptive import bpda
+
+    xr = x.clone().requires_grad_(True)
+    out = bpda(D.BitDepth(2), xr)
+    assert torch.equal(out, D.BitDepth(2)(x))
+    (out * 3).sum().backward()
+    assert torch.allclose(xr.grad, torch.full_like(x, 3.0))
+
+
+def test_defended_model_modes_and_eval_mode_kept(x):
+    from robustnb.attacks.adaptive import DefendedModel
+
+    m = _FakeSplit().eval()
+    assert DefendedModel(m, D.JPEG()).mode == "bpda" and DefendedModel(m, D.GlobalTV()).mode == "unrolled"
+    with pytest.raises(ConfigError):
+        DefendedModel(m, D.JPEG(), mode="unrolled")
+    assert not DefendedModel(m, D.GlobalTV()).training  # mirrors the model: torchattacks restores this mode
+
+
+@pytest.mark.parametrize("name", ["global_tv", "jpeg", "disentangled_tv"])
+def test_adaptive_attack_stays_in_the_ball_and_keeps_eval_mode(x, name):
+    pytest.importorskip("robustnb.attacks.entropy")
+    from robustnb.attacks import check_in_ball
+    from robustnb.attacks.adaptive import AdaptiveEntropyAttack
+
+    m = _FakeSplit().eval()
+    d = D.make_defense(name, bitmap, D.DefenseSettings(n_iter=5))
+    atk = AdaptiveEntropyAttack(m, d, eps=4 / 255, steps=2, draws=1)
+    adv = atk(x, torch.zeros(len(x), dtype=torch.long))
+    check_in_ball(adv, x, 4 / 255)
+    assert not torch.equal(adv, x) and not m.training
+    assert torch.equal(AdaptiveEntropyAttack(m, d, eps=0.0, steps=2, draws=1)(x), x)

@@ -58,6 +58,9 @@ class DefendedModel(nn.Module):
         if mode == "unrolled" and not getattr(defense, "differentiable", True):
             raise ConfigError(f"{type(defense).__name__} is not differentiable: use mode='bpda'.")
         self.model, self.defense = model, defense
+        # mirror the model's mode: torchattacks restores the *wrapper's* mode after an attack, and a fresh
+        # nn.Module is in training mode, which would leave the split model in training mode afterwards
+        self.train(model.training)
         self.mode = ("unrolled" if getattr(defense, "differentiable", True) else "bpda") if mode == "auto" else mode
 
     def preprocess(self, x):
