@@ -1,0 +1,88 @@
+"""The entropy attack: perturb an image within an L-inf ball so that its latent costs as many bits as possible.
+
+Threat model: the attacker controls the input of the edge device (or the scene in front of its camera) and
+knows the edge encoder and the entropy model (white box). Goal: make the edge device send more bits, which
+costs bandwidth, energy and latency, optionally without changing the prediction (stealthy). Objective:
+
+    max_{||delta||_inf <= eps, x + delta in [0, 1]}  E_u [ R(x + delta; u) ],   R = sum -log2 p(y_hat)
+
+where the rounding of the latent is relaxed to additive uniform noise ``u`` (the entropy model's
+training mode) so the rate has a gradient, and the expectation is estimated with ``draws`` noise samples
+per step. PGD with sign steps, projected on the ball and the [0, 1] box after every step. No library ships
+this attack; it is a :class:`torchattacks.attack.Attack` so that it runs like the others.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchattacks
+
+from robustnb.attacks import check_epsilon
+from robustnb.config import ConfigError
+
+
+class EntropyAttack(torchattacks.attack.Attack):
+    """L-inf PGD that maximises the estimated bitrate of a :class:`robustnb.entropy.SplitModel`.
+
+    Arguments: ``eps`` (L-inf radius in [0, 1] units, e.g. 8/255), ``steps`` (20 in the paper), ``draws``
+    (noise samples averaged per step, 16 in the paper), ``alpha`` (step size; default ``2.5 * eps / steps``),
+    ``random_start`` (start from a uniform point in the ball), ``keep_label`` (stealthy variant: also
+    maximise the log-probability of the clean prediction, weighted by ``label_weight``).
+    The objective is the mean over the batch of bits per latent element (so step sizes do not depend on
+    the latent size). ``labels`` are ignored (the attack needs none; the stealthy variant keeps the
+    model's own clean prediction).
+    """
+
+    def __init__(self, model, eps: float = 8 / 255, steps: int = 20, draws: int = 16, alpha: float | None = None,
+                 random_start: bool = False, keep_label: bool = False, label_weight: float = 1.0, seed: int = 0):
+        super().__init__("EntropyAttack", model)
+        self.eps = check_epsilon(eps)
+        if not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"steps must be a non-negative integer, got {steps!r}.")
+        if not isinstance(draws, int) or draws < 1:
+            raise ConfigError(f"draws must be a positive integer, got {draws!r}.")
+        self.steps, self.draws = steps, draws
+        self.alpha = float(alpha) if alpha is not None else 2.5 * self.eps / max(steps, 1)
+        self.random_start, self.keep_label = random_start, keep_label
+        self.label_weight = float(label_weight)
+        self.seed = seed
+        self.supported_mode = ["default"]
+
+    def objective(self, x: torch.Tensor, clean_pred: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean bits per latent element under the noise relaxation, averaged over ``draws`` (minus CE if stealthy)."""
+        out = self.model(x.repeat(self.draws, 1, 1, 1), noise=True)
+        lik = out["likelihoods"]
+        elements = sum(v[0].numel() for v in lik.values())
+        bits = sum((-torch.log2(v)).flatten(1).sum(1) for v in lik.values()) / elements
+        obj = bits.mean()
+        if clean_pred is not None:
+            obj = obj - self.label_weight * F.cross_entropy(out["logits"], clean_pred.repeat(self.draws))
+        return obj
+
+    def forward(self, images, labels=None):
+        images = images.clone().detach().to(self.device)
+        if self.eps == 0 or self.steps == 0:
+            return images
+        with torch.random.fork_rng(devices=[]):  # reproducible noise draws without touching the global RNG
+            torch.manual_seed(self.seed)
+            return self._pgd(images)
+
+    def _pgd(self, images):
+        clean_pred = None
+        if self.keep_label:
+            with torch.no_grad():
+                clean_pred = self.model(images, noise=False)["logits"].argmax(1)
+        adv = images.clone()
+        if self.random_start:
+            noise = (torch.rand(images.shape) * 2 - 1) * self.eps
+            adv = (adv + noise.to(self.device)).clamp(0, 1)
+        for _ in range(self.steps):
+            adv.requires_grad_(True)
+            obj = self.objective(adv, clean_pred)
+            grad = torch.autograd.grad(obj, adv)[0]
+            with torch.no_grad():
+                adv = adv + self.alpha * grad.sign()
+                adv = torch.min(torch.max(adv, images - self.eps), images + self.eps).clamp(0, 1)
+            adv = adv.detach()
+        return adv
