@@ -1,0 +1,237 @@
+"""Model compression: structured L1 filter pruning, knowledge distillation and int8 static quantization.
+
+* **Pruning** (Li et al., *Pruning Filters for Efficient ConvNets*): :func:`prune_l1` removes the same
+  fraction of output filters from every convolution, the filters with the smallest L1 norm first.
+  Torch-Pruning's dependency graph (``tp.pruner.MetaPruner`` with ``MagnitudeImportance(p=1,
+  group_reduction="first")``, the L1 norm of each filter of the pruned layer) keeps
+  coupled layers consistent (residual additions, batch norms, the next layer's input channels); the
+  classifier's output layer is never pruned. :func:`prune_and_finetune` then fine-tunes through
+  :func:`robustnb.train.fit` and caches the result.
+* **Knowledge distillation** (Hinton et al., 2015): :func:`kd_terms` turns the Hinton loss
+  ``(1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))`` into
+  :func:`robustnb.train.fit`'s form ``CE + sum(weight * term)``: a ``kd`` term ``T^2 * KL`` with weight
+  ``alpha`` and a ``ce_scale`` term ``CE`` with weight ``-alpha`` (so the CE weight becomes
+  ``1 - alpha``). ``fit``'s CE must then be plain cross-entropy (``label_smoothing=0``; checked).
+* **Post-training static int8 quantization** (:func:`quantize_int8`): observers are inserted with
+  ``torch.ao.quantization.quantize_fx.prepare_fx`` and the ``x86`` qconfig mapping (per-channel int8
+  weights, uint8 activations), calibrated on training images, and converted with ``convert_fx`` into a
+  graph that calls the int8 kernels of FBGEMM/oneDNN (``quantized::conv2d``, ``quantized::linear``,
+  ``quantized::add_relu``). The input normalisation layer stays in fp32 in front of it. The converted model
+  cannot be differentiated. :func:`int8_kernels` shows which int8 operators actually ran (from the
+  profiler), :func:`state_dict_bytes` and :func:`latency` give the size and CPU speed.
+
+The FX quantization API prints deprecation warnings on torch 2.14 (it points to torchao's pt2e flow);
+they are silenced here, the API still works and runs the same kernels.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import time
+import warnings
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustnb.config import ConfigError
+from robustnb.models import count_parameters
+from robustnb.train import TrainConfig, cached, fit, logits_of
+
+
+# ------------------------------------------------------------------------------------------- pruning
+def _output_layer(model: nn.Module) -> nn.Module:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("the model has no nn.Linear output layer to protect from pruning")
+    return linears[-1]
+
+
+def check_ratio(ratio) -> float:
+    try:
+        r = float(ratio)
+    except (TypeError, ValueError):
+        raise ConfigError(f"pruning ratio must be a number in [0, 1), got {ratio!r}.") from None
+    if not 0 <= r < 1:
+        raise ConfigError(f"pruning ratio must be in [0, 1) (fraction of filters removed per layer), got {ratio!r}.")
+    return r
+
+
+def prune_l1(model: nn.Module, ratio: float, example_inputs: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` with ``ratio`` of the filters of every conv layer removed (smallest L1 norm first).
+
+    Structured: layers really get smaller (fewer channels), so the pruned model needs less memory and
+    compute without sparse kernels. The output layer keeps its classes.
+    """
+    import torch_pruning as tp
+
+    ratio = check_ratio(ratio)
+    model = copy.deepcopy(model).cpu().eval()
+    if ratio == 0:
+        return model
+    # Li et al.'s criterion: the L1 norm of each filter of the layer being pruned (Torch-Pruning's
+    # "standard L1-norm of the first layer in a group"); coupled layers follow that layer's choice.
+    importance = tp.importance.MagnitudeImportance(p=1, normalizer=None, group_reduction="first")
+    pruner = tp.pruner.MetaPruner(model, example_inputs.cpu(), importance=importance,
+                                  pruning_ratio=ratio, ignored_layers=[_output_layer(model)])
+    pruner.step()
+    return model
+
+
+def ratio_for_parameters(build: Callable[[], nn.Module], target: int, example_inputs: torch.Tensor,
+                         tol: float = 0.01) -> float:
+    """The pruning ratio that brings ``build()``'s model closest to ``target`` parameters (bisection)."""
+    full = count_parameters(build())
+    if target >= full:
+        return 0.0
+    lo, hi = 0.0, 0.99
+    for _ in range(8):
+        mid = (lo + hi) / 2
+        n = count_parameters(prune_l1(build(), mid, example_inputs))
+        if abs(n - target) <= tol * target:
+            return round(mid, 4)
+        lo, hi = (mid, hi) if n > target else (lo, mid)
+    return round((lo + hi) / 2, 4)
+
+
+def prune_and_finetune(base: nn.Module, base_spec: dict, ratio: float, data, cfg: TrainConfig,
+                       device="cpu", name: str = "pruned", eval_data=None) -> nn.Module:
+    """L1-prune a trained ``base`` (identified by ``base_spec``) and fine-tune it; cached by the full spec.
+
+    The pruned architecture is rebuilt from the base weights (pruning is deterministic), so the cache can
+    load the fine-tuned weights into it.
+    """
+    ratio = check_ratio(ratio)
+    x0 = data.images[:2].float().div(255) if hasattr(data, "images") else data[0][:2]
+    spec = {"kind": "pruned_l1", "criterion": "l1-filter-first", "base": base_spec, "ratio": ratio, "finetune": cfg.as_dict()}
+    return cached(name, spec, build=lambda: prune_l1(base, ratio, x0),
+                  train=lambda m: fit(m, data, cfg, device=device, eval_data=eval_data, desc=f"fine-tuning {name}"),
+                  device=device)
+
+
+# -------------------------------------------------------------------------------------- distillation
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch."""
+    t = float(temperature)
+    return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+def kd_terms(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9) -> dict:
+    """``extra_terms`` for :func:`robustnb.train.fit` giving the Hinton loss (see the module docstring)."""
+    if not 0 <= alpha <= 1:
+        raise ConfigError(f"alpha must be in [0, 1], got {alpha!r}.")
+    if not temperature > 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature!r}.")
+    teacher.eval()  # the teacher's forward runs under no_grad: its weights are never touched
+
+    def kd(model, x, y, out):
+        with torch.no_grad():
+            t_logits = logits_of(teacher(x))
+        return kd_loss(logits_of(out), t_logits, temperature)
+
+    def ce(model, x, y, out):
+        return F.cross_entropy(logits_of(out), y)
+
+    return {"kd": (alpha, kd), "ce_scale": (-alpha, ce)}
+
+
+def distill(build_student: Callable[[], nn.Module], teacher: nn.Module, teacher_spec: dict, student_arch: str,
+            data, cfg: TrainConfig, temperature: float = 4.0, alpha: float = 0.9, device="cpu",
+            name: str = "distilled", eval_data=None) -> nn.Module:
+    """Train a student from scratch with the Hinton loss against ``teacher``; cached by the full spec."""
+    if cfg.label_smoothing != 0:
+        raise ConfigError("distill needs label_smoothing=0 (the KD terms assume plain cross-entropy).")
+    from robustnb.train import dataset_fingerprint
+
+    spec = {"kind": "distilled", "student": student_arch, "teacher": teacher_spec, "T": float(temperature),
+            "alpha": float(alpha), "train": cfg.as_dict(), "data": getattr(data, "name", "tensors"),
+            "data_fp": dataset_fingerprint(data) if hasattr(data, "meta") else "", "n": len(data)}
+    teacher = teacher.to(device)
+    return cached(name, spec, build=build_student,
+                  train=lambda m: fit(m, data, cfg, device=device, extra_terms=kd_terms(teacher, temperature, alpha),
+                                      eval_data=eval_data, desc=f"distilling {name}"),
+                  device=device)
+
+
+# -------------------------------------------------------------------------------------- quantization
+class Int8Classifier(nn.Sequential):
+    """``Normalize`` (fp32) followed by an FX-converted int8 network; runs on the CPU only."""
+
+
+def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch_size: int = 128,
+                  backend: str = "x86") -> Int8Classifier:
+    """Post-training static int8 quantization of a ``Normalize + network`` classifier.
+
+    ``calibration``: float images in [0, 1] run through the observers to fix activation ranges.
+    """
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    if backend not in torch.backends.quantized.supported_engines:
+        raise ConfigError(f"quantized backend {backend!r} not supported here: choose one of "
+                          f"{torch.backends.quantized.supported_engines}.")
+    torch.backends.quantized.engine = backend
+    if not (isinstance(model, nn.Sequential) and len(model) == 2):
+        raise ValueError("quantize_int8 expects robustnb's Sequential(Normalize, network) classifiers")
+    norm, net = copy.deepcopy(model[0]).cpu().eval(), copy.deepcopy(model[1]).cpu().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(net, get_default_qconfig_mapping(backend), (norm(calibration[:2].cpu()),))
+        with torch.no_grad():
+            for i in range(0, len(calibration), batch_size):
+                prepared(norm(calibration[i:i + batch_size].cpu()))
+        q = convert_fx(prepared)
+    return Int8Classifier(norm, q).eval()
+
+
+def int8_kernels(qmodel: nn.Module, example: torch.Tensor) -> pd.DataFrame:
+    """The operators that ran in one forward pass (from ``torch.profiler``), int8 ones flagged.
+
+    Columns: ``op, calls, int8`` (``int8`` is True for ``quantized::`` kernels).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        qmodel(example.cpu())
+    counts: dict[str, int] = {}
+    for e in prof.events():
+        counts[e.name] = counts.get(e.name, 0) + 1
+    rows = [{"op": k, "calls": v, "int8": k.startswith("quantized::")} for k, v in counts.items()
+            if k.startswith(("quantized::", "aten::conv", "aten::linear", "aten::addmm", "aten::quantize", "aten::dequantize"))]
+    return pd.DataFrame(rows).sort_values(["int8", "calls"], ascending=False).reset_index(drop=True)
+
+
+def quantized_modules(qmodel: nn.Module) -> pd.DataFrame:
+    """Module classes in the converted model and how many of each (``torch.ao.nn.quantized`` = int8)."""
+    counts: dict[str, int] = {}
+    for m in qmodel.modules():
+        key = f"{type(m).__module__}.{type(m).__name__}"
+        if "quantized" in key or isinstance(m, (nn.Conv2d, nn.Linear)):
+            counts[key] = counts.get(key, 0) + 1
+    return pd.DataFrame([{"module": k, "count": v} for k, v in counts.items()])
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())`` (weights, int8 packed weights, scales, buffers)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell()
+
+
+@torch.no_grad()
+def latency(model: nn.Module, x: torch.Tensor, repeats: int = 5, warmup: int = 1) -> float:
+    """Median seconds for one forward pass of ``x`` on the CPU."""
+    model = model.eval()
+    x = x.cpu()
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - t0)
+    return float(sorted(times)[len(times) // 2])

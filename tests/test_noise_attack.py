@@ -1,0 +1,76 @@
+"""Salt & pepper noise attack: box, pixel values, success, determinism, models without parameters."""
+
+import pytest
+import torch
+from torch import nn
+
+from robustnb.attacks.noise import SaltAndPepper, accuracy_at_budgets
+from robustnb.config import ConfigError
+
+
+class DarkPixelCounter(nn.Module):
+    """Predicts class 1 when more than 10% of the pixels are black, else class 0 (no parameters)."""
+
+    def forward(self, x):
+        frac = (x.amax(1) == 0).float().flatten(1).mean(1)
+        return torch.stack([0.1 - frac, frac - 0.1], 1)
+
+
+def _images(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return 0.2 + 0.6 * torch.rand(n, 3, 8, 8, generator=g)  # no pixel is 0 or 1 yet
+
+
+def test_stays_in_box_and_only_sets_pixels_to_0_or_1():
+    x = _images()
+    y = torch.zeros(len(x), dtype=torch.long)
+    atk = SaltAndPepper(DarkPixelCounter(), steps=40, repeats=2, seed=1)
+    adv = atk(x, y)
+    assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
+    changed = (adv != x)
+    assert changed.any()
+    assert torch.all((adv[changed] == 0) | (adv[changed] == 1))
+    # across channels: a changed pixel is black or white in every channel
+    pix = changed.any(1)
+    vals = adv.permute(0, 2, 3, 1)[pix]
+    assert torch.all((vals == 0).all(1) | (vals == 1).all(1))
+
+
+def test_finds_misclassification_and_minimal_density():
+    x = _images()
+    y = torch.zeros(len(x), dtype=torch.long)
+    model = DarkPixelCounter()
+    atk = SaltAndPepper(model, steps=50, repeats=3, seed=0)
+    adv = atk(x, y)
+    assert (model(adv).argmax(1) != y).all()
+    # black pixels appear with probability p/2: flipping needs > 10% black, so p is around 0.2
+    assert torch.all(atk.last_min_p > 0.08) and torch.all(atk.last_min_p < 0.6)
+    acc = accuracy_at_budgets(atk.last_min_p, [0.01, 0.1, 0.9])
+    assert acc[0.01] == 1.0 and acc[0.9] == 0.0 and acc[0.01] >= acc[0.1] >= acc[0.9]
+
+
+def test_already_wrong_images_are_left_alone_and_unbreakable_ones_report_inf():
+    x = _images(4)
+    y = torch.tensor([1, 1, 0, 0])  # the first two are already misclassified (model says 0)
+    atk = SaltAndPepper(DarkPixelCounter(), steps=5, repeats=1, max_p=0.05)  # too little noise to flip
+    adv = atk(x, y)
+    assert torch.equal(adv[:2], x[:2]) and torch.equal(adv[2:], x[2:])
+    assert atk.last_min_p[:2].tolist() == [0.0, 0.0]
+    assert torch.isinf(atk.last_min_p[2:]).all()
+
+
+def test_deterministic_for_a_seed():
+    x = _images()
+    y = torch.zeros(len(x), dtype=torch.long)
+    a = SaltAndPepper(DarkPixelCounter(), steps=20, seed=3)(x, y)
+    b = SaltAndPepper(DarkPixelCounter(), steps=20, seed=3)(x, y)
+    assert torch.equal(a, b)
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError):
+        SaltAndPepper(DarkPixelCounter(), steps=0)
+    with pytest.raises(ConfigError):
+        SaltAndPepper(DarkPixelCounter(), max_p=1.5)
+    with pytest.raises(ValueError):
+        SaltAndPepper(DarkPixelCounter())(torch.full((1, 3, 4, 4), 2.0), torch.zeros(1, dtype=torch.long))
