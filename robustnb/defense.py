@@ -356,7 +356,7 @@ class DefenseConfig:
             arch=pick(preset, smoke="vgg", cpu="resnet", full="resnet"),
             entropy_models=entropy.ENTROPY_MODELS,
             lam=pick(preset, smoke=min(entropy.LAMBDAS), cpu=entropy.LAMBDAS[1], full=entropy.LAMBDAS[1]),
-            n_images=pick(preset, smoke=4, cpu=128, full=1000),
+            n_images=pick(preset, smoke=4, cpu=64, full=1000),
             eps_255=pick(preset, smoke=(8.0,), cpu=(2.0, 8.0), full=(2.0, 8.0)),
             attack_steps=pick(preset, smoke=1, cpu=10, full=20),
             attack_draws=pick(preset, smoke=1, cpu=2, full=16),
