@@ -404,3 +404,42 @@ def explore(frame: pd.DataFrame, cfg: HeteroConfig):
     return widgets.explorer(show, epsilon=widgets.epsilon_slider(eps_values, value=cfg.eps_255),
                             attack=widgets.choice(list(cfg.attacks), "attack", value="cwa" if "cwa" in cfg.attacks
                                                   else cfg.attacks[0]))
+
+
+def at(frame: pd.DataFrame, eps_255: float | None = None, vote: str = "hard",
+       n_nodes: int | None = None) -> pd.DataFrame:
+    """Rows of the grid frame with one vote, at one epsilon (None: all) and, optionally, one N."""
+    d = frame[frame.vote == vote]
+    if eps_255 is not None:
+        d = d[np.isclose(d.eps_255, eps_255)]
+    return d if n_nodes is None else d[d.n_nodes == n_nodes]
+
+
+def node_overview(result: dict, axes=("ENS", "architecture", "tuned HP", "all")) -> pd.DataFrame:
+    """What each node of the largest instantiation of ``axes`` is (architecture, optimizer, schedule, HP)."""
+    rows = []
+    for axis in axes:
+        for i, s in enumerate(result["nodes"].get(axis, [])):
+            t = s.train
+            rows.append({"instantiation": axis, "node": i, "arch": s.arch, "optimizer": t.optimizer,
+                         "scheduler": t.scheduler, "lr": t.lr, "momentum": t.momentum,
+                         "weight_decay": t.weight_decay, "shard_size": len(s.data),
+                         "train_acc": float(result["models"][s.key].robustnb_info["history"]["train_acc"].iloc[-1])})
+    return pd.DataFrame(rows)
+
+
+def vote_comparison(frame: pd.DataFrame, cfg: HeteroConfig, attack: str = "cwa") -> pd.DataFrame:
+    """Robust accuracy of every instantiation with the largest N under each vote (main epsilon)."""
+    d = frame[np.isclose(frame.eps_255, cfg.eps_255) & (frame.attack == attack) & (frame.n_nodes == cfg.n_max)]
+    return d[["instantiation", "vote", "clean_acc", "robust_acc"]].reset_index(drop=True)
+
+
+def fashion_mnist_study(run: Run, backend: str | None = None, ray_address: str | None = None,
+                        axes=("ENS", "data", "optimizer", "all")):
+    """The same grid on Fashion-MNIST (fewer axes) when the data is there; else prints why and returns None."""
+    if not fashion_mnist_available():
+        return None
+    cfg = HeteroConfig.from_preset(run.preset, run.seed, dataset="fashion_mnist", backend=backend,
+                                   ray_address=ray_address, axes=axes,
+                                   archs=("cnn", "regnet_x_400mf", "mobilenet_v2"))
+    return main_table(run_study(cfg, run)["frame"], cfg)
