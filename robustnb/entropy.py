@@ -242,10 +242,10 @@ class SplitTrainConfig:
 
     @classmethod
     def from_preset(cls, preset: str, seed: int = 0) -> "SplitTrainConfig":
-        base = TrainConfig(epochs=pick(preset, smoke=1, cpu=6, full=40), batch_size=128, optimizer="adam",
+        base = TrainConfig(epochs=pick(preset, smoke=1, cpu=4, full=40), batch_size=128, optimizer="adam",
                            lr=2e-3, weight_decay=0.0, scheduler="cosine", seed=seed)
-        fine = base.replace(epochs=pick(preset, smoke=1, cpu=2, full=10), lr=1e-3)
-        return cls(n_train=pick(preset, smoke=512, cpu=15_000, full=50_000), base=base, finetune=fine)
+        fine = base.replace(epochs=pick(preset, smoke=1, cpu=1, full=10), lr=1e-3)
+        return cls(n_train=pick(preset, smoke=128, cpu=10_000, full=50_000), base=base, finetune=fine)
 
 
 def _train_set(cfg: SplitTrainConfig, seed: int):
