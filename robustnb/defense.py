@@ -401,7 +401,8 @@ def _attack(model, x, eps_255, cfg: DefenseConfig, defense=None, mode="auto"):
 
     kw = dict(eps=eps_255 / 255, steps=cfg.attack_steps, draws=cfg.attack_draws)
     atk = EntropyAttack(model, **kw) if defense is None else AdaptiveEntropyAttack(model, defense, mode=mode, **kw)
-    return perturb(atk, x, torch.zeros(len(x), dtype=torch.long), batch_size=128,
+    # unrolling the TV solver keeps every iteration for the backward pass: smaller batches for adaptive attacks
+    return perturb(atk, x, torch.zeros(len(x), dtype=torch.long), batch_size=128 if defense is None else 32,
                    desc="adaptive attack" if defense is not None else "entropy attack")
 
 
