@@ -313,14 +313,17 @@ def bit_allocation(bit_map_fn: Callable[[torch.Tensor], torch.Tensor], inputs: M
 
 
 def claim_verdict(sweep: pd.DataFrame, alloc: pd.DataFrame | None = None, cutoff: float = 0.25,
-                  condition: str = "clean", by=("entropy_model", "lam")) -> pd.DataFrame:
+                  condition: str = "clean", by=("entropy_model", "lam"), bands: pd.DataFrame | None = None) -> pd.DataFrame:
     """Does high-frequency content drive the bitrate? One row per model (the ``by`` columns).
 
     At ``cutoff``: ``drop_lowpass`` = rate lost when the high frequencies are removed, ``drop_highpass`` = rate
     lost when the low frequencies are removed (both as a fraction of the unfiltered rate). The claim
     *holds* when removing the high frequencies costs more bits than removing the low ones
     (``drop_lowpass > drop_highpass``) and, if ``alloc`` is given, bits also go where the local high-frequency
-    energy is (mean rank correlation ``hf_corr > 0.3``).
+    energy is (mean rank correlation ``hf_corr > 0.3``). With ``bands`` (:func:`band_shares`), two more
+    columns for context: the share of the bits added by the bands above ``cutoff`` (``hf_bit_share``) and
+    their share of the signal power (``hf_power_share``); bits far above power mean high frequencies are
+    expensive per unit of signal.
     """
     by = [b for b in by if b in sweep.columns]
     s = sweep[(sweep["condition"] == condition)]
@@ -339,6 +342,12 @@ def claim_verdict(sweep: pd.DataFrame, alloc: pd.DataFrame | None = None, cutoff
                 a = a[a[b_] == v]
             row["hf_corr"] = float(a["hf_corr"].mean())
             holds = holds and row["hf_corr"] > 0.3
+        if bands is not None:
+            bd = bands[(bands["condition"] == condition) & (bands["lo"] >= cutoff - 1e-9)]
+            for b_, v in zip(by, key):
+                bd = bd[bd[b_] == v]
+            row["hf_bit_share"] = float(bd["share"].sum())
+            row["hf_power_share"] = float(bd["power_share"].sum())
         row["claim_holds"] = bool(holds)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -579,5 +588,7 @@ def verdict_text(verdict: pd.DataFrame) -> list[str]:
         out.append(f"{who}: removing frequencies above {r['cutoff']:.2f} cycles/pixel cuts the rate by "
                    f"{r['drop_lowpass']:.1%}, removing those below by {r['drop_highpass']:.1%}"
                    + (f"; bits vs local high-frequency energy: rank correlation {r['hf_corr']:.2f}" if "hf_corr" in r else "")
+                   + (f"; bands above {r['cutoff']:.2f} add {r['hf_bit_share']:.0%} of the bits for {r['hf_power_share']:.1%} "
+                      "of the signal power" if "hf_bit_share" in r else "")
                    + f" -> the claim {'HOLDS' if r['claim_holds'] else 'does NOT hold'}.")
     return out
