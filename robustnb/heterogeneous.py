@@ -24,6 +24,7 @@ a part of the training set that no node sees, crafts MI-FGSM / SAM / CSE / CWA e
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -36,8 +37,8 @@ from robustnb import data as rdata
 from robustnb import ensembles as E
 from robustnb.attacks import perturb
 from robustnb.attacks.transfer import TRANSFER_ATTACKS, make_transfer_attack
-from robustnb.config import ConfigError, Run, in_colab, pick
-from robustnb.train import TrainConfig, predict
+from robustnb.config import ConfigError, Run, cache_dir, in_colab, pick
+from robustnb.train import TrainConfig, cache_key, dataset_fingerprint, predict
 
 AXES = ("ENS", "data", "data non-IID", "architecture", "optimizer", "scheduler", "tuned HP", "all")
 
@@ -220,14 +221,28 @@ def train_surrogates(cfg: HeteroConfig, run: Run, splits: Splits) -> list:
 
 # ---------------------------------------------------------------------------------------- attacking
 def craft(cfg: HeteroConfig, surrogates, splits: Splits) -> dict:
-    """Adversarial examples ``{(attack, eps_255): x_adv}`` crafted on the surrogates, plus ``("clean", 0)``."""
+    """Adversarial examples ``{(attack, eps_255): x_adv}`` crafted on the surrogates, plus ``("clean", 0)``.
+
+    Cached under ``$ROBUSTNB_CACHE/adversarial`` by surrogates, attack, budget, steps and test images.
+    """
     x, y = splits.test.tensors(cfg.n_attack)
     out = {("clean", 0): x}
     eps_values = sorted(set(cfg.sweep_eps_255) | {cfg.eps_255})
     jobs = [(a, e) for e in eps_values for a in cfg.attacks]
+    sur_keys = [m.robustnb_info["key"] for m in surrogates]
     for attack, eps in tqdm(jobs, desc="crafting transfer attacks"):
+        spec = {"kind": "transfer_examples", "surrogates": sur_keys, "attack": attack, "eps_255": eps,
+                "steps": cfg.attack_steps, "test_fp": dataset_fingerprint(splits.test), "n": cfg.n_attack}
+        path = cache_dir() / "adversarial" / f"{attack}-{cache_key(spec)}.pt"
+        if path.exists():
+            out[(attack, eps)] = torch.load(path, weights_only=True)
+            continue
         atk = make_transfer_attack(attack, surrogates, eps / 255, steps=cfg.attack_steps)
         out[(attack, eps)] = perturb(atk, x, y, batch_size=128)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(out[(attack, eps)], tmp)
+        os.replace(tmp, path)  # atomic: a killed run never leaves a half-written file
     return out
 
 
