@@ -26,8 +26,11 @@ they are silenced here, the API still works and runs the same kernels.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
+import os
+import sys
 import time
 import warnings
 from typing import Callable
@@ -188,6 +191,25 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch_size: int =
     return Int8Classifier(norm, q).eval()
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the profiler's C++ start/stop lines, written to file descriptor 2 (in Jupyter, ipykernel
+    forwards that descriptor to the notebook; ``sys.stderr`` itself is not involved)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def int8_kernels(qmodel: nn.Module, example: torch.Tensor) -> pd.DataFrame:
     """The operators that ran in one forward pass (from ``torch.profiler``), int8 ones flagged.
 
@@ -195,7 +217,7 @@ def int8_kernels(qmodel: nn.Module, example: torch.Tensor) -> pd.DataFrame:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+    with _quiet_stderr(), torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
         qmodel(example.cpu())
     counts: dict[str, int] = {}
     for e in prof.events():
