@@ -24,12 +24,12 @@ $(BIN)/.installed: requirements.txt constraints.txt pyproject.toml
 install: $(BIN)/.installed
 
 book: install
-	ROBUSTNB_PRESET=$(PRESET) $(BIN)/jupyter-book build . --builder html -W -n --keep-going
+	TQDM_DISABLE=1 ROBUSTNB_PRESET=$(PRESET) $(BIN)/jupyter-book build . --builder html -W -n --keep-going
 	@echo "Open _build/html/index.html"
 
 test: install
 	rm -rf $(SMOKE_BUILD)
-	ROBUSTNB_PRESET=smoke $(BIN)/jupyter-book build . --builder html -W -n --keep-going --path-output $(SMOKE_BUILD)
+	TQDM_DISABLE=1 ROBUSTNB_PRESET=smoke $(BIN)/jupyter-book build . --builder html -W -n --keep-going --path-output $(SMOKE_BUILD)
 	ROBUSTNB_PRESET=smoke ROBUSTNB_BOOK_HTML=$(SMOKE_BUILD)/_build/html \
 	  $(BIN)/python -m pytest tests book --nbval-lax --nbval-current-env -p no:cacheprovider -q -rs
 

@@ -55,6 +55,7 @@ def bench(preset: str, names: list[str] | None = None, fresh_cache: bool = False
     tmp = tempfile.mkdtemp(prefix="robustnb-bench-")
     if fresh_cache:
         env["ROBUSTNB_CACHE"] = str(Path(tmp) / "cache")
+    print(f"  executed notebooks: {tmp}", flush=True)
     rows = []
     for p in paths:
         out = str(Path(tmp) / p.name)
