@@ -26,13 +26,17 @@ Both stages are cached by their full spec; :func:`get_split_model` is what the c
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torchvision
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.layers import GDN
-from compressai.models import CompressionModel
+with warnings.catch_warnings():
+    # compressai.models imports torch_geometric, which calls the deprecated torch.jit.script at import time
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.layers import GDN
+    from compressai.models import CompressionModel
 from torch import nn
 
 from robustnb.config import ConfigError, Run, pick
@@ -200,14 +204,22 @@ class SplitModel(CompressionModel):
 
 
 class LogitsOnly(nn.Module):
-    """Wraps a :class:`SplitModel` so that ``forward(x)`` returns the logits (eval-mode rounding)."""
+    """Wraps a :class:`SplitModel` so that ``forward(x)`` returns the logits, differentiably.
+
+    The forward value is the eval-mode prediction (the latent is rounded, as on the wire), but rounding has
+    a zero gradient, which would leave a gradient attack such as PGD with nothing but its random start. The
+    backward pass therefore treats the rounding as the identity (a straight-through estimator, i.e. BPDA).
+    """
 
     def __init__(self, model: SplitModel):
         super().__init__()
         self.model = model
 
     def forward(self, x):
-        return self.model(x)["logits"]
+        m = self.model
+        y = m.encode(x)
+        y_hat, _ = m.entropy(y, noise=False)
+        return m.classify(y + (y_hat - y).detach())
 
 
 def build_split_model(arch: str, entropy_model: str, data=None, **kw) -> SplitModel:
@@ -242,10 +254,10 @@ class SplitTrainConfig:
 
     @classmethod
     def from_preset(cls, preset: str, seed: int = 0) -> "SplitTrainConfig":
-        base = TrainConfig(epochs=pick(preset, smoke=1, cpu=4, full=40), batch_size=128, optimizer="adam",
+        base = TrainConfig(epochs=pick(preset, smoke=1, cpu=8, full=40), batch_size=128, optimizer="adam",
                            lr=2e-3, weight_decay=0.0, scheduler="cosine", seed=seed)
         fine = base.replace(epochs=pick(preset, smoke=1, cpu=1, full=10), lr=1e-3)
-        return cls(n_train=pick(preset, smoke=128, cpu=10_000, full=50_000), base=base, finetune=fine)
+        return cls(n_train=pick(preset, smoke=128, cpu=20_000, full=50_000), base=base, finetune=fine)
 
 
 def _train_set(cfg: SplitTrainConfig, seed: int):

@@ -121,3 +121,14 @@ def test_bad_epsilon_and_settings_raise(model):
         EntropyAttack(model, eps=-0.1)
     with pytest.raises(ConfigError, match="draws"):
         EntropyAttack(model, eps=2 / 255, draws=0)
+
+
+def test_logits_view_predicts_like_the_wire_and_passes_gradients(model):
+    """PGD needs a gradient through the rounded latent: the logits view rounds in the forward pass (the
+    eval-mode prediction) and is straight-through in the backward pass."""
+    x = smooth_images(4, seed=7).requires_grad_(True)
+    view = model.logits_model()
+    logits = view(x)
+    torch.testing.assert_close(logits, model(x)["logits"])
+    logits.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
