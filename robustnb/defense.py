@@ -254,7 +254,7 @@ class DisentangledTV(Defense):
 
     name = "disentangled_tv"
 
-    def __init__(self, bit_map_fn, lambda_tv: float = 0.05, cutoff: float = 0.15, object_factor: float = 0.25,
+    def __init__(self, bit_map_fn, lambda_tv: float = 0.01, cutoff: float = 0.15, object_factor: float = 0.25,
                  hf_factor: float = 4.0, n_iter: int = 50, mask_source: str = "low"):
         super().__init__()
         self.bit_map_fn = bit_map_fn
@@ -292,7 +292,7 @@ class DefenseSettings:
     gaussian_blur: float = 0.8     # sigma in pixels
     jpeg: int = 75                 # quality
     bit_depth: int = 4             # bits per channel
-    lambda_tv: float = 0.05        # disentangled: background weight
+    lambda_tv: float = 0.01        # disentangled: background weight (0.05 cost 39 points of accuracy at cpu)
     cutoff: float = 0.15           # disentangled: low/high split (cycles/pixel)
     object_factor: float = 0.25
     hf_factor: float = 4.0
