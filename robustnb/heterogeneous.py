@@ -116,7 +116,7 @@ class HeteroConfig:
             surrogate_epochs=pick(preset, smoke=1, cpu=8, full=30),
             attacks=TRANSFER_ATTACKS,
             eps_255=8,
-            sweep_eps_255=pick(preset, smoke=(4, 8), cpu=(4, 8, 16), full=(2, 4, 8, 16)),
+            sweep_eps_255=pick(preset, smoke=(4, 8), cpu=(2, 4, 8, 16), full=(2, 4, 8, 16)),
             attack_steps=pick(preset, smoke=2, cpu=10, full=10),
             tune_trials=pick(preset, smoke=2, cpu=4, full=8),
             tune_epochs=pick(preset, smoke=1, cpu=2, full=10),
@@ -220,12 +220,18 @@ def train_surrogates(cfg: HeteroConfig, run: Run, splits: Splits) -> list:
 
 
 # ---------------------------------------------------------------------------------------- attacking
+def attack_set(cfg: HeteroConfig, splits: Splits) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n_attack`` test images every transfer attack perturbs, with *their* labels (a stratified
+    subset of the test set, not its first ``n_attack`` items)."""
+    return splits.test.tensors(cfg.n_attack)
+
+
 def craft(cfg: HeteroConfig, surrogates, splits: Splits) -> dict:
     """Adversarial examples ``{(attack, eps_255): x_adv}`` crafted on the surrogates, plus ``("clean", 0)``.
 
     Cached under ``$ROBUSTNB_CACHE/adversarial`` by surrogates, attack, budget, steps and test images.
     """
-    x, y = splits.test.tensors(cfg.n_attack)
+    x, y = attack_set(cfg, splits)
     out = {("clean", 0): x}
     eps_values = sorted(set(cfg.sweep_eps_255) | {cfg.eps_255})
     jobs = [(a, e) for e in eps_values for a in cfg.attacks]
@@ -266,7 +272,7 @@ def evaluate_grid(cfg: HeteroConfig, nodes: dict, models: dict, splits: Splits, 
     """
     logits = _node_logits(models, splits, adv, cfg)
     y_test = splits.test.labels
-    y_att = y_test[:cfg.n_attack]
+    _, y_att = attack_set(cfg, splits)
     rows = []
     for axis, specs in nodes.items():
         for n in cfg.n_values:
