@@ -28,12 +28,14 @@ book: install
 	@echo "Open _build/html/index.html"
 
 test: install
+	$(BIN)/lint-imports
 	rm -rf $(SMOKE_BUILD)
 	TQDM_DISABLE=1 ROBUSTNB_PRESET=smoke $(BIN)/jupyter-book build . --builder html -W -n --keep-going --path-output $(SMOKE_BUILD)
 	ROBUSTNB_PRESET=smoke ROBUSTNB_BOOK_HTML=$(SMOKE_BUILD)/_build/html \
 	  $(BIN)/python -m pytest tests book --nbval-lax --nbval-current-env -p no:cacheprovider -q -rs
 
 unit: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests -q -m "not chapters and not book"
 
 bench: install

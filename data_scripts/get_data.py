@@ -8,6 +8,8 @@
 
 Office-31 ends up as <root>/office31/{amazon,dslr,webcam}/images/<class>/*.jpg. Existing files are never
 overwritten. Offline machines can instead put CIFAR-10's JPEG archive (cifar10-jpg.tar.gz) in the data folder.
+A damaged file (a truncated archive, an HTML error page saved as the archive, a corrupt image) is reported by
+name, with exit status 1: delete or replace it and run the command again.
 """
 
 import argparse
@@ -27,8 +29,11 @@ def main() -> int:
     args = ap.parse_args()
     try:
         where = data.fetch(args.dataset, args.root, args.archive)
-    except (data.DatasetNotFoundError, ValueError) as e:
+    except (data.DatasetNotFoundError, ValueError) as e:  # ValueError includes data.DatasetCorruptError
         print(e, file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. a read-only or full data folder while installing an archive
+        print(f"Could not install {args.dataset}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(f"{args.dataset} is ready under {where}")
     return 0

@@ -1,18 +1,37 @@
 """robustnb: code behind the *Robust networks at the edge* book.
 
-Notebooks tell the story; this package does the work. One module per concept:
+Notebooks tell the story; this package does the work. Its layers, each importing only from those below
+(checked by ``lint-imports``, contract in ``pyproject.toml``):
 
-========================  ==========================================================
-``robustnb.config``       presets (smoke / cpu / full), device, seeding, folders
-``robustnb.data``         CIFAR-10, Fashion-MNIST and Office-31 loaders
-``robustnb.models``       classifiers adapted to small inputs
-``robustnb.train``        the one training / evaluation loop and the model cache
-``robustnb.attacks``      attack registry (torchattacks) and the attacks no library ships
-``robustnb.corruptions``  natural corruptions (noise, blur, weather, digital)
-``robustnb.plots``        plotly style and figure helpers (they only read tidy frames)
-``robustnb.widgets``      live ipywidgets explorers for Jupyter and Colab
-``robustnb.bench``        ``python -m robustnb.bench``: wall time and memory per chapter
-========================  ==========================================================
+=================================  =====================================================================
+**tools**
+``robustnb.book``                  the book's table of contents, Colab cells, chapter scaffold, page helpers
+``robustnb.bench``                 ``python -m robustnb.bench``: wall time and memory per chapter
+**chapters**
+``robustnb.chapters``              one module per notebook: config, experiments, verdicts, figures
+**mechanisms** (one concept each)
+``robustnb.distributed``           training and tuning ensemble nodes, locally or on Ray
+``robustnb.defenses``              input defenses against entropy attacks (disentangled TV, baselines)
+``robustnb.attacks``               standard, entropy, adaptive, transfer and noise attacks
+``robustnb.split``                 split models with an entropy model, their rate, the cached zoo
+``robustnb.compression``           L1 pruning, distillation, int8 quantization
+``robustnb.domains``               source/target domains (Office-31 or the CIFAR-10 stand-in)
+``robustnb.ensembles``             votes and data shards
+``robustnb.corruptions``           natural corruptions (noise, blur, weather, digital)
+``robustnb.signal``                FFT filters, spectra, the torch TV solver
+**training**
+``robustnb.train``                 the one training loop, predict, the one accuracy
+``robustnb.cache``                 the on-disk cache: keys, the atomic verified writer, cached models
+**data and models**
+``robustnb.data``                  CIFAR-10, Fashion-MNIST and Office-31 loaders
+``robustnb.models``                classifiers adapted to small inputs (registered by name)
+**foundation**
+``robustnb.config``                presets (smoke / cpu / full), device, seeding, folders, errors
+``robustnb.registry``              the one registry of everything chosen by name
+``robustnb.checks``                input checks: image batches and numeric settings
+``robustnb.plots``                 plotly style and figure helpers (they only read frames and tensors)
+``robustnb.widgets``               live ipywidgets explorers for Jupyter and Colab
+=================================  =====================================================================
 """
 
 __version__ = "0.1.0"

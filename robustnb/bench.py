@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import papermill as pm
 import torch
 
 from robustnb.book import ROOT, chapters
@@ -29,7 +30,6 @@ from robustnb.config import resolve_preset
 
 def _run_one(notebook: str, preset: str, out: str) -> None:
     """Child process: execute one chapter, print wall time and the kernel's peak RSS as JSON."""
-    import papermill as pm
 
     t0 = time.perf_counter()
     error = ""

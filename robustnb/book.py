@@ -7,11 +7,15 @@ the chapters; ``python -m robustnb.book new book/x.ipynb "Title"`` starts a chap
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
+import textwrap
 from pathlib import Path
 
+import nbformat
 import yaml
+from IPython.display import Markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 COLAB_MARKER = "# Colab set-up"
@@ -66,6 +70,18 @@ def colab_cell_source(root: Path = ROOT) -> str:
     )
 
 
+def show_source(*objs):
+    """Display the package's own source of functions or classes as highlighted code in the page, so the book
+    shows the algorithm it teaches and cannot drift from it. Returns an IPython ``Markdown`` object."""
+    blocks = []
+    for obj in objs:
+        target = inspect.unwrap(obj)
+        where = f"{target.__module__}.{target.__qualname__}"
+        code = textwrap.dedent(inspect.getsource(target)).rstrip()
+        blocks.append(f"`{where}`\n\n```python\n{code}\n```")
+    return Markdown("\n\n".join(blocks))
+
+
 def sync(root: Path = ROOT) -> list[Path]:
     """Rewrite the Colab cell of every chapter that is out of date; returns the notebooks changed."""
     changed = []
@@ -91,8 +107,6 @@ SETUP_SOURCE = "import robustnb\n\nrun = robustnb.setup(preset, seed=seed, devic
 
 def scaffold(path: Path, title: str) -> Path:
     """Write a new chapter notebook with the standard opening cells (refuses to overwrite)."""
-    import nbformat
-
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists; not overwriting it")

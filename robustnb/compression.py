@@ -38,11 +38,17 @@ from typing import Callable
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import torch_pruning as tp
 from torch import nn
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+from torch.profiler import ProfilerActivity, profile
 
+from robustnb.cache import cached, data_spec
+from robustnb.checks import check_images
 from robustnb.config import ConfigError
 from robustnb.models import count_parameters
-from robustnb.train import TrainConfig, cached, fit, logits_of
+from robustnb.train import TrainConfig, fit, logits_of
 
 
 # ------------------------------------------------------------------------------------------- pruning
@@ -69,7 +75,6 @@ def prune_l1(model: nn.Module, ratio: float, example_inputs: torch.Tensor) -> nn
     Structured: layers really get smaller (fewer channels), so the pruned model needs less memory and
     compute without sparse kernels. The output layer keeps its classes.
     """
-    import torch_pruning as tp
 
     ratio = check_ratio(ratio)
     model = copy.deepcopy(model).cpu().eval()
@@ -148,11 +153,9 @@ def distill(build_student: Callable[[], nn.Module], teacher: nn.Module, teacher_
     """Train a student from scratch with the Hinton loss against ``teacher``; cached by the full spec."""
     if cfg.label_smoothing != 0:
         raise ConfigError("distill needs label_smoothing=0 (the KD terms assume plain cross-entropy).")
-    from robustnb.train import dataset_fingerprint
-
+    dspec = data_spec(data) if hasattr(data, "meta") else {"data": "tensors", "data_fp": "", "n": len(data[1])}
     spec = {"kind": "distilled", "student": student_arch, "teacher": teacher_spec, "T": float(temperature),
-            "alpha": float(alpha), "train": cfg.as_dict(), "data": getattr(data, "name", "tensors"),
-            "data_fp": dataset_fingerprint(data) if hasattr(data, "meta") else "", "n": len(data)}
+            "alpha": float(alpha), "train": cfg.as_dict(), **dspec}
     teacher = teacher.to(device)
     return cached(name, spec, build=build_student,
                   train=lambda m: fit(m, data, cfg, device=device, extra_terms=kd_terms(teacher, temperature, alpha),
@@ -171,9 +174,10 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch_size: int =
 
     ``calibration``: float images in [0, 1] run through the observers to fix activation ranges.
     """
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
+    check_images(calibration, "calibration images")
+    if len(calibration) == 0:
+        raise ConfigError("int8 calibration needs at least one image (got an empty batch): the observers "
+                          "would fix no activation range and every output would be 0.")
     if backend not in torch.backends.quantized.supported_engines:
         raise ConfigError(f"quantized backend {backend!r} not supported here: choose one of "
                           f"{torch.backends.quantized.supported_engines}.")
@@ -215,7 +219,6 @@ def int8_kernels(qmodel: nn.Module, example: torch.Tensor) -> pd.DataFrame:
 
     Columns: ``op, calls, int8`` (``int8`` is True for ``quantized::`` kernels).
     """
-    from torch.profiler import ProfilerActivity, profile
 
     with _quiet_stderr(), torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
         qmodel(example.cpu())

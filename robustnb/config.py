@@ -18,6 +18,7 @@ Folders (created on first use):
 
 from __future__ import annotations
 
+import numbers
 import os
 import random
 import sys
@@ -33,7 +34,11 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 class ConfigError(ValueError):
-    """A configuration value is not one of the allowed ones."""
+    """A configuration value or an input is not one of the allowed ones (the message names both)."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """An input has the wrong type (a list instead of a tensor, uint8 instead of float images)."""
 
 
 def _check_choice(kind: str, value, allowed) -> None:
@@ -83,13 +88,22 @@ def get_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cpu")
     if base == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'.")
+    mps = getattr(torch.backends, "mps", None)
+    if base == "mps" and not (mps is not None and mps.is_available()):
+        raise ConfigError(f"device {device!r} was asked for but Apple MPS is not available here; use 'auto' or 'cpu'.")
     return torch.device(device)
+
+
+def check_seed(seed) -> int:
+    """A seed: a non-negative integer (Python or NumPy), returned as ``int``."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}.")
+    return int(seed)
 
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; returns a torch.Generator seeded the same way."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}.")
+    seed = check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -143,15 +157,8 @@ def setup(preset: str | None = None, seed: int = 0, device: str = "auto", verbos
 
     Raises :class:`ConfigError` at once for an unknown preset or device.
     """
-    run = Run(preset=resolve_preset(preset), seed=seed, device=get_device(device))
-    seed_everything(seed)
-    if in_colab():  # live widgets need the custom widget manager there
-        try:
-            from robustnb.widgets import enable_colab_widgets
-
-            enable_colab_widgets()
-        except Exception:  # pragma: no cover - only in Colab
-            pass
+    run = Run(preset=resolve_preset(preset), seed=check_seed(seed), device=get_device(device))
+    seed_everything(run.seed)
     if verbose:
         print(run)
     return run

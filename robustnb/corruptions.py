@@ -34,12 +34,15 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+from robustnb import registry
+from robustnb.checks import check_images
 
 __all__ = [
     "CORRUPTIONS", "CORRUPTION_GROUPS", "STOCHASTIC", "SEVERITIES", "corrupt", "corruption_grid",
@@ -50,7 +53,7 @@ __all__ = [
 ]
 
 SEVERITIES = (1, 2, 3, 4, 5)
-CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {}
+CORRUPTIONS = registry.CORRUPTIONS  #: name -> function(x, severity, seed), in registration order
 CORRUPTION_GROUPS: dict[str, list[str]] = {"noise": [], "blur": [], "weather": [], "digital": []}
 #: names whose output depends on ``seed`` (the others are deterministic functions of the image).
 STOCHASTIC: set[str] = set()
@@ -66,19 +69,7 @@ def _check_severity(severity) -> int:
 
 
 def _check_input(x) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.shape[1] not in (1, 3):
-        raise ValueError(f"x must have 1 or 3 channels (N, C, H, W), got C={x.shape[1]} "
-                         f"in shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a float tensor in [0, 1], got dtype {x.dtype}")
-    if x.numel():
-        lo, hi = float(x.min()), float(x.max())
-        if not (lo >= 0.0 and hi <= 1.0):  # also rejects NaN
-            raise ValueError(f"x must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+    check_images(x, "x")
 
 
 def _register(group: str, stochastic: bool):
@@ -89,11 +80,13 @@ def _register(group: str, stochastic: bool):
         def wrapper(x: torch.Tensor, severity: int = 3, seed: int = 0) -> torch.Tensor:
             _check_input(x)
             severity = _check_severity(severity)
+            if len(x) == 0:
+                return x.clone()
             work = x if x.dtype in (torch.float32, torch.float64) else x.float()
             out = fn(work, severity, int(seed))
             return out.clamp(0.0, 1.0).to(dtype=x.dtype, device=x.device)
 
-        CORRUPTIONS[fn.__name__] = wrapper
+        CORRUPTIONS.add(fn.__name__, wrapper, group=group, stochastic=stochastic)
         CORRUPTION_GROUPS[group].append(fn.__name__)
         if stochastic:
             STOCHASTIC.add(fn.__name__)
@@ -419,9 +412,7 @@ def color_cast(x, severity=3, seed=0):
 
 # ------------------------------------------------------------------------------------ front door
 def _check_name(name) -> str:
-    if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; allowed: {', '.join(CORRUPTIONS)}")
-    return name
+    return CORRUPTIONS.check(name)
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int = 3, seed: int = 0) -> torch.Tensor:

@@ -16,23 +16,32 @@ Where the data comes from (never random data as a silent fallback):
   ``python data_scripts/get_data.py office31`` fetches and extracts it.
 
 A dataset that is missing and cannot be downloaded raises :class:`DatasetNotFoundError`, which names the
-dataset, the folders searched and the command that fetches it.
+dataset, the folders searched and the command that fetches it. A dataset file that is there but damaged
+(a truncated archive, an HTML error page saved under the archive's name, a corrupt image, a half-extracted
+folder) raises :class:`DatasetCorruptError`, which names the dataset, the file (and the archive member)
+and the same command. Half-extracted official CIFAR-10 batches do not win over a good offline archive:
+they are skipped with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import operator
 import os
 import pickle
 import socket
 import tarfile
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import CIFAR10, FashionMNIST
 from tqdm.auto import tqdm
 
 from robustnb.config import ConfigError, cache_dir, data_dir
@@ -69,7 +78,31 @@ class DatasetNotFoundError(FileNotFoundError):
             + "\n(or point ROBUSTNB_DATA at the folder that holds it)."
         )
         super().__init__(msg)
-        self.name, self.searched = name, searched
+        self.name, self.searched, self.reason = name, searched, reason
+
+
+class DatasetCorruptError(ValueError):
+    """A dataset file is on disk but damaged: truncated, not in the expected format, or a bad image inside."""
+
+    def __init__(self, name: str, path, reason: str, member: str | None = None, root: Path | None = None):
+        root = root or data_dir()
+        where = f"{path}" + (f", member {member!r}," if member else "")
+        msg = (
+            f"Dataset {name!r}: {where} is damaged or incomplete: {reason}"
+            + f"\nDelete or replace it, and fetch the dataset again with:  {FETCH_COMMAND.format(name=name, root=root)}"
+        )
+        super().__init__(msg)
+        self.name, self.path, self.member, self.reason = name, Path(path), member, reason
+
+
+def _as_int(value, what: str, allowed: str) -> int:
+    """``value`` as a Python int (numpy and 0-d torch integers too); bools, floats and strings are refused."""
+    if not isinstance(value, (bool, np.bool_)) and not (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise ConfigError(f"{what} must be {allowed}, got {value!r}.")
 
 
 @dataclass
@@ -111,7 +144,17 @@ class ImageDataset(Dataset):
         return tuple(self.images.shape[1:])
 
     def subset(self, n: int | None, seed: int = 0) -> "ImageDataset":
-        """A class-stratified random subset of ``n`` items (all items if ``n`` is None or too large)."""
+        """A class-stratified random subset of ``n`` items (all items if ``n`` is None or too large).
+
+        ``n`` is None or an integer ``>= 0`` and ``seed`` an integer (numpy integers too); anything else
+        (a negative ``n``, a float, a bool) raises :class:`~robustnb.config.ConfigError`.
+        """
+        if n is not None:
+            n = _as_int(n, "subset size n", f"an integer in 0..{len(self)} (larger takes all items) or None")
+            if n < 0:
+                raise ConfigError(f"subset size n must be an integer in 0..{len(self)} (larger takes all items) "
+                                  f"or None, got {n!r}.")
+        seed = _as_int(seed, "seed", "an integer")
         if n is None or n >= len(self):
             return self
         g = torch.Generator().manual_seed(seed)
@@ -136,7 +179,10 @@ class ImageDataset(Dataset):
         return ds.images.float().div_(255), ds.labels.clone()
 
     def loader(self, batch_size: int = 128, shuffle: bool = False, seed: int = 0) -> DataLoader:
-        g = torch.Generator().manual_seed(seed)
+        batch_size = _as_int(batch_size, "batch_size", "a positive integer")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        g = torch.Generator().manual_seed(_as_int(seed, "seed", "an integer"))
         return DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=0,
                           collate_fn=_collate)
 
@@ -155,11 +201,15 @@ def _check_split(split: str) -> None:
 def _atomic_save_npz(path: Path, **arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # disk full, interrupted ...: no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _load_npz(path: Path):
@@ -176,8 +226,6 @@ def _fingerprint(path: Path) -> str:
 
 
 def _decode_image(data: bytes, size: int | None = None, channels: int = 3) -> np.ndarray:
-    from PIL import Image
-
     img = Image.open(io.BytesIO(data)).convert("RGB" if channels == 3 else "L")
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
@@ -189,41 +237,116 @@ def _decode_image(data: bytes, size: int | None = None, channels: int = 3) -> np
 CIFAR10_ARCHIVE = "cifar10-jpg.tar.gz"
 
 
-def _read_cifar_batches(folder: Path, split: str):
-    """Read the official python batches (``data_batch_1..5`` / ``test_batch`` and ``batches.meta``)."""
+CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+
+def _cifar_batches_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a complete set of official batches (cheap checks, all files), or None.
+
+    A pickle always ends with the STOP opcode ``.``: a file cut short by an interrupted extraction does not.
+    """
+    problems = []
+    for name in CIFAR10_BATCHES + ("batches.meta",):
+        path = folder / name
+        if not path.is_file():
+            if name != "batches.meta":  # optional: the standard class names are used without it
+                problems.append(f"{name} is missing")
+            continue
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                f.seek(max(size - 1, 0))
+                last = f.read(1)
+        except OSError as e:
+            problems.append(f"{name} cannot be read ({type(e).__name__}: {e})")
+            continue
+        if size == 0:
+            problems.append(f"{name} is empty")
+        elif last != b".":
+            problems.append(f"{name} is cut short or not a pickle ({size:,} bytes)")
+    return "; ".join(problems) or None
+
+
+def _read_cifar_batches(folder: Path, split: str, root: Path | None = None):
+    """Read the official python batches (``data_batch_1..5`` / ``test_batch`` and ``batches.meta``).
+
+    A file that is missing or does not hold what the official files hold raises :class:`DatasetCorruptError`.
+    """
+    problem = _cifar_batches_problem(folder)
+    if problem:
+        raise DatasetCorruptError("cifar10", folder, f"{problem} (an interrupted download or extraction?).",
+                                  root=root)
     files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     xs, ys = [], []
     for name in files:
-        with open(folder / name, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64))
+        try:
+            with open(folder / name, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+            x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64)
+            if y.shape != (len(x),) or len(x) == 0 or y.min() < 0 or y.max() >= len(CIFAR10_CLASSES):
+                raise ValueError(f"{len(x)} images (3x32x32) but labels of shape {y.shape} "
+                                 f"in {y.min() if y.size else '-'}..{y.max() if y.size else '-'}")
+        except Exception as e:  # truncated, an HTML page, another pickle ...: whatever it is, say which file
+            raise DatasetCorruptError("cifar10", folder, f"{name} is not an official CIFAR-10 batch "
+                                      f"({type(e).__name__}: {e}).", root=root) from e
+        xs.append(x)
+        ys.append(y)
     classes = CIFAR10_CLASSES
     meta = folder / "batches.meta"
     if meta.exists():
-        with open(meta, "rb") as f:
-            classes = list(pickle.load(f, encoding="latin1")["label_names"])
+        try:
+            with open(meta, "rb") as f:
+                classes = list(pickle.load(f, encoding="latin1")["label_names"])
+        except Exception as e:
+            raise DatasetCorruptError("cifar10", folder, f"batches.meta is not the official class list "
+                                      f"({type(e).__name__}: {e}).", root=root) from e
     return np.concatenate(xs), np.concatenate(ys), classes
 
 
-def _decode_cifar_archive(archive: Path, split: str):
-    """Decode ``<split>/<class>/*.jpg`` members of the offline archive once; cache the arrays."""
+def _decode_cifar_archive(archive: Path, split: str, root: Path | None = None):
+    """Decode ``<split>/<class>/*.jpg`` members of the offline archive once; cache the arrays.
+
+    A damaged archive or image raises :class:`DatasetCorruptError` (with the member); nothing is cached then.
+    """
     cache = cache_dir() / "datasets" / f"cifar10-jpg-{_fingerprint(archive)}-{split}.npz"
     cached = _load_npz(cache) if cache.exists() else None
     if cached is not None:
         return cached["x"], cached["y"]
     index = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
     items = []
-    with tarfile.open(archive, "r:*") as tar:
-        for m in tqdm(tar, desc=f"decoding CIFAR-10 {split} (once)", unit=" files", mininterval=1):
-            parts = Path(m.name).parts
-            if not m.isfile() or len(parts) < 3 or parts[-3] != split or not m.name.lower().endswith((".jpg", ".jpeg", ".png")):
-                continue
-            if parts[-2] not in index:
-                raise ValueError(f"{archive}: unknown CIFAR-10 class folder {parts[-2]!r} in {m.name}")
-            items.append((parts[-2], parts[-1], _decode_image(tar.extractfile(m).read(), 32)))
+
+    def damaged(reason: str, member: str | None = None) -> DatasetCorruptError:
+        return DatasetCorruptError("cifar10", archive, reason, member, root)
+
+    member = None  # the member being read when the archive itself turns out to be damaged
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for m in tqdm(tar, desc=f"decoding CIFAR-10 {split} (once)", unit=" files", mininterval=1):
+                member = m.name
+                parts = Path(m.name).parts
+                if not m.isfile() or len(parts) < 3 or parts[-3] != split or not m.name.lower().endswith((".jpg", ".jpeg", ".png")):
+                    continue
+                if parts[-2] not in index:
+                    raise damaged(f"unknown CIFAR-10 class folder {parts[-2]!r} (expected {split}/<class>/NNNN.jpg "
+                                  f"with the 10 CIFAR-10 classes).", m.name)
+                payload = tar.extractfile(m).read()
+                try:
+                    img = _decode_image(payload, 32)
+                except Exception as e:  # UnidentifiedImageError, truncated JPEG, ...
+                    raise damaged(f"not a readable image ({type(e).__name__}: {e}).", m.name) from e
+                items.append((parts[-2], parts[-1], img))
+    except DatasetCorruptError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:  # truncated, an HTML page, not gzip ...
+        where = f" (last member reached: {member!r})" if member else ""
+        raise damaged(f"not a readable .tar.gz archive{where} ({type(e).__name__}: {e}). "
+                      "A truncated download or an error page saved under the archive's name?") from e
     if not items:
-        raise ValueError(f"{archive} holds no {split}/<class>/*.jpg images")
+        raise damaged(f"it holds no {split}/<class>/*.jpg images.")
+    missing = [c for c in CIFAR10_CLASSES if c not in {t[0] for t in items}]
+    if missing:
+        raise damaged(f"it holds no {split} images of the classes {missing} (a truncated archive?).")
     items.sort(key=lambda t: (index[t[0]], t[1]))
     x = np.stack([t[2] for t in items])
     y = np.array([index[t[0]] for t in items], dtype=np.int64)
@@ -237,16 +360,30 @@ def load_cifar10(split: str = "train", root: str | Path | None = None, download:
     root = Path(root) if root is not None else data_dir()
     official = root / "cifar-10-batches-py"
     archive = next((p for p in (root / CIFAR10_ARCHIVE, root / "cifar10" / CIFAR10_ARCHIVE) if p.exists()), None)
-    if not official.exists() and archive is None and download:
-        _download("cifar10", root)
+    problem = _cifar_batches_problem(official) if official.exists() else None
+    if (problem or not official.exists()) and archive is None and download:
+        try:  # torchvision checks the batches' checksums and downloads and extracts them again
+            _download("cifar10", root)
+        except DatasetNotFoundError as e:
+            if not problem:
+                raise
+            raise DatasetCorruptError("cifar10", official, f"{problem}; fetching it again failed too "
+                                      f"({e.reason})", root=root) from None
+    x = None
     if official.exists():
-        x, y, classes = _read_cifar_batches(official, split)
-        source = f"official CIFAR-10 python batches ({official})"
-    elif archive is not None:
-        x, y = _decode_cifar_archive(archive, split)
+        try:
+            x, y, classes = _read_cifar_batches(official, split, root)
+            source = f"official CIFAR-10 python batches ({official})"
+        except DatasetCorruptError as e:
+            if archive is None:
+                raise
+            warnings.warn(f"Skipping the damaged CIFAR-10 folder {official}: {e.reason} Reading the offline "
+                          f"archive {archive} instead (delete the folder to silence this warning).", stacklevel=2)
+    if x is None and archive is not None:
+        x, y = _decode_cifar_archive(archive, split, root)
         classes = CIFAR10_CLASSES
         source = f"offline JPEG re-encoding of CIFAR-10 ({archive.name}); pixels differ slightly from the official files"
-    else:
+    elif x is None:
         raise DatasetNotFoundError("cifar10", [official, root / CIFAR10_ARCHIVE],
                                    "Neither the official batches nor the offline archive are there (download disabled).",
                                    root)
@@ -257,8 +394,6 @@ def load_cifar10(split: str = "train", root: str | Path | None = None, download:
 # ------------------------------------------------------------------------------------------ Fashion-MNIST
 def load_fashion_mnist(split: str = "train", root: str | Path | None = None, download: bool = True) -> ImageDataset:
     """Fashion-MNIST ``train`` (60,000) or ``test`` (10,000), 28x28 grey, from the official idx files."""
-    from torchvision.datasets import FashionMNIST
-
     _check_split(split)
     root = Path(root) if root is not None else data_dir()
     raw = root / "FashionMNIST" / "raw"
@@ -290,6 +425,13 @@ def find_office31(root: str | Path | None = None) -> Path | None:
     return None
 
 
+def _decode_office31_file(path: Path, size: int) -> np.ndarray:
+    try:
+        return _decode_image(path.read_bytes(), size)
+    except Exception as e:  # UnidentifiedImageError, truncated JPEG, unreadable file ...
+        raise DatasetCorruptError("office31", path, f"not a readable image ({type(e).__name__}: {e}).") from e
+
+
 def load_office31(domain: str, image_size: int = 224, root: str | Path | None = None) -> ImageDataset:
     """One Office-31 domain (``amazon`` 2,817, ``dslr`` 498, ``webcam`` 795 images), resized to a square.
 
@@ -298,8 +440,10 @@ def load_office31(domain: str, image_size: int = 224, root: str | Path | None = 
     """
     if domain not in OFFICE31_DOMAINS:
         raise ConfigError(f"Unknown Office-31 domain {domain!r}: choose one of {OFFICE31_DOMAINS}.")
-    if not isinstance(image_size, int) or not 8 <= image_size <= 512:
+    size = _as_int(image_size, "image_size", "an integer in [8, 512]")
+    if not 8 <= size <= 512:
         raise ConfigError(f"image_size must be an integer in [8, 512], got {image_size!r}.")
+    image_size = size
     found = find_office31(root)
     if found is None:
         searched = office31_roots(root)
@@ -317,7 +461,7 @@ def load_office31(domain: str, image_size: int = 224, root: str | Path | None = 
     cached = _load_npz(cache) if cache.exists() else None
     if cached is None:
         index = {c: i for i, c in enumerate(OFFICE31_CLASSES)}
-        x = np.stack([_decode_image(p.read_bytes(), image_size)
+        x = np.stack([_decode_office31_file(p, image_size)
                       for p in tqdm(files, desc=f"decoding Office-31 {domain} (once)", mininterval=1)])
         y = np.array([index[p.parent.name] for p in files], dtype=np.int64)
         _atomic_save_npz(cache, x=x, y=y)
@@ -330,9 +474,23 @@ def load_office31(domain: str, image_size: int = 224, root: str | Path | None = 
 def install_office31_archive(archive: str | Path, root: str | Path) -> Path:
     """Extract the official ``domain_adaptation_images.tar.gz`` into ``root`` (refuses to overwrite)."""
     archive, root = Path(archive), Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "r:*") as tar:
-        members = [m for m in tar.getmembers() if m.isfile()]
+    if not archive.is_file():
+        raise DatasetNotFoundError("office31", [archive], "The archive file given does not exist.", root.parent)
+
+    def damaged(reason: str, member: str | None = None) -> DatasetCorruptError:
+        return DatasetCorruptError("office31", archive, reason, member, root.parent)
+
+    unreadable = (tarfile.TarError, EOFError, OSError, zlib.error)
+    hint = "A truncated download, or an error page saved under the archive's name?"
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except unreadable as e:
+        raise damaged(f"not a readable .tar.gz archive ({type(e).__name__}: {e}). {hint}") from e
+    with tar:
+        try:  # reads the whole archive: a damaged one fails here, before anything is written
+            members = [m for m in tar.getmembers() if m.isfile()]
+        except unreadable as e:
+            raise damaged(f"not a readable .tar.gz archive ({type(e).__name__}: {e}). {hint}") from e
         for m in members:
             parts = Path(m.name).parts
             if ".." in parts or Path(m.name).is_absolute():
@@ -345,11 +503,21 @@ def install_office31_archive(archive: str | Path, root: str | Path) -> Path:
             dest = root.joinpath(*parts[i:])
             if dest.exists():
                 continue  # never overwrite what is already there
+            try:
+                with tar.extractfile(m) as src:
+                    payload = src.read()
+            except unreadable as e:
+                raise damaged(f"the member cannot be read ({type(e).__name__}: {e}). {hint}", m.name) from e
             dest.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(m) as src, open(dest, "wb") as out:
-                out.write(src.read())
+            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+            try:  # a failed write leaves no partial image (which would then never be overwritten)
+                tmp.write_bytes(payload)
+                os.replace(tmp, dest)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
     if find_office31(root) is None:
-        raise ValueError(f"{archive} did not contain the Office-31 layout <domain>/images/<class>/*.jpg")
+        raise damaged("it does not contain the Office-31 layout <domain>/images/<class>/*.jpg.")
     return root
 
 
@@ -357,10 +525,33 @@ def install_office31_archive(archive: str | Path, root: str | Path) -> Path:
 OFFICE31_URL = "https://drive.google.com/uc?id=0B4IapRTv9pJ1WGZVd1VDMmhwdlE"  # domain_adaptation_images.tar.gz
 
 
+def _missing_dirs(paths) -> list[Path]:
+    """The folders among ``paths`` and their parents that do not exist yet, deepest first."""
+    missing = set()
+    for p in paths:
+        p = Path(p).absolute()
+        while not p.exists() and p.parent != p:
+            missing.add(p)
+            p = p.parent
+    return sorted(missing, key=lambda p: len(p.parts), reverse=True)
+
+
+def _remove_empty_dirs(created) -> None:
+    """Remove the folders in ``created`` (new ones, see :func:`_missing_dirs`) that are empty, and empty ones below."""
+    for top in created:
+        if top.is_dir() and not top.is_symlink():
+            for folder, _, _ in os.walk(top, topdown=False):  # everything under a new folder is new
+                try:
+                    os.rmdir(folder)
+                except OSError:  # not empty: keep it and what it holds
+                    pass
+
+
 def _download(name: str, root: Path, timeout: float = 30.0) -> None:
     """Official download; any failure becomes a :class:`DatasetNotFoundError` with the fetch command."""
-    from torchvision.datasets import CIFAR10, FashionMNIST
-
+    targets = {"cifar10": [root / "cifar-10-batches-py"], "fashion_mnist": [root / "FashionMNIST" / "raw"],
+               "office31": [root / "office31"]}.get(name, [])
+    created = _missing_dirs([root, *targets])  # removed again, if still empty, when the download fails
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
     try:
@@ -382,9 +573,11 @@ def _download(name: str, root: Path, timeout: float = 30.0) -> None:
             install_office31_archive(archive, root / "office31")
         else:
             raise ConfigError(f"Unknown dataset {name!r}: choose one of {DATASETS}.")
-    except (ConfigError, DatasetNotFoundError):
+    except (ConfigError, DatasetNotFoundError, DatasetCorruptError):
+        _remove_empty_dirs(created)
         raise
     except Exception as e:  # offline, read-only folder, bad checksum ...
+        _remove_empty_dirs(created)
         searched = {"cifar10": [root / "cifar-10-batches-py", root / CIFAR10_ARCHIVE],
                     "fashion_mnist": [root / "FashionMNIST" / "raw"],
                     "office31": office31_roots(None)}[name]
@@ -415,3 +608,9 @@ def load(name: str, split: str = "train", **kw) -> ImageDataset:
     if name == "office31":
         return load_office31(**kw)
     raise ConfigError(f"Unknown dataset {name!r}: choose one of {DATASETS}.")
+
+
+def cifar10_test_images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)``: the first ``n`` images of a stratified CIFAR-10 test subset (the images several chapters
+    measure on; at least 10 are drawn so that every class can appear)."""
+    return load_cifar10("test").subset(max(n, 10), seed).tensors(n)

@@ -26,10 +26,12 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
+import pandas as pd
 import torch
 
 from robustnb import data as rdata
 from robustnb.config import ConfigError
+from robustnb.corruptions import corrupt
 
 #: Corruption recipes of the stand-in target domains: ``(corruption name, severity)`` applied in order.
 DOMAIN_RECIPES: dict[str, tuple[tuple[str, int], ...]] = {
@@ -56,7 +58,6 @@ def shift(x: torch.Tensor, domain: str, seed: int = 0) -> torch.Tensor:
 
     The result is rounded to 8-bit levels (as a stored camera image would be).
     """
-    from robustnb.corruptions import corrupt
 
     if domain not in DOMAIN_RECIPES:
         raise ConfigError(f"Unknown shifted domain {domain!r}: choose one of {', '.join(map(repr, DOMAIN_RECIPES))}.")
@@ -98,8 +99,6 @@ class Domains:
 
     def summary(self):
         """A small frame: domain, role, images, classes, where the images come from."""
-        import pandas as pd
-
         rows = [{"domain": self.source, "role": "source (train)", "images": len(self.train),
                  "classes": self.train.num_classes, "from": self.train.source}]
         rows += [{"domain": d, "role": "source (test)" if d == self.source else "target", "images": len(ds),
@@ -157,7 +156,5 @@ def load_domains(image_size: int = 224, n_train: int | None = None, n_eval: int 
 
 def recipes_frame():
     """The stand-in recipes as a tidy frame: domain, step, corruption, severity."""
-    import pandas as pd
-
     return pd.DataFrame([{"domain": d, "step": i + 1, "corruption": n, "severity": s}
                          for d, steps in DOMAIN_RECIPES.items() for i, (n, s) in enumerate(steps)])

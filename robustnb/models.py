@@ -13,12 +13,8 @@ import torch
 import torchvision
 from torch import nn
 
+from robustnb import registry
 from robustnb.config import ConfigError
-
-ARCHITECTURES = (
-    "cnn", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "mobilenet_v2", "vgg11", "regnet_x_400mf", "densenet121",
-)
 
 
 class Normalize(nn.Module):
@@ -50,6 +46,13 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+registry.ARCHITECTURES.add("cnn", SmallCNN)
+for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v2", "vgg11",
+              "regnet_x_400mf", "densenet121"):
+    registry.ARCHITECTURES.add(_name, getattr(torchvision.models, _name if _name != "vgg11" else "vgg11_bn"))
+ARCHITECTURES = registry.ARCHITECTURES.names()
 
 
 def _first_conv_to(model: nn.Module, in_channels: int, small_input: bool) -> None:
@@ -90,8 +93,7 @@ def build_classifier(arch: str, num_classes: int = 10, in_channels: int = 3, ima
     ``pretrained=True`` loads torchvision's ImageNet weights (a download) and replaces the head;
     it needs 3-channel inputs and keeps the ImageNet stem, so use it with 64 px or larger images.
     """
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"Unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}.")
+    ctor = registry.ARCHITECTURES.get(arch)
     mean = mean if mean is not None else (0.5,) * in_channels
     std = std if std is not None else (0.5,) * in_channels
     if len(mean) != in_channels or len(std) != in_channels:
@@ -103,7 +105,6 @@ def build_classifier(arch: str, num_classes: int = 10, in_channels: int = 3, ima
         weights = "DEFAULT" if pretrained else None
         if pretrained and in_channels != 3:
             raise ConfigError("pretrained ImageNet weights need 3-channel inputs.")
-        ctor = getattr(torchvision.models, arch if arch != "vgg11" else "vgg11_bn")
         net = ctor(weights=weights)
         _first_conv_to(net, in_channels, small)
         _replace_head(net, num_classes)

@@ -20,14 +20,18 @@ import itertools
 
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn.functional as F
+import plotly.colors as pc
 import plotly.express as px
 import plotly.graph_objects as go
 import plotly.io as pio
+from PIL import Image
 from plotly.subplots import make_subplots
 
 __all__ = [
     "PALETTE", "HEIGHT", "line", "scatter", "bar", "heatmap", "table",
-    "slider_figure", "image_grid", "image_slider",
+    "slider_figure", "image_grid", "image_slider", "colorize", "attack_panel",
 ]
 
 #: Qualitative palette (Okabe-Ito, colour-blind safe), then plotly's Safe palette.
@@ -302,7 +306,6 @@ def _as_nhwc(images) -> np.ndarray:
 
 
 def _png(img: np.ndarray) -> str:
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
@@ -365,3 +368,54 @@ def image_slider(images, slider_values, slider_label="epsilon", titles=None, tit
                              for v, nm in zip(slider_values, names)])],
     )
     return _titled(fig, title)
+
+
+# ------------------------------------------------------------------ maps as pictures
+def colorize(maps: torch.Tensor, size=None, colorscale: str = "viridis") -> torch.Tensor:
+    """``(N, h, w)`` maps -> ``(N, 3, H, W)`` RGB images in [0, 1] (scaled per map; nearest upsampling to
+    ``size``), for ``plots.image_grid``."""
+    m = maps.detach().float().cpu()
+    lo = m.flatten(1).min(1).values.view(-1, 1, 1)
+    hi = m.flatten(1).max(1).values.view(-1, 1, 1)
+    m = ((m - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
+    scale = pc.get_colorscale(colorscale)
+    lut = torch.tensor([pc.unlabel_rgb(pc.find_intermediate_color(*_between(scale, t), colortype="rgb"))
+                        for t in np.linspace(0, 1, 256)], dtype=torch.float32) / 255
+    rgb = lut[(m * 255).round().long()].permute(0, 3, 1, 2)
+    if size is not None:
+        rgb = F.interpolate(rgb, size=tuple(size), mode="nearest")
+    return rgb
+
+
+def _between(scale, t):
+    """The two colours of a plotly colorscale around ``t`` and the interpolation weight."""
+    for (t0, c0), (t1, c1) in zip(scale[:-1], scale[1:]):
+        if t0 <= t <= t1:
+            c0, c1 = (pc_rgb(c0), pc_rgb(c1))
+            return c0, c1, 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
+    return pc_rgb(scale[-1][1]), pc_rgb(scale[-1][1]), 0.0
+
+
+def pc_rgb(c: str) -> str:
+    return pc.convert_colors_to_same_type(c, colortype="rgb")[0][0]
+
+
+def _png_rgb(img: torch.Tensor) -> np.ndarray:
+    return (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def attack_panel(x: torch.Tensor, adv: torch.Tensor, maps: torch.Tensor, bytes_clean: float, bytes_adv: float,
+                 title: str = "") -> go.Figure:
+    """One image ``(C, H, W)`` and its attacked copy: adversarial image, perturbation (x4 around grey), and the
+    two bit maps ``maps (2, h, w)`` (clean, attacked) on one colour scale, with the real bytes in the titles."""
+    fig = make_subplots(1, 4, subplot_titles=["adversarial image", "perturbation x4",
+                                              f"bits, clean ({bytes_clean:.0f} B)",
+                                              f"bits, attacked ({bytes_adv:.0f} B)"], horizontal_spacing=0.04)
+    fig.add_trace(go.Image(z=_png_rgb(adv)), 1, 1)
+    fig.add_trace(go.Image(z=_png_rgb(0.5 + 4 * (adv - x))), 1, 2)
+    zmax = float(maps.max())
+    for i in range(2):
+        fig.add_trace(go.Heatmap(z=maps[i].numpy()[::-1], zmin=0, zmax=zmax, colorscale="Viridis",
+                                 showscale=i == 1, colorbar=dict(title="bits")), 1, 3 + i)
+    fig.update_xaxes(visible=False).update_yaxes(visible=False)
+    return fig.update_layout(height=330, hovermode=False, title=title)

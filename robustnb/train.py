@@ -1,26 +1,19 @@
-"""The one training / evaluation loop of the book, and the model cache.
+"""The one training loop of the book, and the one accuracy.
 
 ``fit`` trains any module whose forward returns logits (or a dict with ``"logits"``, or a tuple whose first
 item is the logits) with cross-entropy plus optional weighted *extra terms* (a rate term, a distillation
 term ...). Optimizer and scheduler are chosen by name. Modules with a CompressAI-style ``aux_loss()`` get the
 auxiliary optimizer of their entropy-bottleneck quantiles automatically.
 
-``cached(name, spec, build, train)`` returns a trained model: it is loaded from
-``$ROBUSTNB_CACHE/models/<name>-<key>.pt`` when a checkpoint with the same *spec* (the full config that
-determines the weights) exists, else built, trained, and saved atomically (temporary file, fsync,
-rename): a killed run never leaves a checkpoint that is later trusted. Checkpoints hold only tensors and
-strings and are read with ``torch.load(..., weights_only=True)``.
+Trained models are cached by :func:`robustnb.cache.cached` (:func:`train_classifier` does both).
+:func:`predict` gives logits in batches and :func:`accuracy` the top-1 accuracy: every accuracy in the package
+is computed by it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import pandas as pd
@@ -29,11 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustnb.config import ConfigError, cache_dir
+from robustnb.cache import cached, data_spec
+from robustnb.config import ConfigError
+from robustnb.models import for_dataset
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULERS = ("none", "cosine", "step", "onecycle")
-CACHE_FORMAT = 1  # bump to invalidate every cached model after an incompatible change
 
 LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
@@ -186,7 +180,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, *, device: torch.device | str 
         row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()},
                "train_acc": correct / max(seen, 1), "seconds": time.perf_counter() - t0}
         if eval_data is not None:
-            row["eval_acc"] = evaluate(model, eval_data, device=device)
+            row["eval_acc"] = accuracy(model, eval_data, device=device)
         rows.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
     model.eval()
@@ -198,7 +192,10 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: torch.device 
     """Logits for an ImageDataset, an ``(x, y)`` pair or a bare tensor ``x`` (returned on the CPU)."""
     if isinstance(data, torch.Tensor):
         data = (data, torch.zeros(len(data), dtype=torch.long))
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device is None:  # int8 models have no parameters: then the CPU
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    device = torch.device(device)
     was_training = model.training
     model.eval()
     outs = [logits_of(model(x.to(device))).float().cpu() for x, _ in _batches(data, batch_size, False)]
@@ -206,116 +203,25 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: torch.device 
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def evaluate(model: nn.Module, data, batch_size: int = 256, device=None) -> float:
-    """Top-1 accuracy on an ImageDataset or an ``(x, y)`` pair."""
+def accuracy(model: nn.Module, data, batch_size: int = 256, device=None) -> float:
+    """Top-1 accuracy on an ImageDataset or an ``(x, y)`` pair (NaN for no images): the package's one accuracy."""
     y = data[1] if isinstance(data, (tuple, list)) else data.labels
     if len(y) == 0:
         return float("nan")
     return float((predict(model, data, batch_size, device).argmax(1) == y.cpu()).float().mean())
 
 
-# ---------------------------------------------------------------------------------------------- cache
-def _canonical(spec: Mapping) -> str:
-    return json.dumps({"cache_format": CACHE_FORMAT, **spec}, sort_keys=True, default=str)
-
-
-def cache_key(spec: Mapping) -> str:
-    """A 16-hex-digit key derived from the full spec (and the cache format)."""
-    return hashlib.sha256(_canonical(spec).encode()).hexdigest()[:16]
-
-
-def cache_path(name: str, spec: Mapping) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return cache_dir() / "models" / f"{safe}-{cache_key(spec)}.pt"
-
-
-def save_checkpoint(path: Path, model: nn.Module, spec: Mapping, history: pd.DataFrame | None = None,
-                    extra: Mapping[str, str] | None = None) -> None:
-    """Write atomically: a temporary file in the same folder, fsync, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "spec": _canonical(spec),
-        "history": (history if history is not None else pd.DataFrame()).to_json(orient="records"),
-        **{f"extra_{k}": str(v) for k, v in (extra or {}).items()},
-    }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def load_checkpoint(path: Path, model: nn.Module, spec: Mapping) -> pd.DataFrame:
-    """Load weights saved by :func:`save_checkpoint`; raises if the spec or the weights do not match."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("spec") != _canonical(spec):
-        raise ValueError(f"{path} was saved for a different spec")
-    model.load_state_dict(payload["state_dict"])
-    history = json.loads(payload.get("history") or "[]")
-    return pd.DataFrame(history)
-
-
-def cached(name: str, spec: Mapping, build: Callable[[], nn.Module],
-           train: Callable[[nn.Module], pd.DataFrame | None], device: torch.device | str = "cpu",
-           verbose: bool = True) -> nn.Module:
-    """Return a trained model, from the cache when possible.
-
-    ``spec`` must hold everything that determines the weights (architecture, data, training config,
-    seed ...). ``build()`` makes the untrained module; ``train(model)`` trains it in place and may return a
-    history frame. The model comes back in eval mode on ``device`` with ``model.robustnb_info`` set
-    (path, key, history, whether it was loaded from the cache, training seconds).
-    """
-    path = cache_path(name, spec)
-    model = build()
-    if path.exists():
-        try:
-            history = load_checkpoint(path, model, spec)
-            model.to(device).eval()
-            model.robustnb_info = {"path": str(path), "key": cache_key(spec), "history": history,
-                                   "from_cache": True, "train_seconds": 0.0}
-            if verbose:
-                print(f"loaded {name} from cache ({path.name})")
-            return model
-        except Exception as e:  # unreadable or stale: it is our own file, so retrain and replace it
-            warnings.warn(f"cached model {path} could not be used ({type(e).__name__}: {e}); retraining")
-            model = build()
-    t0 = time.perf_counter()
-    history = train(model.to(device))
-    seconds = time.perf_counter() - t0
-    history = history if isinstance(history, pd.DataFrame) else pd.DataFrame()
-    save_checkpoint(path, model, spec, history)
-    model.to(device).eval()
-    model.robustnb_info = {"path": str(path), "key": cache_key(spec), "history": history,
-                           "from_cache": False, "train_seconds": seconds}
-    if verbose:
-        print(f"trained {name} in {seconds:.1f} s, cached as {path.name}")
-    return model
-
-
-def dataset_fingerprint(data) -> str:
-    """A short hash of an ImageDataset's pixels and labels (part of cache specs)."""
-    if "fingerprint" not in data.meta:
-        h = hashlib.sha1()
-        h.update(data.images.numpy().tobytes())
-        h.update(data.labels.numpy().tobytes())
-        data.meta["fingerprint"] = h.hexdigest()[:16]
-    return data.meta["fingerprint"]
+# ------------------------------------------------------------------------------------------- classifiers
+def classifier_spec(arch: str, data, cfg: TrainConfig, model_kw: Mapping | None = None, **extra) -> dict:
+    """The cache spec of a classifier trained by :func:`fit` on ``data``: every node, surrogate and baseline."""
+    return {"kind": "classifier", "arch": arch, **data_spec(data), "train": cfg.as_dict(),
+            "model_kw": dict(model_kw or {}), **extra}
 
 
 def train_classifier(arch: str, data, cfg: TrainConfig, device="cpu", eval_data=None, name: str | None = None,
                      extra_spec: Mapping | None = None, **model_kw) -> nn.Module:
     """Build ``arch`` for ``data`` (:func:`robustnb.models.for_dataset`), train it with :func:`fit`, cache it."""
-    from robustnb.models import for_dataset
-
-    spec = {"kind": "classifier", "arch": arch, "data": data.name, "n": len(data),
-            "data_fp": dataset_fingerprint(data), "train": cfg.as_dict(), "model_kw": model_kw,
-            **(extra_spec or {})}
+    spec = classifier_spec(arch, data, cfg, model_kw, **(extra_spec or {}))
     return cached(name or f"{data.name.replace('/', '_')}-{arch}", spec,
                   build=lambda: for_dataset(arch, data, **model_kw),
                   train=lambda m: fit(m, data, cfg, device=device, eval_data=eval_data, desc=f"training {arch}"),

@@ -110,6 +110,7 @@ def explorer(fn, **controls) -> Explorer:
     for k, w in controls.items():
         if not isinstance(w, widgets.ValueWidget):
             raise TypeError(f"control {k!r} must be an ipywidgets value widget, not {type(w).__name__}")
+    enable_colab_widgets()  # live widgets need Colab's custom widget manager (a no-op elsewhere)
     return Explorer(fn, controls)
 
 

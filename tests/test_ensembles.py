@@ -1,13 +1,10 @@
-"""Aggregation, shards, node training through the cache, and tuning (robustnb.ensembles)."""
-
-import json
+"""Votes and shards (robustnb.ensembles)."""
 
 import pytest
 import torch
 
 from robustnb import ensembles as E
 from robustnb.config import ConfigError
-from robustnb.data import ImageDataset
 
 
 def _stack(*rows):
@@ -68,39 +65,3 @@ def test_shards():
         E.make_shards(labels, 4, 30, "iid")
     with pytest.raises(ConfigError, match="n_nodes"):
         E.make_shards(labels, 10, 30, "disjoint")
-
-
-def _tiny_dataset(n=64):
-    g = torch.Generator().manual_seed(0)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = (y.view(-1, 1, 1, 1) * 120 + torch.randint(0, 60, (n, 3, 8, 8), generator=g)).to(torch.uint8)
-    return ImageDataset("tiny", x, y, ["a", "b"], (0.5,) * 3, (0.25,) * 3)
-
-
-def _node(seed=0, **train):
-    cfg = E.default_train("sgd", "cosine", epochs=1, batch_size=32, seed=seed).replace(augment=False, **train)
-    return E.NodeSpec("cnn", cfg, _tiny_dataset(), (("width", 4),), label=f"n{seed}")
-
-
-def test_train_nodes_local_uses_the_cache(tmp_env):
-    a, b, a_again = _node(0), _node(1), _node(0)
-    assert a.key == a_again.key and a.key != b.key and a.key != _node(0, lr=0.01).key
-    models = E.train_nodes([a, b, a_again], backend="local")
-    assert set(models) == {a.key, b.key}
-    assert not models[a.key].robustnb_info["from_cache"]
-    again = E.train_nodes([a], backend="local")
-    assert again[a.key].robustnb_info["from_cache"]
-    with pytest.raises(ConfigError, match="Unknown backend 'spark'"):
-        E.train_nodes([a], backend="spark")
-
-
-def test_tune_node_local_is_cached_and_in_range(tmp_env):
-    _, cache = tmp_env
-    node = _node(0)
-    best = E.tune_node(node, trials=2, max_epochs=1, backend="local")
-    lo, hi = E.LR_RANGES["sgd"]
-    assert lo <= best["lr"] <= hi and 0.8 <= best["momentum"] <= 0.95 and 0.0 <= best["val_acc"] <= 1.0
-    files = list((cache / "tuning").glob("*.json"))
-    assert len(files) == 1 and json.loads(files[0].read_text()) == best
-    assert E.tune_node(node, trials=2, max_epochs=1, backend="local") == best
-    assert E.tuned(node, best).train.lr == best["lr"]

@@ -10,7 +10,7 @@ from robustnb.attacks import check_in_ball
 from robustnb.attacks.transfer import CSE, CWA, SAM, TRANSFER_ATTACKS, LogitEnsemble, make_transfer_attack
 from robustnb.config import ConfigError
 from robustnb.models import Normalize
-from robustnb.train import TrainConfig, evaluate, fit
+from robustnb.train import TrainConfig, accuracy, fit
 
 EPS = 8 / 255
 
@@ -58,10 +58,10 @@ def test_stays_in_ball_and_box(name):
 @pytest.mark.parametrize("name", TRANSFER_ATTACKS)
 def test_identical_surrogate_breaks_the_target(trained, name):
     target, (x, y) = trained
-    clean = evaluate(target, (x, y))
+    clean = accuracy(target, (x, y))
     assert clean > 0.9
     atk = make_transfer_attack(name, [copy.deepcopy(target)], EPS, steps=10)
-    robust = evaluate(target, (atk(x, y), y))
+    robust = accuracy(target, (atk(x, y), y))
     assert robust < clean - 0.5, (name, clean, robust)
 
 

@@ -6,7 +6,7 @@ A defense ``d`` in front of a split model ``m`` is only evaluated honestly again
 * **BPDA** (backward pass differentiable approximation): the forward pass runs the real defense, the backward
   pass treats it as the identity (:func:`bpda`). Works for anything, including JPEG and bit-depth reduction.
 * **unrolled**: differentiate through the defense's own computation (the torch Chambolle iterations of
-  ``robustnb.defense.tv_denoise``, the Gaussian blur, the FFT split). The object mask of the disentangled
+  ``robustnb.signal.tv_denoise``, the Gaussian blur, the FFT split). The object mask of the disentangled
   defense is a constant in both cases (computed without gradients, as the defender does).
 
 Every defense here is deterministic, so expectation over transformation (EOT) is not needed beyond the
@@ -23,6 +23,9 @@ import torch
 import torchattacks
 from torch import nn
 
+from robustnb import registry
+from robustnb.attacks.base import perturb
+from robustnb.attacks.entropy import EntropyAttack
 from robustnb.config import ConfigError
 
 GRADIENT_MODES = ("auto", "bpda", "unrolled")
@@ -76,16 +79,22 @@ class DefendedModel(nn.Module):
             return getattr(super().__getattr__("model"), name)
 
 
+@registry.ATTACKS.register("adaptive_entropy", group="rate")
 class AdaptiveEntropyAttack(torchattacks.attack.Attack):
     """The entropy attack against ``defense`` in front of ``model`` (BPDA / unrolled gradients).
 
     Keyword arguments go to ``EntropyAttack`` (``eps``, ``steps``, ``noise_samples`` ...). The adversarial
     image is returned *before* the defense: the defender then applies the defense to it as usual.
+
+    Examples::
+
+        >>> defense = robustnb.defenses.make_defense("disentangled_tv", robustnb.defenses.model_bit_map(model))
+        >>> attack = AdaptiveEntropyAttack(model, defense, mode="auto", eps=8/255, steps=20, draws=16)
+        >>> x_adv = attack(images)
+        >>> rate.real_bytes(model, defense(x_adv)).mean()      # what the defended pipeline sends
     """
 
     def __init__(self, model: nn.Module, defense: nn.Module, mode: str = "auto", **attack_kw):
-        from robustnb.attacks.entropy import EntropyAttack
-
         self.defended = DefendedModel(model, defense, mode)
         super().__init__("AdaptiveEntropyAttack", self.defended)
         self.inner = EntropyAttack(self.defended, **attack_kw)
@@ -94,3 +103,11 @@ class AdaptiveEntropyAttack(torchattacks.attack.Attack):
 
     def forward(self, images, labels=None):
         return self.inner(images, labels)
+
+
+def adaptive_entropy_attack(model, defense, x: torch.Tensor, eps: float, steps: int = 20, draws: int = 16, *,
+                            mode: str = "auto", batch_size: int = 32) -> torch.Tensor:
+    """:class:`AdaptiveEntropyAttack` over a large tensor in batches (small ones by default: unrolling the TV
+    solver keeps every iteration for the backward pass)."""
+    atk = AdaptiveEntropyAttack(model, defense, mode=mode, eps=eps, steps=steps, draws=draws)
+    return perturb(atk, x, None, batch_size=batch_size, desc="adaptive attack")

@@ -18,12 +18,15 @@ import torch
 import torch.nn.functional as F
 import torchattacks
 
-from robustnb.attacks import check_epsilon
-from robustnb.config import ConfigError
+from robustnb import registry
+from robustnb.attacks.base import check_epsilon, check_step, check_steps, perturb
+from robustnb.checks import check_images, check_number
+from robustnb.split.rate import bits
 
 
+@registry.ATTACKS.register("entropy", group="rate")
 class EntropyAttack(torchattacks.attack.Attack):
-    """L-inf PGD that maximises the estimated bitrate of a :class:`robustnb.entropy.SplitModel`.
+    """L-inf PGD that maximises the estimated bitrate of a :class:`robustnb.split.SplitModel`.
 
     Arguments: ``eps`` (L-inf radius in [0, 1] units, e.g. 8/255), ``steps`` (20 in the paper), ``draws``
     (noise samples averaged per step, 16 in the paper), ``alpha`` (step size; default ``2.5 * eps / steps``),
@@ -32,21 +35,28 @@ class EntropyAttack(torchattacks.attack.Attack):
     The objective is the mean over the batch of bits per latent element (so step sizes do not depend on
     the latent size). ``labels`` are ignored (the attack needs none; the stealthy variant keeps the
     model's own clean prediction).
+
+    Shape: images ``(N, C, H, W)`` in ``[0, 1]``; returns adversarial images of the same shape, within
+    ``eps`` of the input in L-inf and inside ``[0, 1]``.
+
+    Examples::
+
+        >>> model = robustnb.split.get_split_model("resnet", "hyperprior", 0.04, run)
+        >>> attack = EntropyAttack(model, eps=8/255, steps=20, draws=16)
+        >>> x_adv = attack(images)                      # labels are not needed
+        >>> rate.real_bytes(model, x_adv).mean() / rate.real_bytes(model, images).mean()
     """
 
     def __init__(self, model, eps: float = 8 / 255, steps: int = 20, draws: int = 16, alpha: float | None = None,
                  random_start: bool = False, keep_label: bool = False, label_weight: float = 1.0, seed: int = 0):
         super().__init__("EntropyAttack", model)
         self.eps = check_epsilon(eps)
-        if not isinstance(steps, int) or steps < 0:
-            raise ConfigError(f"steps must be a non-negative integer, got {steps!r}.")
-        if not isinstance(draws, int) or draws < 1:
-            raise ConfigError(f"draws must be a positive integer, got {draws!r}.")
-        self.steps, self.draws = steps, draws
-        self.alpha = float(alpha) if alpha is not None else 2.5 * self.eps / max(steps, 1)
-        self.random_start, self.keep_label = random_start, keep_label
-        self.label_weight = float(label_weight)
-        self.seed = seed
+        self.steps = check_steps(steps)
+        self.draws = check_steps(draws, "draws", minimum=1)
+        self.alpha = check_step(alpha) if alpha is not None else 2.5 * self.eps / max(self.steps, 1)
+        self.random_start, self.keep_label = bool(random_start), bool(keep_label)
+        self.label_weight = check_number(label_weight, "label_weight", 0.0, None, hi_open=True)
+        self.seed = check_steps(seed, "seed")
         self.supported_mode = ["default"]
 
     def objective(self, x: torch.Tensor, clean_pred: torch.Tensor | None = None) -> torch.Tensor:
@@ -54,15 +64,15 @@ class EntropyAttack(torchattacks.attack.Attack):
         out = self.model(x.repeat(self.draws, 1, 1, 1), noise=True)
         lik = out["likelihoods"]
         elements = sum(v[0].numel() for v in lik.values())
-        bits = sum((-torch.log2(v)).flatten(1).sum(1) for v in lik.values()) / elements
-        obj = bits.mean()
+        obj = (bits(lik) / elements).mean()
         if clean_pred is not None:
             obj = obj - self.label_weight * F.cross_entropy(out["logits"], clean_pred.repeat(self.draws))
         return obj
 
     def forward(self, images, labels=None):
+        check_images(images)
         images = images.clone().detach().to(self.device)
-        if self.eps == 0 or self.steps == 0:
+        if self.eps == 0 or self.steps == 0 or len(images) == 0:
             return images
         with torch.random.fork_rng(devices=[]):  # reproducible noise draws without touching the global RNG
             torch.manual_seed(self.seed)
@@ -86,3 +96,11 @@ class EntropyAttack(torchattacks.attack.Attack):
                 adv = torch.min(torch.max(adv, images - self.eps), images + self.eps).clamp(0, 1)
             adv = adv.detach()
         return adv
+
+
+def entropy_attack(model, x: torch.Tensor, eps: float, steps: int = 20, draws: int = 16, *,
+                   keep_label: bool = False, seed: int = 0, batch_size: int = 128) -> torch.Tensor:
+    """The entropy attack over a large tensor in batches of ``batch_size`` (CPU result, same order): the one
+    runner every chapter uses. ``eps`` in [0, 1] units (``8/255``)."""
+    atk = EntropyAttack(model, eps=eps, steps=steps, draws=draws, keep_label=keep_label, seed=seed)
+    return perturb(atk, x, None, batch_size=batch_size, desc="entropy attack")

@@ -25,9 +25,12 @@ import torch
 from torch import nn
 from torchattacks.attack import Attack
 
+from robustnb import registry
+from robustnb.checks import check_images
 from robustnb.config import ConfigError
 
 
+@registry.ATTACKS.register("salt_pepper", group="noise")
 class SaltAndPepper(Attack):
     r"""Salt & pepper noise attack (foolbox's ``SaltAndPepperNoiseAttack``, repeated linear search).
 
@@ -67,11 +70,13 @@ class SaltAndPepper(Attack):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        check_images(images)
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
-        if images.min() < 0 or images.max() > 1:
-            raise ValueError("SaltAndPepper expects images in [0, 1].")
         n = len(images)
+        if n == 0:
+            self.last_min_p = self.last_fraction = torch.zeros(0)
+            return images
         g = torch.Generator().manual_seed(self.seed)
         best = images.clone()
         best_norm = torch.full((n,), math.inf, device=self.device)

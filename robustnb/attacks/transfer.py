@@ -55,10 +55,13 @@ import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
-from robustnb.attacks import check_epsilon
+from robustnb import registry
+from robustnb.attacks.base import check_epsilon, check_step, check_steps
+from robustnb.checks import check_images
 from robustnb.config import ConfigError
 
-TRANSFER_ATTACKS = ("mifgsm", "sam", "cse", "cwa")
+registry.TRANSFER_ATTACKS.add("mifgsm", torchattacks.MIFGSM)  # run on the LogitEnsemble of the surrogates
+
 _IMAGENET_DIM = 3 * 224 * 224
 
 
@@ -89,15 +92,10 @@ class _EnsembleTransferAttack(torchattacks.attack.Attack):
         super().__init__(type(self).__name__, ensemble)
         self.models = models
         self.eps = check_epsilon(eps, "eps")
-        self.alpha = self.eps / 5 if alpha is None else float(alpha)
-        self.reverse_step = self.eps / 15 if reverse_step is None else float(reverse_step)
-        self.inner_step = inner_step
-        if not isinstance(steps, int) or steps < 0:
-            raise ConfigError(f"steps must be a non-negative integer, got {steps!r}.")
-        if self.alpha < 0 or self.reverse_step < 0 or decay < 0:
-            raise ConfigError(f"alpha, reverse_step and decay must be >= 0, got {self.alpha}, "
-                              f"{self.reverse_step}, {decay}.")
-        self.steps, self.decay = steps, float(decay)
+        self.alpha = self.eps / 5 if alpha is None else check_step(alpha, "alpha")
+        self.reverse_step = self.eps / 15 if reverse_step is None else check_step(reverse_step, "reverse_step")
+        self.inner_step = None if inner_step is None else check_step(inner_step, "inner_step")
+        self.steps, self.decay = check_steps(steps), check_step(decay, "decay")
         self.supported_mode = ["default"]
 
     # -------------------------------------------------------------------------------- helpers
@@ -121,6 +119,9 @@ class _EnsembleTransferAttack(torchattacks.attack.Attack):
 
     # -------------------------------------------------------------------------------- attack
     def forward(self, images, labels):
+        check_images(images)
+        if len(images) == 0:
+            return images.clone()
         x0 = images.clone().detach().to(self.device)
         y = labels.clone().detach().to(self.device)
         x = x0.clone()
@@ -144,18 +145,21 @@ class _EnsembleTransferAttack(torchattacks.attack.Attack):
         return x
 
 
+@registry.TRANSFER_ATTACKS.register("sam")
 class SAM(_EnsembleTransferAttack):
     """MI-SAM: flatten (step down the ensemble loss), then an MI-FGSM step with the gradient found there."""
 
     use_flatten, use_inner = True, False
 
 
+@registry.TRANSFER_ATTACKS.register("cse")
 class CSE(_EnsembleTransferAttack):
     """MI-CSE: surrogates one by one with an L2-normalised inner momentum, then an MI-FGSM outer step."""
 
     use_flatten, use_inner = False, True
 
 
+@registry.TRANSFER_ATTACKS.register("cwa")
 class CWA(_EnsembleTransferAttack):
     """Common Weakness Attack = SAM's flattening step + CSE's inner pass + MI-FGSM outer update."""
 
@@ -169,9 +173,7 @@ def make_transfer_attack(name: str, surrogates: Sequence[nn.Module], eps: float 
     ``alpha`` (outer step) defaults to ``eps / 5`` for all four, as in the authors' code; ``kw`` goes to
     SAM/CSE/CWA (``reverse_step``, ``inner_step``).
     """
-    key = str(name).lower()
-    if key not in TRANSFER_ATTACKS:
-        raise ConfigError(f"Unknown transfer attack {name!r}: choose one of {', '.join(TRANSFER_ATTACKS)}.")
+    key = registry.TRANSFER_ATTACKS.check(name.lower() if isinstance(name, str) else name)
     eps = check_epsilon(eps, "eps")
     alpha = eps / 5 if alpha is None else alpha
     surrogates = list(surrogates)
@@ -181,5 +183,8 @@ def make_transfer_attack(name: str, surrogates: Sequence[nn.Module], eps: float 
         if kw:
             raise ConfigError(f"mifgsm takes no extra arguments {sorted(kw)}.")
         return torchattacks.MIFGSM(LogitEnsemble(surrogates), eps=eps, alpha=alpha, steps=steps, decay=decay)
-    cls = {"sam": SAM, "cse": CSE, "cwa": CWA}[key]
+    cls = registry.TRANSFER_ATTACKS.get(key)
     return cls(surrogates, eps=eps, alpha=alpha, steps=steps, decay=decay, **kw)
+
+
+TRANSFER_ATTACKS = registry.TRANSFER_ATTACKS.names()

@@ -1,4 +1,4 @@
-"""The compressed-models-under-shift study (arXiv 2401.12014): train, compress, evaluate, judge.
+"""Chapter ``book/compressed_domain_shift.ipynb`` (arXiv 2401.12014): train, compress, evaluate, judge.
 
 Every number in the chapter comes from these functions:
 
@@ -30,11 +30,11 @@ from tqdm.auto import tqdm
 
 from robustnb import compression as C
 from robustnb import domains as D
-from robustnb.attacks import make_attack, perturb
-from robustnb.attacks.noise import SaltAndPepper, accuracy_at_budgets
+from robustnb.attacks import SaltAndPepper, accuracy_at_budgets, make_attack, perturb
+from robustnb.cache import cached, data_spec
 from robustnb.config import Run, pick
 from robustnb.models import build_classifier, count_parameters
-from robustnb.train import TrainConfig, cached, dataset_fingerprint, fit, predict
+from robustnb.train import TrainConfig, accuracy, fit
 
 METHODS = ("baseline", "pruned", "distilled", "int8")
 #: model names that are a robustnb architecture with keyword arguments (tiny models for the smoke preset)
@@ -129,7 +129,6 @@ def load_domains(cfg: StudyConfig, root=None) -> D.Domains:
 @dataclass
 class Zoo:
     """The trained models and what each one is: ``info`` has one row per model."""
-
     models: dict = field(default_factory=dict)
     info: list = field(default_factory=list)
     fp32_of: dict = field(default_factory=dict)  # int8 model -> its fp32 counterpart (transfer source)
@@ -148,8 +147,7 @@ def train_bases(cfg: StudyConfig, run: Run, doms: D.Domains) -> Zoo:
     for arch in tqdm(cfg.base_archs, desc="base models"):
         tcfg = cfg.train.replace(epochs=cfg.epochs_for(arch))
         spec = {"kind": "classifier", "arch": arch_and_kwargs(arch, cfg), "imagenet_stem": cfg.imagenet_stem,
-                "data": doms.train.name, "n": len(doms.train), "data_fp": dataset_fingerprint(doms.train),
-                "train": tcfg.as_dict()}
+                **data_spec(doms.train), "train": tcfg.as_dict()}
         m = cached(f"{doms.train.name.replace('/', '_')}-{arch}-c3", spec, build=lambda: build(arch, cfg, doms.train),
                    train=lambda m: fit(m, doms.train, tcfg, device=run.device, desc=f"training {arch}"),
                    device=run.device)
@@ -221,7 +219,7 @@ def int8_report(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFrame:
         rows.append({
             "model": fname, "fp32_mb": C.state_dict_bytes(f) / 1e6, "int8_mb": C.state_dict_bytes(q) / 1e6,
             "fp32_ms": 1e3 * C.latency(fcpu, x), "int8_ms": 1e3 * C.latency(q, x),
-            "fp32_acc": _acc(fcpu, src), "int8_acc": _acc(q, src),
+            "fp32_acc": accuracy(fcpu, src), "int8_acc": accuracy(q, src),
         })
     df = pd.DataFrame(rows)
     df["size_ratio"] = df.fp32_mb / df.int8_mb
@@ -231,16 +229,6 @@ def int8_report(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------- evaluation
-def _device_of(model):
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def _acc(model, data) -> float:
-    y = data[1] if isinstance(data, tuple) else data.labels
-    return float((predict(model, data, device=_device_of(model)).argmax(1) == y).float().mean())
-
-
 def evaluate_all(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFrame:
     """Accuracy of every model on every domain: clean, FGSM, PGD (light/heavy), salt & pepper (light/heavy).
 
@@ -263,7 +251,7 @@ def evaluate_all(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFrame:
             base = {"model": name, "method": meta["method"], "base": meta["base"], "domain": dom,
                     "role": "source" if dom == doms.source else "target"}
             rows.append({**base, "attack": "clean", "strength": "none", "budget": 0.0,
-                         "accuracy": _acc(model, ds), "crafted_on": "-"})
+                         "accuracy": accuracy(model, ds), "crafted_on": "-"})
             x, y = ds.tensors(cfg.n_attack, cfg.seed)
             for atk in ("fgsm", "pgd"):
                 for strength, e in eps.items():
@@ -273,7 +261,7 @@ def evaluate_all(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFrame:
                         kw = {"steps": cfg.pgd_steps} if atk == "pgd" else {}
                         adv_cache[key] = perturb(make_attack(atk, wb, e / 255, **kw), x, y)
                     rows.append({**base, "attack": atk, "strength": strength, "budget": e / 255,
-                                 "accuracy": _acc(model, (adv_cache[key], y)), "crafted_on": crafted_on})
+                                 "accuracy": accuracy(model, (adv_cache[key], y)), "crafted_on": crafted_on})
             spa = SaltAndPepper(model, steps=cfg.sp_steps, repeats=cfg.sp_repeats, max_p=cfg.sp_max_p,
                                 seed=cfg.seed)
             perturb(spa, x, y, batch_size=len(x))

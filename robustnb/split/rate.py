@@ -1,7 +1,8 @@
 """The bitrate of an entropy-coded split model, two ways.
 
 * **Estimated**: the entropy model assigns each quantised latent symbol a probability ``p``; an ideal
-  entropy coder spends ``-log2 p`` bits on it. :func:`estimated_bits` sums that per image (latent ``y`` and,
+  entropy coder spends ``-log2 p`` bits on it. :func:`bits` is the one place that turns likelihoods into
+  bits (every rate term, attack objective and bit count in the package calls it); :func:`estimated_bits` sums that per image (latent ``y`` and,
   for the hyperprior, the side information ``z``). With ``training_noise=True`` it uses the training-time
   relaxation (uniform noise instead of rounding), which is differentiable: the entropy attack ascends it.
 * **Real**: :func:`real_bytes` runs CompressAI's rANS coder (``model.compress``) and counts the bytes on the
@@ -9,7 +10,7 @@
   state, pads to whole 32-bit words, and codes out-of-range symbols with an escape) plus a small relative
   cost of the 16-bit quantised CDF tables.
 
-:func:`bit_map` gives the bits per latent location (summed over channels), the picture of *where* an
+:func:`rate_bpp` is the training rate term (bits per input pixel). :func:`bit_map` gives the bits per latent location (summed over channels), the picture of *where* an
 image spends its bits; :func:`rate_agreement` is the experiment comparing the two ways per model.
 """
 
@@ -26,8 +27,15 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _bits_of(out: dict) -> torch.Tensor:
-    return sum((-torch.log2(lik)).flatten(1).sum(1) for lik in out["likelihoods"].values())
+def bits(likelihoods: dict) -> torch.Tensor:
+    """Bits per image ``(N,)`` from a model output's ``likelihoods`` dict: ``sum -log2 p`` over every symbol of
+    every stream (``y`` and, for the hyperprior, ``z``). Differentiable."""
+    return sum((-torch.log2(lik)).flatten(1).sum(1) for lik in likelihoods.values())
+
+
+def rate_bpp(model: nn.Module, x, y, out) -> torch.Tensor:
+    """The training rate term (a ``fit`` extra term): mean over the batch of bits per input pixel."""
+    return bits(out["likelihoods"]).mean() / (x.shape[-2] * x.shape[-1])
 
 
 def estimated_bits(model: nn.Module, x: torch.Tensor, training_noise: bool = False,
@@ -39,10 +47,10 @@ def estimated_bits(model: nn.Module, x: torch.Tensor, training_noise: bool = Fal
     training-mode relaxation (uniform noise) instead of rounding.
     """
     if x.requires_grad and torch.is_grad_enabled():
-        return _bits_of(model(x, noise=training_noise))
+        return bits(model(x, noise=training_noise)["likelihoods"])
     dev = _device(model)
     with torch.no_grad():
-        return torch.cat([_bits_of(model(x[i:i + batch_size].to(dev), noise=training_noise)).cpu()
+        return torch.cat([bits(model(x[i:i + batch_size].to(dev), noise=training_noise)["likelihoods"]).cpu()
                           for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0)
 
 

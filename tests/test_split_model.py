@@ -4,11 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustnb import rate
+from robustnb.split import rate
 from robustnb.attacks import check_in_ball
 from robustnb.attacks.entropy import EntropyAttack
 from robustnb.config import ConfigError
-from robustnb.entropy import ENTROPY_MODELS, SPLIT_ARCHITECTURES, SplitModel, build_split_model, rate_bpp
+from robustnb.split import ENTROPY_MODELS, SPLIT_ARCHITECTURES, SplitModel, build_split_model
+from robustnb.split.rate import rate_bpp
 
 
 def smooth_images(n, seed=0):
@@ -132,3 +133,12 @@ def test_logits_view_predicts_like_the_wire_and_passes_gradients(model):
     torch.testing.assert_close(logits, model(x)["logits"])
     logits.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_a_standard_attack_on_the_logits_view_leaves_the_model_in_eval_mode(model):
+    from robustnb.attacks import make_attack
+
+    model.eval()
+    x = smooth_images(2)
+    make_attack("pgd", model.logits_model(), 4 / 255, steps=1)(x, torch.zeros(2, dtype=torch.long))
+    assert not model.training, "torchattacks restored the wrapper's (training) mode onto the split model"

@@ -1,4 +1,4 @@
-"""The heterogeneous-ensemble study's bookkeeping (robustnb.heterogeneous): labels follow the attacked images."""
+"""The heterogeneous-ensemble study's bookkeeping (robustnb.chapters.heterogeneous_ensembles): labels follow the attacked images."""
 
 from types import SimpleNamespace
 
@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from robustnb import heterogeneous as H
+from robustnb.chapters import heterogeneous_ensembles as H
 from robustnb.data import ImageDataset
 
 N_CLASSES = 4

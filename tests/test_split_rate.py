@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from robustnb import rate
-from robustnb.entropy import ENTROPY_MODELS, SplitModel
+from robustnb.split import rate
+from robustnb.split import ENTROPY_MODELS, SplitModel
 
 
 @pytest.fixture(scope="module", params=ENTROPY_MODELS)

@@ -1,9 +1,10 @@
-"""Entropy-coded split computing: an edge encoder, a learned entropy model, a cloud decoder and classifier.
+"""The entropy-coded split model: an edge encoder, a learned entropy model, a cloud decoder and classifier.
 
 A :class:`SplitModel` cuts a classifier in two. The **edge** part (``stem`` + ``g_a``) turns an image into a
 small latent ``y`` (8x8xC for 32x32 inputs); the **entropy model** quantises it and gives every symbol a
 probability, so it can be sent with an entropy coder (CompressAI's rANS) in about ``-log2 p`` bits; the
-**cloud** part (``g_s`` + ``tail``) decodes the latent and classifies. Two entropy models from CompressAI:
+**cloud** part (``g_s`` + ``tail``) decodes the latent and classifies. Two entropy models from CompressAI
+(registry :data:`robustnb.registry.ENTROPY_MODELS`):
 
 * ``factorized``: :class:`compressai.entropy_models.EntropyBottleneck`, one learned density per channel,
   the same for every image (Balle et al. 2017);
@@ -12,22 +13,14 @@ probability, so it can be sent with an entropy coder (CompressAI's rANS) in abou
   element, used by :class:`compressai.entropy_models.GaussianConditional`. The density adapts to the image,
   which is exactly what the entropy attack exploits.
 
-Three backbone families adapted to 32x32 inputs, split after their first stage (16x16 features):
-``resnet`` (torchvision ``BasicBlock``), ``mobilenet_v2`` (torchvision MobileNetV2, width 0.5) and ``vgg``
-(the VGG-style :class:`robustnb.models.SmallCNN`).
-
-Training: ``CE + lambda * bpp`` (bits per input pixel from the likelihoods) through
-:func:`robustnb.train.fit`. Stage 1 trains one base model per (architecture, entropy model) with the
-smallest lambda; stage 2 fine-tunes a copy of it for each lambda (a warm start, cheaper than training
-every lambda from scratch; the paper's recipe starts from a distilled student in the same two-stage way).
-Both stages are cached by their full spec; :func:`get_split_model` is what the chapters call.
+Three backbone families adapted to 32x32 inputs, split after their first stage (16x16 features), registered
+in :data:`robustnb.registry.SPLIT_ARCHITECTURES`: ``resnet`` (torchvision ``BasicBlock``), ``mobilenet_v2``
+(torchvision MobileNetV2, width 0.5) and ``vgg`` (the VGG-style :class:`robustnb.models.SmallCNN`).
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
-from dataclasses import dataclass
 
 import torch
 import torchvision
@@ -39,60 +32,62 @@ with warnings.catch_warnings():
     from compressai.models import CompressionModel
 from torch import nn
 
-from robustnb.config import ConfigError, Run, pick
+from robustnb import registry
 from robustnb.models import Normalize, SmallCNN
-from robustnb.train import TrainConfig, cached, dataset_fingerprint, fit
+from torchvision.models.resnet import BasicBlock
 
-ENTROPY_MODELS = ("factorized", "hyperprior")
-SPLIT_ARCHITECTURES = ("resnet", "mobilenet_v2", "vgg")
+registry.ENTROPY_MODELS.add("factorized", EntropyBottleneck, description="one learned density per channel")
+registry.ENTROPY_MODELS.add("hyperprior", GaussianConditional, description="mean-scale hyperprior")
+ENTROPY_MODELS = registry.ENTROPY_MODELS.names()
 #: the four rate weights (loss = CE + lambda * bits per input pixel), from "send everything" to "send little"
 LAMBDAS = (0.01, 0.04, 0.16, 0.64)
 
 
 def check_entropy_model(name) -> str:
-    if name not in ENTROPY_MODELS:
-        raise ConfigError(f"Unknown entropy model {name!r}: choose one of {', '.join(map(repr, ENTROPY_MODELS))}.")
-    return name
+    return registry.ENTROPY_MODELS.check(name)
 
 
 def check_split_arch(name) -> str:
-    if name not in SPLIT_ARCHITECTURES:
-        raise ConfigError(f"Unknown split architecture {name!r}: choose one of "
-                          f"{', '.join(map(repr, SPLIT_ARCHITECTURES))}.")
-    return name
+    return registry.SPLIT_ARCHITECTURES.check(name)
 
 
 # ------------------------------------------------------------------------------------------- backbones
-def _backbone(arch: str, num_classes: int, in_channels: int) -> tuple[nn.Module, nn.Module, int]:
+@registry.SPLIT_ARCHITECTURES.register("resnet")
+def _resnet(num_classes: int, in_channels: int) -> tuple[nn.Module, nn.Module, int]:
     """``(stem, tail, channels)``: stem maps a 32x32 image to ``channels`` x 16x16 features, tail to logits."""
-    if arch == "resnet":
-        from torchvision.models.resnet import BasicBlock
+    def block(cin, cout, stride):
+        down = None
+        if stride != 1 or cin != cout:
+            down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        return BasicBlock(cin, cout, stride, down)
 
-        def block(cin, cout, stride):
-            down = None
-            if stride != 1 or cin != cout:
-                down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            return BasicBlock(cin, cout, stride, down)
+    stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+                         block(16, 16, 1), block(16, 32, 2))
+    tail = nn.Sequential(block(32, 64, 2), block(64, 128, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(128, num_classes))
+    return stem, tail, 32
 
-        stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
-                             block(16, 16, 1), block(16, 32, 2))
-        tail = nn.Sequential(block(32, 64, 2), block(64, 128, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                             nn.Linear(128, num_classes))
-        return stem, tail, 32
-    if arch == "mobilenet_v2":
-        net = torchvision.models.mobilenet_v2(num_classes=num_classes, width_mult=0.5)
-        conv = net.features[0][0]
-        net.features[0][0] = nn.Conv2d(in_channels, conv.out_channels, 3, 1, 1, bias=False)  # stride 1 for 32x32
-        stem = net.features[:4]  # stem, t1-c16 block, the two c24 blocks (stride 2): 16x16
-        channels = net.features[3].out_channels
-        tail = nn.Sequential(net.features[4:], nn.AdaptiveAvgPool2d(1), nn.Flatten(), net.classifier)
-        return stem, tail, channels
-    if arch == "vgg":
-        net = SmallCNN(num_classes, in_channels, width=24)
-        stem = net.features[0]  # conv-conv-pool: 32 x 16x16
-        tail = nn.Sequential(net.features[1:], net.pool, nn.Flatten(), net.fc)
-        return stem, tail, 24
-    raise ConfigError(f"Unknown split architecture {arch!r}: choose one of {SPLIT_ARCHITECTURES}.")
+
+@registry.SPLIT_ARCHITECTURES.register("mobilenet_v2")
+def _mobilenet_v2(num_classes: int, in_channels: int) -> tuple[nn.Module, nn.Module, int]:
+    net = torchvision.models.mobilenet_v2(num_classes=num_classes, width_mult=0.5)
+    conv = net.features[0][0]
+    net.features[0][0] = nn.Conv2d(in_channels, conv.out_channels, 3, 1, 1, bias=False)  # stride 1 for 32x32
+    stem = net.features[:4]  # stem, t1-c16 block, the two c24 blocks (stride 2): 16x16
+    channels = net.features[3].out_channels
+    tail = nn.Sequential(net.features[4:], nn.AdaptiveAvgPool2d(1), nn.Flatten(), net.classifier)
+    return stem, tail, channels
+
+
+@registry.SPLIT_ARCHITECTURES.register("vgg")
+def _vgg(num_classes: int, in_channels: int) -> tuple[nn.Module, nn.Module, int]:
+    net = SmallCNN(num_classes, in_channels, width=24)
+    stem = net.features[0]  # conv-conv-pool: 32 x 16x16
+    tail = nn.Sequential(net.features[1:], net.pool, nn.Flatten(), net.fc)
+    return stem, tail, 24
+
+
+SPLIT_ARCHITECTURES = registry.SPLIT_ARCHITECTURES.names()
 
 
 def _conv(cin, cout, k=3, s=1):
@@ -123,7 +118,7 @@ class SplitModel(CompressionModel):
         self.entropy_model = check_entropy_model(entropy_model)
         self.latent_channels = latent_channels
         self.normalize = Normalize(mean, std)
-        stem, tail, ch = _backbone(arch, num_classes, in_channels)
+        stem, tail, ch = registry.SPLIT_ARCHITECTURES.get(arch)(num_classes, in_channels)
         self.stem, self.tail = stem, tail
         # edge bottleneck: 16x16 features -> C x 8x8 latent; cloud: back to the tail's 16x16 features
         self.g_a = nn.Sequential(_conv(ch, 48), GDN(48), _conv(48, latent_channels, 3, 2))
@@ -214,6 +209,9 @@ class LogitsOnly(nn.Module):
     def __init__(self, model: SplitModel):
         super().__init__()
         self.model = model
+        # mirror the model's mode: torchattacks restores the *wrapper's* mode after an attack, and a fresh
+        # nn.Module is in training mode, which would leave the split model in training mode afterwards
+        self.train(model.training)
 
     def forward(self, x):
         m = self.model
@@ -232,93 +230,3 @@ def build_split_model(arch: str, entropy_model: str, data=None, **kw) -> SplitMo
         kw.setdefault("mean", data.mean)
         kw.setdefault("std", data.std)
     return SplitModel(arch, entropy_model, **kw)
-
-
-# --------------------------------------------------------------------------------------------- rate term
-def rate_bpp(model: SplitModel, x, y, out) -> torch.Tensor:
-    """The training rate term: mean over the batch of bits per input pixel, from the likelihoods."""
-    pixels = x.shape[-2] * x.shape[-1]
-    bits = sum((-torch.log2(lik)).flatten(1).sum(1) for lik in out["likelihoods"].values())
-    return bits.mean() / pixels
-
-
-# ---------------------------------------------------------------------------------------------- training
-@dataclass(frozen=True)
-class SplitTrainConfig:
-    """How the split models are trained at a preset (shared by every chapter that uses them)."""
-
-    n_train: int
-    base: TrainConfig  # stage 1: one model per (arch, entropy model), lambda = min(LAMBDAS)
-    finetune: TrainConfig  # stage 2: per lambda, from the stage-1 weights
-    latent_channels: int = 24
-
-    @classmethod
-    def from_preset(cls, preset: str, seed: int = 0) -> "SplitTrainConfig":
-        base = TrainConfig(epochs=pick(preset, smoke=1, cpu=8, full=40), batch_size=128, optimizer="adam",
-                           lr=2e-3, weight_decay=0.0, scheduler="cosine", seed=seed)
-        fine = base.replace(epochs=pick(preset, smoke=1, cpu=1, full=10), lr=1e-3)
-        return cls(n_train=pick(preset, smoke=128, cpu=20_000, full=50_000), base=base, finetune=fine)
-
-
-def _train_set(cfg: SplitTrainConfig, seed: int):
-    from robustnb import data
-
-    return data.load_cifar10("train").subset(cfg.n_train, seed)
-
-
-def _check_lambda(lam) -> float:
-    try:
-        lam = float(lam)
-    except (TypeError, ValueError):
-        raise ConfigError(f"lambda must be a non-negative number (e.g. one of {LAMBDAS}), got {lam!r}.") from None
-    if not lam >= 0:
-        raise ConfigError(f"lambda must be a non-negative number (e.g. one of {LAMBDAS}), got {lam!r}.")
-    return lam
-
-
-def get_split_model(arch: str, entropy_model: str, lam: float, run: Run, *, preset: str | None = None,
-                    verbose: bool = True) -> SplitModel:
-    """The trained split model for ``(arch, entropy_model, lambda)`` at ``preset`` (default ``run.preset``).
-
-    Trains (stage 1 base, then the lambda fine-tune) or loads both from the model cache; the CDF tables
-    are refreshed (``update(force=True)``) so ``compress()`` works. Eval mode, on ``run.device``.
-    """
-    check_split_arch(arch)
-    check_entropy_model(entropy_model)
-    lam = _check_lambda(lam)
-    preset = preset or run.preset
-    cfg = SplitTrainConfig.from_preset(preset, run.seed)
-    train_set = _train_set(cfg, run.seed)
-    data_spec = {"data": train_set.name, "n": len(train_set), "data_fp": dataset_fingerprint(train_set)}
-    model_kw = {"latent_channels": cfg.latent_channels}
-    lam0 = min(LAMBDAS)
-
-    def build():
-        return build_split_model(arch, entropy_model, train_set, **model_kw)
-
-    base_spec = {"kind": "split-base", "arch": arch, "entropy_model": entropy_model, "lambda": lam0,
-                 **data_spec, "model_kw": model_kw, "train": cfg.base.as_dict()}
-
-    def train_base(m):
-        hist = fit(m, train_set, cfg.base, device=run.device, extra_terms={"rate": (lam0, rate_bpp)},
-                   desc=f"split {arch}/{entropy_model} base")
-        m.update(force=True)
-        return hist
-
-    base = cached(f"split-{arch}-{entropy_model}-base", base_spec, build, train_base, device=run.device,
-                  verbose=verbose)
-    spec = {"kind": "split", "base": base_spec, "lambda": lam, "finetune": cfg.finetune.as_dict()}
-
-    def train_fine(m):
-        m.load_state_dict(copy.deepcopy(base.state_dict()))
-        hist = fit(m, train_set, cfg.finetune, device=run.device, extra_terms={"rate": (lam, rate_bpp)},
-                   desc=f"split {arch}/{entropy_model} lambda={lam:g}")
-        m.update(force=True)
-        return hist
-
-    model = cached(f"split-{arch}-{entropy_model}-lam{lam:g}", spec, build, train_fine, device=run.device,
-                   verbose=verbose)
-    model.update(force=True)
-    model.eval()
-    model.robustnb_info.update({"arch": arch, "entropy_model": entropy_model, "lambda": lam, "preset": preset})
-    return model

@@ -1,7 +1,8 @@
-"""The "heterogeneous distributed learning against transfer attacks" experiment (Andreina, Zimmer, Karame).
+"""Chapter ``book/heterogeneous_ensembles.ipynb``: heterogeneous distributed learning against transfer attacks
+(Andreina, Zimmer, Karame).
 
 The grid: for every *instantiation* (an axis of heterogeneity, or none) and every number of nodes N,
-node ``i`` has a fixed :class:`robustnb.ensembles.NodeSpec` that does not depend on N, so an instantiation
+node ``i`` has a fixed :class:`robustnb.distributed.NodeSpec` that does not depend on N, so an instantiation
 with N nodes is the first N nodes of the largest one and every node is trained once (model cache):
 
 =================  ========================================================================
@@ -24,7 +25,6 @@ a part of the training set that no node sees, crafts MI-FGSM / SAM / CSE / CWA e
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -34,11 +34,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from robustnb import data as rdata
+from robustnb import distributed as D
 from robustnb import ensembles as E
-from robustnb.attacks import perturb
-from robustnb.attacks.transfer import TRANSFER_ATTACKS, make_transfer_attack
-from robustnb.config import ConfigError, Run, cache_dir, in_colab, pick
-from robustnb.train import TrainConfig, cache_key, dataset_fingerprint, predict
+from robustnb import plots, widgets
+from robustnb.attacks import TRANSFER_ATTACKS, make_transfer_attack, perturb
+from robustnb.cache import cached_tensors, dataset_fingerprint
+from robustnb.config import ConfigError, Run, in_colab, pick
+from robustnb.train import TrainConfig, predict
 
 AXES = ("ENS", "data", "data non-IID", "architecture", "optimizer", "scheduler", "tuned HP", "all")
 
@@ -81,8 +83,8 @@ class HeteroConfig:
         bad = [a for a in self.attacks if a not in TRANSFER_ATTACKS]
         if bad:
             raise ConfigError(f"Unknown attacks {bad}: choose from {TRANSFER_ATTACKS}.")
-        if self.backend not in E.BACKENDS:
-            raise ConfigError(f"Unknown backend {self.backend!r}: choose one of {E.BACKENDS}.")
+        if self.backend not in D.BACKENDS:
+            raise ConfigError(f"Unknown backend {self.backend!r}: choose one of {D.BACKENDS}.")
         if self.dataset not in ("cifar10", "fashion_mnist"):
             raise ConfigError(f"Unknown dataset {self.dataset!r}: choose 'cifar10' or 'fashion_mnist'.")
         if "ENS" not in self.axes:
@@ -167,14 +169,14 @@ def fashion_mnist_available(download: bool | None = None) -> bool:
 
 # --------------------------------------------------------------------------------------------- nodes
 def _node(cfg: HeteroConfig, splits: Splits, axis: str, i: int, arch=None, optimizer="sgd", scheduler="cosine",
-          shard="shared") -> E.NodeSpec:
+          shard="shared") -> D.NodeSpec:
     arch = arch or "cnn"
     kw = (("width", cfg.node_width),) if arch == "cnn" else ()
-    train = E.default_train(optimizer, scheduler, cfg.epochs, cfg.batch_size, cfg.seed + i)
-    return E.NodeSpec(arch, train, splits.shards[shard][i], kw, label=f"{axis} #{i}")
+    train = D.default_train(optimizer, scheduler, cfg.epochs, cfg.batch_size, cfg.seed + i)
+    return D.NodeSpec(arch, train, splits.shards[shard][i], kw, label=f"{axis} #{i}")
 
 
-def plan(cfg: HeteroConfig, splits: Splits) -> dict[str, list[E.NodeSpec]]:
+def plan(cfg: HeteroConfig, splits: Splits) -> dict[str, list[D.NodeSpec]]:
     """Node specs per axis (``n_max`` each, before tuning); instantiation (axis, N) = the first N."""
     out = {}
     for axis in cfg.axes:
@@ -199,11 +201,11 @@ def build_nodes(cfg: HeteroConfig, run: Run, splits: Splits):
         if axis not in nodes:
             continue
         for i, node in enumerate(tqdm(nodes[axis], desc=f"tuning {axis}")):
-            best = E.tune_node(node, cfg.tune_trials, cfg.tune_epochs, cfg.backend, cfg.ray_address, cfg.num_cpus)
-            nodes[axis][i] = E.tuned(node, best)
+            best = D.tune_node(node, cfg.tune_trials, cfg.tune_epochs, cfg.backend, cfg.ray_address, cfg.num_cpus)
+            nodes[axis][i] = D.tuned(node, best)
             rows.append({"axis": axis, "node": i, "arch": node.arch, "optimizer": node.train.optimizer, **best})
     flat = [n for ns in nodes.values() for n in ns]
-    models = E.train_nodes(flat, cfg.backend, run.device, cfg.ray_address, cfg.num_cpus)
+    models = D.train_nodes(flat, cfg.backend, run.device, cfg.ray_address, cfg.num_cpus)
     return nodes, models, pd.DataFrame(rows)
 
 
@@ -214,8 +216,8 @@ def train_surrogates(cfg: HeteroConfig, run: Run, splits: Splits) -> list:
         kw = (("width", width),) if arch == "cnn" else ()
         train = TrainConfig(epochs=cfg.surrogate_epochs, batch_size=cfg.batch_size, optimizer="sgd", lr=0.05,
                             scheduler="cosine", seed=cfg.seed + 1000 + j)
-        specs.append(E.NodeSpec(arch, train, splits.attacker, kw, label=f"surrogate {arch}"))
-    models = E.train_nodes(specs, cfg.backend, run.device, cfg.ray_address, cfg.num_cpus)
+        specs.append(D.NodeSpec(arch, train, splits.attacker, kw, label=f"surrogate {arch}"))
+    models = D.train_nodes(specs, cfg.backend, run.device, cfg.ray_address, cfg.num_cpus)
     return [models[s.key] for s in specs]
 
 
@@ -229,7 +231,8 @@ def attack_set(cfg: HeteroConfig, splits: Splits) -> tuple[torch.Tensor, torch.T
 def craft(cfg: HeteroConfig, surrogates, splits: Splits) -> dict:
     """Adversarial examples ``{(attack, eps_255): x_adv}`` crafted on the surrogates, plus ``("clean", 0)``.
 
-    Cached under ``$ROBUSTNB_CACHE/adversarial`` by surrogates, attack, budget, steps and test images.
+    Cached under ``$ROBUSTNB_CACHE/adversarial`` by surrogates, attack, budget, steps and test images
+    (:func:`robustnb.cache.cached_tensors`: verified on load, recomputed when damaged).
     """
     x, y = attack_set(cfg, splits)
     out = {("clean", 0): x}
@@ -239,16 +242,12 @@ def craft(cfg: HeteroConfig, surrogates, splits: Splits) -> dict:
     for attack, eps in tqdm(jobs, desc="crafting transfer attacks"):
         spec = {"kind": "transfer_examples", "surrogates": sur_keys, "attack": attack, "eps_255": eps,
                 "steps": cfg.attack_steps, "test_fp": dataset_fingerprint(splits.test), "n": cfg.n_attack}
-        path = cache_dir() / "adversarial" / f"{attack}-{cache_key(spec)}.pt"
-        if path.exists():
-            out[(attack, eps)] = torch.load(path, weights_only=True)
-            continue
-        atk = make_transfer_attack(attack, surrogates, eps / 255, steps=cfg.attack_steps)
-        out[(attack, eps)] = perturb(atk, x, y, batch_size=128)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(out[(attack, eps)], tmp)
-        os.replace(tmp, path)  # atomic: a killed run never leaves a half-written file
+
+        def compute(attack=attack, eps=eps):
+            atk = make_transfer_attack(attack, surrogates, eps / 255, steps=cfg.attack_steps)
+            return {"x_adv": perturb(atk, x, y, batch_size=128)}
+
+        out[(attack, eps)] = cached_tensors(attack, spec, compute, folder="adversarial")["x_adv"]
     return out
 
 
@@ -322,7 +321,7 @@ def run_study(cfg: HeteroConfig, run: Run):
             nodes, models, tuning = build_nodes(cfg, run, splits)
             surrogates = train_surrogates(cfg, run, splits)
         finally:
-            E.ray_shutdown()
+            D.ray_shutdown()
         adv = craft(cfg, surrogates, splits)
         frame = evaluate_grid(cfg, nodes, models, splits, adv)
     return {"frame": frame, "tuning": tuning, "nodes": nodes, "models": models, "surrogates": surrogates,
@@ -370,8 +369,6 @@ def pareto(frame: pd.DataFrame, attack: str = "cwa", eps_255: float = 8, vote: s
 
 def pareto_figure(points: pd.DataFrame, title: str):
     """Scatter of clean vs robust accuracy with the Pareto frontier drawn as a line."""
-    from robustnb import plots
-
     fig = plots.scatter(points, x="clean_acc", y="robust_acc", color="instantiation", symbol="n_nodes",
                         hover_name="label", title=title,
                         labels={"clean_acc": "clean accuracy", "robust_acc": "robust accuracy"})
@@ -411,8 +408,6 @@ def _similarity(models, surrogates, nodes, x, y, axes) -> pd.DataFrame:
 
 def explore(frame: pd.DataFrame, cfg: HeteroConfig):
     """Live explorer: pick epsilon and attack, see robust accuracy per instantiation vs N (reads the frame)."""
-    from robustnb import plots, widgets
-
     d = frame[frame.vote == "hard"]
     eps_values = sorted(d.eps_255.unique())
 

@@ -1,12 +1,9 @@
-"""The study behind the split-computing and entropy-attack chapters: models, rates, attacks, corruptions.
+"""Chapter ``book/entropy_attacks.ipynb``: entropy attacks inflate the bitrate; corruptions shift it.
 
-Every function takes the chapter config and returns a tidy DataFrame (plots only read them):
-
-* :func:`tradeoff` accuracy and real bytes per image for every trained ``(arch, entropy model, lambda)``;
-* :func:`rate_agreement` estimated vs real rate and decompress-vs-forward agreement (``robustnb.rate``);
-* :func:`attack_grid` the entropy attack (and its stealthy variant) over the epsilon grid, and an ordinary
-  accuracy attack (torchattacks PGD) for comparison: real bytes before/after, overhead %, accuracy;
-* :func:`corruption_effects` natural corruptions (``robustnb.corruptions``) and their effect on rate/accuracy;
+* :func:`attack_grid` the entropy attack (:mod:`robustnb.attacks.entropy`; and its stealthy variant) over the
+  epsilon grid, and an ordinary accuracy attack (torchattacks PGD) for comparison: real bytes before/after,
+  overhead %, accuracy;
+* :func:`corruption_effects` natural corruptions (:mod:`robustnb.corruptions`) and their effect on rate/accuracy;
 * :func:`explore` a live widget: an image, its entropy-attack perturbation and its bit-allocation map.
 """
 
@@ -18,20 +15,20 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
-from robustnb import attacks, data, rate
-from robustnb.attacks.entropy import EntropyAttack
+from robustnb import attacks, corruptions, data, plots, widgets
+from robustnb.attacks import entropy_attack
 from robustnb.config import Run, pick
-from robustnb.entropy import ENTROPY_MODELS, LAMBDAS, SPLIT_ARCHITECTURES, get_split_model
+from robustnb.split import load_split_models, model_grid, rate
+from robustnb.train import accuracy
 
 CORRUPTIONS_STUDIED = ("fog", "snow", "brightness", "motion_blur", "defocus_blur", "gaussian_noise",
                        "shot_noise", "jpeg")
 
 
 @dataclass(frozen=True)
-class EntropyStudyConfig:
+class EntropyAttacksConfig:
     archs: tuple[str, ...]
     entropy_models: tuple[str, ...]
     lambdas: tuple[float, ...]
@@ -46,11 +43,12 @@ class EntropyStudyConfig:
     severities: tuple[int, ...]
 
     @classmethod
-    def from_preset(cls, preset: str, seed: int = 0) -> "EntropyStudyConfig":
+    def from_preset(cls, preset: str, seed: int = 0) -> "EntropyAttacksConfig":
+        archs, entropy_models, lambdas = model_grid(preset)
         return cls(
-            archs=pick(preset, smoke=("vgg",), cpu=("resnet",), full=SPLIT_ARCHITECTURES),
-            entropy_models=ENTROPY_MODELS,
-            lambdas=pick(preset, smoke=(LAMBDAS[0],), cpu=LAMBDAS, full=LAMBDAS),
+            archs=archs,
+            entropy_models=entropy_models,
+            lambdas=lambdas,
             n_test=pick(preset, smoke=32, cpu=1000, full=10_000),
             n_attack=pick(preset, smoke=4, cpu=32, full=1000),
             eps_255=pick(preset, smoke=(0, 8), cpu=(0, 2, 4, 8, 16, 32), full=(0, 2, 4, 8, 16, 32)),
@@ -64,14 +62,13 @@ class EntropyStudyConfig:
         )
 
 
-def load_test(cfg: EntropyStudyConfig, seed: int = 0) -> data.ImageDataset:
+def load_test(cfg: EntropyAttacksConfig, seed: int = 0) -> data.ImageDataset:
     return data.load_cifar10("test").subset(cfg.n_test, seed)
 
 
-def load_models(cfg: EntropyStudyConfig, run: Run) -> dict:
+def load_models(cfg: EntropyAttacksConfig, run: Run) -> dict:
     """``{(arch, entropy_model, lambda): SplitModel}``: trained on first use, then from the model cache."""
-    keys = [(a, em, lam) for a in cfg.archs for em in cfg.entropy_models for lam in cfg.lambdas]
-    return {k: get_split_model(*k, run, verbose=False) for k in tqdm(keys, desc="split models", leave=False)}
+    return load_split_models(cfg.archs, cfg.entropy_models, cfg.lambdas, run)
 
 
 def _key_cols(key) -> dict:
@@ -79,51 +76,16 @@ def _key_cols(key) -> dict:
     return {"arch": arch, "entropy_model": em, "lambda": lam}
 
 
-@torch.no_grad()
-def _accuracy(model, x, y, batch_size=256) -> float:
-    dev = next(model.parameters()).device
-    hits = sum(int((model(x[i:i + batch_size].to(dev))["logits"].argmax(1).cpu() == y[i:i + batch_size]).sum())
-               for i in range(0, len(x), batch_size))
-    return hits / max(len(y), 1)
-
-
-def tradeoff(cfg: EntropyStudyConfig, models: dict, test_set) -> pd.DataFrame:
-    """Accuracy vs rate per model: real and estimated bytes per image, bits per pixel, test accuracy."""
-    x, y = test_set.tensors()
-    rows = []
-    for key, m in tqdm(models.items(), desc="rate/accuracy", leave=False):
-        real = rate.real_bytes(m, x)
-        est = rate.estimated_bits(m, x) / 8
-        rows.append({**_key_cols(key), "accuracy": _accuracy(m, x, y), "real_bytes": float(real.mean()),
-                     "est_bytes": float(est.mean()), "bpp": float(rate.bpp(real * 8, x.shape).mean()),
-                     "train_seconds": m.robustnb_info.get("train_seconds", 0.0)})
-    return pd.DataFrame(rows)
-
-
-def rate_agreement(cfg: EntropyStudyConfig, models: dict, test_set) -> pd.DataFrame:
-    """Estimated vs real rate per model (see :func:`robustnb.rate.rate_agreement`)."""
-    x, _ = test_set.tensors()
-    return rate.rate_agreement(models, x)
-
-
-def per_image_rates(models: dict, key, test_set, n: int = 500) -> pd.DataFrame:
-    """Per-image estimated and real bytes for one model (for the scatter of the two)."""
-    x, _ = test_set.tensors(n)
-    m = models[key]
-    return pd.DataFrame({"est_bytes": (rate.estimated_bits(m, x) / 8).numpy(),
-                         "real_bytes": rate.real_bytes(m, x).numpy(), **_key_cols(key)})
-
-
 def _attack_row(key, m, attack, eps_255, x, y, x_adv, clean_bytes, clean_acc) -> dict:
     adv_bytes = float(rate.real_bytes(m, x_adv).mean())
     return {**_key_cols(key), "attack": attack, "eps_255": float(eps_255), "real_bytes_clean": clean_bytes,
             "real_bytes_adv": adv_bytes, "overhead_pct": 100 * (adv_bytes / clean_bytes - 1),
             "est_bytes_adv": float((rate.estimated_bits(m, x_adv) / 8).mean()),
-            "acc_clean": clean_acc, "acc_adv": _accuracy(m, x_adv, y),
+            "acc_clean": clean_acc, "acc_adv": accuracy(m, (x_adv, y)),
             "linf": float((x_adv - x).abs().max())}
 
 
-def attack_grid(cfg: EntropyStudyConfig, models: dict, test_set) -> pd.DataFrame:
+def attack_grid(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.DataFrame:
     """Entropy attack over the epsilon grid (plus stealthy variant and PGD) for every model; one row each.
 
     ``overhead_pct = 100 * (real_bytes_adv / real_bytes_clean - 1)`` on the same images.
@@ -132,12 +94,12 @@ def attack_grid(cfg: EntropyStudyConfig, models: dict, test_set) -> pd.DataFrame
     rows = []
     for key, m in tqdm(models.items(), desc="attacks", leave=False):
         clean_bytes = float(rate.real_bytes(m, x).mean())
-        clean_acc = _accuracy(m, x, y)
+        clean_acc = accuracy(m, (x, y))
         for eps in cfg.eps_255:
-            adv = x if eps == 0 else EntropyAttack(m, eps=eps / 255, steps=cfg.steps, draws=cfg.draws)(x)
+            adv = x if eps == 0 else entropy_attack(m, x, eps / 255, cfg.steps, cfg.draws)
             rows.append(_attack_row(key, m, "entropy", eps, x, y, adv, clean_bytes, clean_acc))
         for eps in cfg.stealthy_eps_255:
-            adv = EntropyAttack(m, eps=eps / 255, steps=cfg.steps, draws=cfg.draws, keep_label=True)(x)
+            adv = entropy_attack(m, x, eps / 255, cfg.steps, cfg.draws, keep_label=True)
             rows.append(_attack_row(key, m, "entropy (keep label)", eps, x, y, adv, clean_bytes, clean_acc))
         for eps in cfg.pgd_eps_255:
             adv = attacks.make_attack("pgd", m.logits_model(), eps / 255, steps=cfg.steps)(x, y)
@@ -161,52 +123,34 @@ def monotonicity(grid: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def corruption_effects(cfg: EntropyStudyConfig, models: dict, test_set) -> pd.DataFrame:
+def corruption_effects(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.DataFrame:
     """Natural corruptions x severities: real bytes, overhead % and accuracy per model."""
-    from robustnb import corruptions
-
     x, y = test_set.tensors(min(cfg.n_test, 4 * cfg.n_attack))
     rows = []
     for key, m in tqdm(models.items(), desc="corruptions", leave=False):
         clean_bytes = float(rate.real_bytes(m, x).mean())
-        clean_acc = _accuracy(m, x, y)
+        clean_acc = accuracy(m, (x, y))
         for name, sev, xc in corruptions.corruption_grid(x, cfg.corruptions, cfg.severities):
             b = float(rate.real_bytes(m, xc).mean())
             rows.append({**_key_cols(key), "corruption": name, "severity": sev, "real_bytes_clean": clean_bytes,
                          "real_bytes": b, "overhead_pct": 100 * (b / clean_bytes - 1), "acc_clean": clean_acc,
-                         "accuracy": _accuracy(m, xc, y)})
+                         "accuracy": accuracy(m, (xc, y))})
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------- explorer
-def _png_rgb(img: torch.Tensor) -> np.ndarray:
-    return (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-
-
 def attack_view(model, x: torch.Tensor, eps_255: float, steps: int, draws: int, title: str = "") -> go.Figure:
     """One image: adversarial image, perturbation (x4 around grey), clean and adversarial bit maps."""
     x = x[:1]
-    adv = x if eps_255 == 0 else EntropyAttack(model, eps=eps_255 / 255, steps=steps, draws=draws)(x)
+    adv = x if eps_255 == 0 else entropy_attack(model, x, eps_255 / 255, steps, draws)
     b0, b1 = float(rate.real_bytes(model, x)[0]), float(rate.real_bytes(model, adv)[0])
     maps = torch.cat([rate.bit_map(model, x), rate.bit_map(model, adv)])
-    fig = make_subplots(1, 4, subplot_titles=["adversarial image", "perturbation x4", f"bits, clean ({b0:.0f} B)",
-                                              f"bits, attacked ({b1:.0f} B)"], horizontal_spacing=0.04)
-    fig.add_trace(go.Image(z=_png_rgb(adv[0])), 1, 1)
-    fig.add_trace(go.Image(z=_png_rgb(0.5 + 4 * (adv[0] - x[0]))), 1, 2)
-    zmax = float(maps.max())
-    for i in range(2):
-        fig.add_trace(go.Heatmap(z=maps[i].numpy()[::-1], zmin=0, zmax=zmax, colorscale="Viridis",
-                                 showscale=i == 1, colorbar=dict(title="bits")), 1, 3 + i)
-    fig.update_xaxes(visible=False).update_yaxes(visible=False)
-    over = 100 * (b1 / b0 - 1)
-    return fig.update_layout(height=330, hovermode=False,
-                             title=f"{title} epsilon {eps_255:g}/255: {b0:.0f} -> {b1:.0f} bytes ({over:+.1f} %)")
+    return plots.attack_panel(x[0], adv[0], maps, b0, b1, title=f"{title} epsilon {eps_255:g}/255: {b0:.0f} -> "
+                              f"{b1:.0f} bytes ({100 * (b1 / b0 - 1):+.1f} %)")
 
 
-def explore(cfg: EntropyStudyConfig, models: dict, test_set, index: int = 0):
+def explore(cfg: EntropyAttacksConfig, models: dict, test_set, index: int = 0):
     """Live explorer: epsilon, lambda and entropy-model controls over one test image (needs a kernel)."""
-    from robustnb import widgets
-
     x, _ = test_set.tensors(index + 1)
     arch = cfg.archs[0]
 

@@ -1,169 +1,35 @@
-"""Frequency analysis of the entropy-coded bitrate: which frequencies (and which pixels) cost the bits?
+"""Chapter ``book/frequency_analysis.ipynb``: which frequencies (and which pixels) cost the entropy model's bits?
 
-Building blocks (pure functions on image batches ``(N, C, H, W)`` in ``[0, 1]``):
-
-* :func:`radial_frequency`, :func:`radial_spectrum`: the power spectrum averaged over rings of equal spatial
-  frequency (in cycles per pixel; 0.5 is the Nyquist frequency along an axis, :data:`F_MAX` = sqrt(0.5) the
-  corner of the spectrum).
-* :func:`lowpass`, :func:`highpass`, :func:`split`: ideal (or Gaussian) FFT masks with a cutoff in cycles per
-  pixel. ``lowpass(x, F_MAX)`` is the identity; ``split(x, c)`` returns ``(low, high)`` with ``low + high == x``.
-  :func:`filtered` is the same filtering made displayable (the mean is kept, values clamped to [0, 1]).
-* :func:`local_energy`: the energy of the high-frequency residual pooled to the latent grid, to compare with the
-  entropy model's bit map.
-
-Experiments take a ``rate_fn(x) -> (N,)`` bits (for instance ``lambda x: rate.estimated_bits(model, x)``) or a
-split model, and return tidy frames that ``robustnb.plots`` draws:
+The filters, spectra and masks are :mod:`robustnb.signal`; this module holds the chapter's experiments. They
+take a ``rate_fn(x) -> (N,)`` bits (or ``(bits, logits)``; :func:`bits_and_logits`) and return tidy frames:
 
 * :func:`spectra` (spectra of inputs and of perturbations), :func:`cutoff_sweep` (rate after low- and
-  high-pass filtering), :func:`band_shares` (the share of the rate each frequency band accounts for),
-  :func:`bit_allocation` (object vs background bits, and the correlation of bits with local high-frequency
-  energy), :func:`claim_verdict` (does high-frequency content drive the rate?).
+  high-pass filtering), :func:`band_shares` (bits added by each frequency band), :func:`bit_allocation`
+  (object vs background bits, and the correlation of bits with local high-frequency energy),
+  :func:`claim_verdict` (does high-frequency content drive the rate?);
 * :class:`FrequencyConfig`, :func:`study` run everything for the split models of the entropy-attack chapter.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
+import skimage.data
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from robustnb import data, plots, widgets
+from robustnb.attacks import entropy_attack
 from robustnb.config import ConfigError, pick
-
-F_MAX = math.sqrt(0.5)  #: the largest radial frequency of a sampled image (cycles per pixel)
-FILTER_KINDS = ("ideal", "gaussian")
+from robustnb.corruptions import corrupt
+from robustnb.signal import F_MAX, center_mask, filtered, local_energy, radial_frequency, radial_spectrum
+from robustnb.split import ENTROPY_MODELS, LAMBDAS, load_split_models, rate
 
 RateFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-# ------------------------------------------------------------------------------------------ basics
-def _check_images(x) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        raise ValueError(f"expected an image batch (N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
-    return x
-
-
-def _check_cutoff(cutoff) -> float:
-    try:
-        c = float(cutoff)
-    except (TypeError, ValueError):
-        raise ConfigError(f"cutoff must be a number in [0, {F_MAX:.4f}] cycles/pixel, got {cutoff!r}") from None
-    if not (0.0 <= c <= F_MAX + 1e-9):
-        raise ConfigError(f"cutoff={c:g} is out of range: allowed is [0, {F_MAX:.4f}] cycles/pixel "
-                          f"(0.5 = Nyquist along an axis, {F_MAX:.4f} = the corner of the spectrum).")
-    return c
-
-
-def radial_frequency(h: int, w: int, device=None) -> torch.Tensor:
-    """``(h, w)`` grid of radial frequencies sqrt(fx^2 + fy^2) in cycles per pixel, in ``torch.fft`` order."""
-    fy = torch.fft.fftfreq(h, device=device)
-    fx = torch.fft.fftfreq(w, device=device)
-    return torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
-
-
-def frequency_mask(h: int, w: int, cutoff: float, kind: str = "ideal", device=None) -> torch.Tensor:
-    """Low-pass transfer function on the FFT grid: ``1`` inside ``cutoff`` for ``ideal``, a Gaussian
-    ``exp(-r^2 / (2 sigma^2))`` with ``sigma = cutoff`` for ``gaussian`` (the -4.3 dB point at the cutoff)."""
-    c = _check_cutoff(cutoff)
-    if kind not in FILTER_KINDS:
-        raise ConfigError(f"Unknown filter kind {kind!r}: choose one of {FILTER_KINDS}.")
-    r = radial_frequency(h, w, device)
-    if kind == "ideal":
-        return (r <= c + 1e-9).float()
-    if c == 0:
-        return (r == 0).float()
-    return torch.exp(-(r ** 2) / (2 * c ** 2))
-
-
-def lowpass(x: torch.Tensor, cutoff: float, kind: str = "ideal") -> torch.Tensor:
-    """Keep the frequencies below ``cutoff`` (cycles/pixel). ``cutoff >= F_MAX`` (ideal) is the identity,
-    ``cutoff = 0`` leaves the per-channel mean. Not clamped: see :func:`filtered` for a displayable image."""
-    _check_images(x)
-    m = frequency_mask(x.shape[-2], x.shape[-1], cutoff, kind, x.device)
-    if kind == "ideal" and bool(m.all()):
-        return x.clone()
-    return torch.fft.ifft2(torch.fft.fft2(x) * m).real.to(x.dtype)
-
-
-def highpass(x: torch.Tensor, cutoff: float, kind: str = "ideal") -> torch.Tensor:
-    """The residual ``x - lowpass(x, cutoff)`` (zero mean, not an image by itself)."""
-    return x - lowpass(x, cutoff, kind)
-
-
-def split(x: torch.Tensor, cutoff: float, kind: str = "gaussian") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(low, high)`` with ``low + high == x`` exactly (the high part is defined as the residual)."""
-    low = lowpass(x, cutoff, kind)
-    return low, x - low
-
-
-def filtered(x: torch.Tensor, cutoff: float, band: str = "low", kind: str = "ideal") -> torch.Tensor:
-    """A displayable filtered image in [0, 1]: ``band="low"`` is the low-pass image, ``band="high"`` the
-    high-frequency residual on top of the image's per-channel mean (so a flat image stays flat)."""
-    if band == "low":
-        out = lowpass(x, cutoff, kind)
-    elif band == "high":
-        out = highpass(x, cutoff, kind) + x.mean(dim=(-2, -1), keepdim=True)
-    else:
-        raise ConfigError(f"Unknown band {band!r}: choose 'low' or 'high'.")
-    return out.clamp(0, 1)
-
-
-def band_filter(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """Only the frequencies in the ring ``lo < r <= hi`` (ideal masks); zero mean unless ``lo == 0``."""
-    return lowpass(x, hi) - lowpass(x, lo) if lo > 0 else lowpass(x, hi)
-
-
-def radial_spectrum(x: torch.Tensor, n_bins: int | None = None, remove_mean: bool = True):
-    """Radially averaged power spectrum: ``(freqs, power)`` with ``power`` of shape ``(N, n_bins)``.
-
-    Power is ``|FFT|^2 / (H W)`` averaged over channels and over the ring of each bin (bins of equal width
-    from 0 to :data:`F_MAX`; default ``min(H, W) // 2`` bins). ``remove_mean`` drops the DC term first, so the
-    first bin is not dominated by the image's brightness.
-    """
-    _check_images(x)
-    h, w = x.shape[-2:]
-    n_bins = n_bins or max(2, min(h, w) // 2)
-    if remove_mean:
-        x = x - x.mean(dim=(-2, -1), keepdim=True)
-    p = (torch.fft.fft2(x.double()).abs() ** 2 / (h * w)).mean(1)  # (N, H, W)
-    r = radial_frequency(h, w, x.device).double()
-    edges = torch.linspace(0, F_MAX + 1e-9, n_bins + 1, dtype=torch.float64)
-    idx = torch.bucketize(r.flatten(), edges[1:-1], right=True)
-    counts = torch.bincount(idx, minlength=n_bins).clamp(min=1)
-    flat = p.reshape(p.shape[0], -1)
-    sums = torch.zeros(p.shape[0], n_bins, dtype=torch.float64).index_add_(1, idx, flat)
-    centers = 0.5 * (edges[1:] + edges[:-1])
-    return centers.float(), (sums / counts).float()
-
-
-def high_frequency_share(x: torch.Tensor, cutoff: float = 0.25, remove_mean: bool = True) -> torch.Tensor:
-    """Per image, the fraction of the (mean-removed) power above ``cutoff`` cycles/pixel: ``(N,)``."""
-    _check_cutoff(cutoff)
-    if remove_mean:
-        x = x - x.mean(dim=(-2, -1), keepdim=True)
-    p = (torch.fft.fft2(x.double()).abs() ** 2).sum(1)
-    r = radial_frequency(*x.shape[-2:], device=x.device)
-    hi = (p * (r > cutoff)).flatten(1).sum(1)
-    return (hi / p.flatten(1).sum(1).clamp_min(1e-20)).float()
-
-
-def local_energy(x: torch.Tensor, size: tuple[int, int], cutoff: float = 0.25) -> torch.Tensor:
-    """Energy of the high-frequency residual (above ``cutoff``) averaged over the cells of a ``size`` grid:
-    ``(N, h, w)``, comparable location by location with the entropy model's bit map."""
-    e = highpass(x, cutoff).pow(2).sum(1, keepdim=True)
-    return F.adaptive_avg_pool2d(e, size)[:, 0]
-
-
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Isotropic total variation per image (forward differences, sum over channels and pixels): ``(N,)``."""
-    gx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1))
-    gy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
-    return torch.sqrt(gx ** 2 + gy ** 2).flatten(1).sum(1)
 
 
 def _corr(a: np.ndarray, b: np.ndarray, rank: bool = True) -> float:
@@ -172,16 +38,6 @@ def _corr(a: np.ndarray, b: np.ndarray, rank: bool = True) -> float:
     if a.std() == 0 or b.std() == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
-
-
-def center_mask(h: int, w: int, fraction: float = 0.5) -> torch.Tensor:
-    """A ``(h, w)`` boolean box covering the central ``fraction`` of each side: the "object" proxy for
-    CIFAR-10, whose objects are roughly centred (no segmentation masks ship with it)."""
-    m = torch.zeros(h, w, dtype=torch.bool)
-    bh, bw = max(1, round(h * fraction)), max(1, round(w * fraction))
-    t, l = (h - bh) // 2, (w - bw) // 2
-    m[t:t + bh, l:l + bw] = True
-    return m
 
 
 # ------------------------------------------------------------------------------------ experiments
@@ -208,8 +64,7 @@ def bits_and_logits(model) -> RateFn:
     def fn(x):
         dev = next(model.parameters()).device
         out = model(x.to(dev), noise=False)
-        bits = sum((-torch.log2(v)).flatten(1).sum(1) for v in out["likelihoods"].values())
-        return bits.cpu(), out["logits"].cpu()
+        return rate.bits(out["likelihoods"]).cpu(), out["logits"].cpu()
 
     return fn
 
@@ -360,8 +215,6 @@ NATURAL_IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
 def natural_images(names=NATURAL_IMAGES, size: int = 256) -> tuple[torch.Tensor, list[str]]:
     """scikit-image's sample photographs, centre-cropped to a square and resized to ``size`` x ``size``:
     ``(N, 3, size, size)`` in [0, 1] and their names."""
-    import skimage.data
-
     out = []
     for n in names:
         if n not in NATURAL_IMAGES:
@@ -376,40 +229,6 @@ def natural_images(names=NATURAL_IMAGES, size: int = 256) -> tuple[torch.Tensor,
     return torch.stack(out), list(names)
 
 
-# ------------------------------------------------------------------------------------------ display
-def colorize(maps: torch.Tensor, size=None, colorscale: str = "viridis") -> torch.Tensor:
-    """``(N, h, w)`` maps -> ``(N, 3, H, W)`` RGB images in [0, 1] (scaled per map; nearest upsampling to
-    ``size``), for ``plots.image_grid``."""
-    import plotly.colors as pc
-
-    m = maps.detach().float().cpu()
-    lo = m.flatten(1).min(1).values.view(-1, 1, 1)
-    hi = m.flatten(1).max(1).values.view(-1, 1, 1)
-    m = ((m - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
-    scale = pc.get_colorscale(colorscale)
-    lut = torch.tensor([pc.unlabel_rgb(pc.find_intermediate_color(*_between(scale, t), colortype="rgb"))
-                        for t in np.linspace(0, 1, 256)], dtype=torch.float32) / 255
-    rgb = lut[(m * 255).round().long()].permute(0, 3, 1, 2)
-    if size is not None:
-        rgb = F.interpolate(rgb, size=tuple(size), mode="nearest")
-    return rgb
-
-
-def _between(scale, t):
-    """The two colours of a plotly colorscale around ``t`` and the interpolation weight."""
-    for (t0, c0), (t1, c1) in zip(scale[:-1], scale[1:]):
-        if t0 <= t <= t1:
-            c0, c1 = (pc_rgb(c0), pc_rgb(c1))
-            return c0, c1, 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
-    return pc_rgb(scale[-1][1]), pc_rgb(scale[-1][1]), 0.0
-
-
-def pc_rgb(c: str) -> str:
-    import plotly.colors as pc
-
-    return pc.convert_colors_to_same_type(c, colortype="rgb")[0][0]
-
-
 # ------------------------------------------------------------------------------------------- the study
 CORRUPTIONS_SHOWN = ("shot_noise", "defocus_blur")
 
@@ -417,7 +236,7 @@ CORRUPTIONS_SHOWN = ("shot_noise", "defocus_blur")
 @dataclass(frozen=True)
 class FrequencyConfig:
     """Sizes of the frequency-analysis chapter. The split models are those of the entropy-attack chapters
-    (same ``robustnb.entropy.get_split_model`` calls, so they come from the model cache)."""
+    (same ``robustnb.split.load_split_models`` calls, so they come from the model cache)."""
 
     arch: str
     entropy_models: tuple[str, ...]
@@ -434,13 +253,10 @@ class FrequencyConfig:
 
     @classmethod
     def from_preset(cls, preset: str, seed: int = 0) -> "FrequencyConfig":
-        from robustnb import entropy
-
         return cls(
             arch=pick(preset, smoke="vgg", cpu="resnet", full="resnet"),
-            entropy_models=entropy.ENTROPY_MODELS,
-            lambdas=pick(preset, smoke=(min(entropy.LAMBDAS),), cpu=tuple(entropy.LAMBDAS),
-                         full=tuple(entropy.LAMBDAS)),
+            entropy_models=ENTROPY_MODELS,
+            lambdas=pick(preset, smoke=(min(LAMBDAS),), cpu=tuple(LAMBDAS), full=tuple(LAMBDAS)),
             n_images=pick(preset, smoke=16, cpu=64, full=1000),
             eps_255=8.0,
             attack_steps=pick(preset, smoke=2, cpu=10, full=20),
@@ -456,43 +272,28 @@ class FrequencyConfig:
 
 def load_models(cfg: FrequencyConfig, run) -> dict:
     """``{(entropy_model, lambda): SplitModel}`` from the model cache (trained on first use)."""
-    from robustnb.entropy import get_split_model
-
-    return {(em, lam): get_split_model(cfg.arch, em, lam, run) for em in cfg.entropy_models for lam in cfg.lambdas}
+    models = load_split_models((cfg.arch,), cfg.entropy_models, cfg.lambdas, run)
+    return {(em, lam): m for (_, em, lam), m in models.items()}
 
 
 def cifar_images(cfg: FrequencyConfig, run) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n_images`` of a stratified CIFAR-10 test subset: ``(x, y)``."""
-    from robustnb import data
-
-    return data.load_cifar10("test").subset(max(cfg.n_images, 10), run.seed).tensors(cfg.n_images)
-
-
-def entropy_attack(model, x: torch.Tensor, eps_255: float, steps: int, draws: int, seed: int = 0) -> torch.Tensor:
-    """The rate-maximising attack (``robustnb.attacks.entropy.EntropyAttack``) over ``x`` in batches."""
-    from robustnb.attacks import perturb
-    from robustnb.attacks.entropy import EntropyAttack
-
-    atk = EntropyAttack(model, eps=eps_255 / 255, steps=steps, draws=draws, seed=seed)
-    return perturb(atk, x, torch.zeros(len(x), dtype=torch.long), batch_size=128, desc="entropy attack")
+    """The chapter's test images: ``data.cifar10_test_images(n_images, seed)``."""
+    return data.cifar10_test_images(cfg.n_images, run.seed)
 
 
 def make_inputs(cfg: FrequencyConfig, model, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Clean, corrupted (each of ``cfg.corruptions`` at ``cfg.severity``) and entropy-attacked inputs."""
-    from robustnb.corruptions import corrupt
-
     out = {"clean": x}
     for c in cfg.corruptions:
         out[c] = corrupt(x, c, cfg.severity)
-    out[f"attacked {cfg.eps_255:g}/255"] = entropy_attack(model, x, cfg.eps_255, cfg.attack_steps, cfg.attack_draws)
+    out[f"attacked {cfg.eps_255:g}/255"] = entropy_attack(model, x, cfg.eps_255 / 255, cfg.attack_steps,
+                                                          cfg.attack_draws)
     return out
 
 
 def study(cfg: FrequencyConfig, models: dict, x: torch.Tensor, y: torch.Tensor) -> dict[str, pd.DataFrame]:
     """Every measurement of the chapter, for every model: ``{"sweep", "bands", "alloc", "spectra"}`` frames
     with ``entropy_model`` and ``lam`` columns (and the inputs of the last model under ``"inputs"``)."""
-    from robustnb import rate
-
     sweeps, bands, allocs, specs = [], [], [], []
     inputs = {}
     for (em, lam), model in tqdm(models.items(), desc="models", leave=False):
@@ -520,23 +321,19 @@ def summary(res: dict, cutoff: float = 0.25) -> pd.DataFrame:
 
 def photo_bit_maps(models: dict, photos: torch.Tensor) -> dict:
     """Bit maps of the sample photographs for each model: ``{(entropy_model, lambda): (N, h, w)}``."""
-    from robustnb import rate
-
     return {k: rate.bit_map(m, photos, batch_size=2) for k, m in models.items()}
 
 
 def explore(models: dict, inputs: dict, cutoffs, n_images: int = 8):
     """Live explorer: pick a model, an input set, an image and a low-pass cutoff; shows the filtered image, its
     bit map and the bits before and after filtering."""
-    from robustnb import plots, rate, widgets
-
     def show(model_key, condition, image, cutoff):
         m = models[model_key]
         x = inputs[condition][image:image + 1]
         xf = filtered(x, cutoff, "low")
         maps = torch.cat([rate.bit_map(m, x), rate.bit_map(m, xf)])
         bits = rate.estimated_bits(m, torch.cat([x, xf]))
-        imgs = torch.cat([x, xf, colorize(maps, x.shape[-2:])])
+        imgs = torch.cat([x, xf, plots.colorize(maps, x.shape[-2:])])
         titles = ["input", f"low-pass {cutoff:.3g}", f"bit map: {bits[0]:.0f} bits", f"bit map: {bits[1]:.0f} bits"]
         return plots.image_grid(imgs, titles=titles, cols=4,
                                 title=f"{model_key[0]}, lambda={model_key[1]:g}: rate kept {bits[1] / bits[0]:.0%}")
@@ -557,25 +354,21 @@ def filter_stack(img: torch.Tensor, cutoffs):
 
 def bit_map_stack(model, inputs: dict, n: int = 4):
     """Images and titles for ``plots.image_grid``: for each input set, ``n`` images and then their bit maps."""
-    from robustnb import rate
-
     imgs, titles = [], []
     for name, x in inputs.items():
         xs = x[:n]
         maps = rate.bit_map(model, xs)
-        imgs += [xs, colorize(maps, xs.shape[-2:])]
+        imgs += [xs, plots.colorize(maps, xs.shape[-2:])]
         titles += [name] * n + [f"{float(b):.0f} bits" for b in maps.flatten(1).sum(1)]
     return torch.cat(imgs), titles
 
 
 def photo_stack(models: dict, photos: torch.Tensor, names):
     """Photos and their bit maps under each model: images and titles for ``plots.image_grid``."""
-    from robustnb import rate
-
     imgs, titles = [photos], list(names)
     for (em, lam), m in models.items():
         maps = rate.bit_map(m, photos, batch_size=2)
-        imgs.append(colorize(maps, photos.shape[-2:]))
+        imgs.append(plots.colorize(maps, photos.shape[-2:]))
         titles += [f"{em}, lambda={lam:g}: {float(b) / 8 / 1024:.1f} KB" for b in maps.flatten(1).sum(1)]
     return torch.cat(imgs), titles
 

@@ -1,4 +1,4 @@
-"""The "Getting started" experiment: a CIFAR-10 baseline classifier and its robustness to FGSM / PGD.
+"""Chapter ``book/getting_started.ipynb``: a CIFAR-10 baseline classifier and its robustness to FGSM / PGD.
 
 Everything the chapter shows comes from these functions: ``BaselineConfig.from_preset`` picks sizes,
 ``train_baseline`` trains (or loads from the model cache) the classifier, and the other functions turn
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from robustnb import attacks, data
+from robustnb import attacks, data, plots, widgets
 from robustnb.config import Run, pick
 from robustnb.train import TrainConfig, predict, train_classifier
 
@@ -92,8 +92,6 @@ def example_stack(examples: dict, attack: str, clean: torch.Tensor):
 
 def explore(model, test_set, epsilons_255=(0, 1, 2, 4, 8, 16), n_images: int = 6):
     """Live explorer: an epsilon slider and a test image picker; shows PGD examples and predictions."""
-    from robustnb import plots, widgets
-
     x, y = test_set.tensors(n_images)
 
     def show(epsilon, attack):

@@ -1,0 +1,79 @@
+"""The standard attacks, from torchattacks, chosen by name; and the accuracy-vs-epsilon experiment.
+
+``make_attack("pgd", model, 8/255)`` builds a torchattacks attack from :data:`robustnb.registry.ATTACKS`;
+:func:`robustness_curve` runs a list of them over a list of epsilons and returns a tidy frame.
+
+Example::
+
+    >>> atk = make_attack("pgd", model, eps=8/255, steps=10)   # torchattacks.PGD, alpha = eps / 4
+    >>> x_adv = perturb(atk, x, y)                             # batched, back on the CPU
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+import torchattacks
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustnb import registry
+from robustnb.config import ConfigError
+from robustnb.attacks.base import check_epsilon, perturb
+from robustnb.checks import check_images
+from robustnb.train import accuracy
+
+for _name, _cls in (("fgsm", torchattacks.FGSM), ("pgd", torchattacks.PGD), ("mifgsm", torchattacks.MIFGSM),
+                    ("bim", torchattacks.BIM), ("autoattack", torchattacks.AutoAttack)):
+    registry.ATTACKS.add(_name, _cls, group="standard")
+STANDARD_ATTACKS = {n: registry.ATTACKS.get(n) for n in registry.ATTACKS.names(group="standard")}
+
+
+def make_attack(name: str, model: nn.Module, eps: float, **kw) -> torchattacks.attack.Attack:
+    """A torchattacks attack by name (``fgsm``, ``pgd``, ``mifgsm``, ``bim``, ``autoattack``).
+
+    Iterative attacks default to the usual step ``alpha = eps / 4`` (at least 1/255 when eps > 0) and
+    10 steps; pass ``alpha=`` / ``steps=`` to change them.
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in STANDARD_ATTACKS:
+        registry.ATTACKS.check(key)  # an unknown name: the registry's error, listing every attack
+        raise ConfigError(f"{name!r} is not a standard attack here: make_attack takes one of "
+                                   f"{', '.join(map(repr, STANDARD_ATTACKS))}.")
+    eps = check_epsilon(eps)
+    cls = STANDARD_ATTACKS[key]
+    if key in ("pgd", "mifgsm", "bim"):
+        kw.setdefault("alpha", max(eps / 4, 1 / 255) if eps > 0 else 0.0)
+        kw.setdefault("steps", 10)
+    if key == "autoattack":
+        kw.setdefault("n_classes", _num_classes(model))
+    return cls(model, eps=eps, **kw)
+
+
+def _num_classes(model: nn.Module) -> int:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return last.out_features
+
+
+def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons, attacks=("fgsm", "pgd"),
+                     batch_size: int = 256, keep_examples: int = 0, **attack_kw):
+    """Accuracy under each attack at each epsilon, as a tidy frame.
+
+    Returns ``(frame, examples)``: the frame has columns ``attack, epsilon, eps_255, accuracy``;
+    ``examples`` maps ``(attack, epsilon)`` to the first ``keep_examples`` adversarial images.
+    """
+    check_images(x)
+    attacks = (attacks,) if isinstance(attacks, str) else tuple(attacks)
+    for name in attacks:
+        registry.ATTACKS.check(name)
+    model.eval()
+    rows, examples = [], {}
+    for name in attacks:
+        for eps in tqdm(list(epsilons), desc=f"{name} sweep", leave=False):
+            eps = check_epsilon(eps)
+            x_adv = x if eps == 0 else perturb(make_attack(name, model, eps, **attack_kw), x, y, batch_size)
+            rows.append({"attack": name, "epsilon": eps, "eps_255": round(eps * 255, 3),
+                         "accuracy": accuracy(model, (x_adv, y), batch_size)})
+            if keep_examples:
+                examples[(name, eps)] = x_adv[:keep_examples].clone()
+    return pd.DataFrame(rows), examples

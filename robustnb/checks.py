@@ -1,0 +1,86 @@
+"""Input checks shared by every public entry point: image batches and numeric settings.
+
+One check per kind of input, each raising :class:`robustnb.config.ConfigError` with the bad value and the
+allowed range, so a mistake fails at the call that made it instead of deep inside torch or CompressAI:
+
+* :func:`check_images`: a float tensor ``(N, C, H, W)`` with values in ``[0, 1]``, finite; ``N = 0`` is allowed
+  (entry points return an empty batch for it). Catches 0-255 images, HWC layout, single images without the
+  batch dimension, integer dtypes and NaNs.
+* :func:`check_number`: a real number (not a bool, not NaN), finite unless allowed, inside an interval,
+  integral where it must be (Python and NumPy integers alike).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from robustnb.config import ConfigError, ConfigTypeError
+
+IMAGE_CHANNELS = (1, 3)
+
+
+def check_images(x, name: str = "images") -> torch.Tensor:
+    """Return ``x`` if it is a batch of images ``(N, C, H, W)`` in ``[0, 1]`` (C = 1 or 3), else raise."""
+    if not isinstance(x, torch.Tensor):
+        raise ConfigTypeError(f"{name} must be a torch.Tensor of shape (N, C, H, W) in [0, 1], got {type(x).__name__}.")
+    if x.dim() != 4:
+        hint = " (a single image? use x[None] to add the batch dimension)" if x.dim() == 3 else ""
+        raise ConfigError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}{hint}.")
+    if x.shape[1] not in IMAGE_CHANNELS:
+        hint = " (channels last? use x.permute(0, 3, 1, 2))" if x.shape[-1] in IMAGE_CHANNELS else ""
+        raise ConfigError(f"{name} must have 1 or 3 channels in dimension 1 (N, C, H, W), got shape "
+                          f"{tuple(x.shape)}{hint}.")
+    if not torch.is_floating_point(x):
+        raise ConfigTypeError(f"{name} must be a float tensor with values in [0, 1], got dtype {x.dtype} "
+                          "(for uint8 images use x.float() / 255).")
+    if x.numel() == 0:
+        return x
+    with torch.no_grad():
+        lo, hi = float(x.min()), float(x.max())
+        finite = bool(torch.isfinite(x).all())
+    if not finite:
+        raise ConfigError(f"{name} contain NaN or infinite values.")
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        hint = " (0-255 images? divide by 255)" if hi > 1.5 else ""
+        raise ConfigError(f"{name} must have values in [0, 1], got [{lo:.4g}, {hi:.4g}]{hint}.")
+    return x
+
+
+def check_number(value, name: str, lo: float | None = None, hi: float | None = None, *, integer: bool = False,
+                 lo_open: bool = False, hi_open: bool = False):
+    """Return ``value`` as ``int`` (``integer=True``) or ``float`` if it lies in the interval, else raise.
+
+    Bounds are inclusive unless ``lo_open`` / ``hi_open``; ``None`` means unbounded. Booleans, strings and
+    NaN are rejected; infinity only passes where the interval is unbounded on that side.
+    """
+    interval = (f"{'(' if lo_open else '['}{'-inf' if lo is None else f'{lo:g}'}, "
+                f"{'inf' if hi is None else f'{hi:g}'}{')' if hi_open else ']'}")
+    what = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool:
+            value = value.item()
+        else:
+            raise ConfigError(f"{name} must be {what} in {interval}, got {value!r}.")
+    if integer:
+        if not isinstance(value, numbers.Integral):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise ConfigError(f"{name} must be {what} in {interval}, got {value!r}.")
+        value = int(value)
+    else:
+        value = float(value)
+        if math.isnan(value):
+            raise ConfigError(f"{name} must be {what} in {interval}, got nan.")
+    bad = ((lo is not None and (value < lo or (lo_open and value == lo)))
+           or (hi is not None and (value > hi or (hi_open and value == hi)))
+           or (not integer and math.isinf(value) and ((value > 0 and hi is not None) or (value < 0 and lo is not None))))
+    if bad:
+        raise ConfigError(f"{name}={value!r} is out of range: allowed is {interval}.")
+    return value
+
+
+__all__ = ["check_images", "check_number"]

@@ -1,0 +1,279 @@
+"""Input-side defenses against entropy (bit-rate) attacks, above all the *disentangled object-aware TV* defense.
+
+The disentangled defense (Zhang et al., *Resilience of Entropy Model in Distributed Neural Networks*, part 2):
+
+1. split the input into a low-frequency part and a high-frequency residual (:func:`robustnb.signal.split`,
+   the two parts sum back to the input);
+2. locate the object: the entropy model spends many bits (low likelihood) on it, so the bit map
+   (``robustnb.split.rate.bit_map``) upsampled to the image and scaled to [0, 1] is the object mask (:func:`likelihood_mask`;
+   a Grad-CAM map on the cloud classifier is the comparison, :func:`grad_cam`);
+3. total-variation denoising (:func:`robustnb.signal.tv_denoise`, Chambolle's dual projection written in torch so that it can
+   be unrolled and differentiated) with a per-pixel weight ``lambda_TV`` that is strong on the background and
+   on the high-frequency residual and gentle on the object (:func:`tv_weight_map`);
+4. recombine (clamped to [0, 1]) and encode.
+
+Where this differs from the authors' public code: there, the TV update's fidelity term is always zero and the
+DCT mask filters nothing, so the code does not do what the paper describes. Here the fidelity term is the
+usual ``1/2 ||u - f||^2`` (weight 0 gives back the input exactly; tests check it), the low/high split is a real
+Gaussian FFT low-pass, and the mask is computed from the low-frequency part of the input by default (the
+perturbation lives mostly at high frequencies, and the entropy attack spreads bits over the whole image,
+which would otherwise blur the object mask; ``mask_source="input"`` uses the raw input instead).
+
+Baselines on the same inputs (registered in :data:`robustnb.registry.DEFENSES`; :func:`make_defense`): ``none``, ``global_tv`` (uniform TV
+weight, not object-aware, the idea of ART's ``TotalVarMin``), ``gaussian_blur``, ``jpeg`` re-encoding,
+``bit_depth`` reduction, and ``disentangled_tv``. Every defense is an ``nn.Module`` ``x -> x'`` with a
+``differentiable`` flag (``False`` means an adaptive attacker needs BPDA, see ``robustnb.attacks.adaptive``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from torch import nn
+from torchvision.io import decode_jpeg, encode_jpeg
+
+from robustnb import registry
+from robustnb.config import ConfigError
+from robustnb.signal import check_cutoff, split, tv_denoise
+from robustnb.split import rate
+
+MASK_SOURCES = ("low", "input")
+
+
+def model_bit_map(model):
+    """``x -> rate.bit_map(model, x)``: the bit map of a split model, as the disentangled defense's mask source."""
+    return lambda t: rate.bit_map(model, t)
+
+
+# -------------------------------------------------------------------------------- object masks
+def _normalise(m: torch.Tensor, lo_q: float = 0.05, hi_q: float = 0.95) -> torch.Tensor:
+    """Per image, map the ``lo_q`` quantile to 0 and the ``hi_q`` quantile to 1, clamp to [0, 1]."""
+    flat = m.flatten(1)
+    lo = flat.quantile(lo_q, dim=1).view(-1, *[1] * (m.dim() - 1))
+    hi = flat.quantile(hi_q, dim=1).view(-1, *[1] * (m.dim() - 1))
+    return ((m - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
+
+
+def upsample_map(m: torch.Tensor, size) -> torch.Tensor:
+    """``(N, h, w)`` map -> ``(N, 1, H, W)`` by bilinear interpolation."""
+    return F.interpolate(m[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def likelihood_mask(bit_map_fn, x: torch.Tensor, cutoff: float = 0.15, source: str = "low") -> torch.Tensor:
+    """Object mask from the entropy model: bits per latent location (``-log2`` likelihood; many bits = the
+    object), upsampled to the image and scaled per image to [0, 1]. Shape ``(N, 1, H, W)``.
+
+    ``bit_map_fn(x) -> (N, h, w)`` is ``lambda x: rate.bit_map(model, x)``; ``source="low"`` computes it on the
+    low-frequency part of ``x`` (see the module notes), ``"input"`` on ``x`` itself.
+    """
+    if source not in MASK_SOURCES:
+        raise ConfigError(f"Unknown mask source {source!r}: choose one of {MASK_SOURCES}.")
+    src = split(x, cutoff)[0].clamp(0, 1) if source == "low" else x
+    with torch.no_grad():
+        bits = bit_map_fn(src).detach().float()
+    return _normalise(upsample_map(bits, x.shape[-2:]).to(x.device))
+
+
+def grad_cam(model, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Grad-CAM on the cloud classifier, taken at the transmitted latent: ``relu(sum_c a_c A_c)`` with
+    ``a_c`` the spatial mean of d logit / d A_c for the predicted (or ``target``) class; upsampled and scaled
+    to [0, 1], shape ``(N, 1, H, W)``. ``model(x)`` must return ``{"logits", "latent"}`` with the latent in
+    the graph of the logits."""
+    with torch.enable_grad():
+        out = model(x.detach())
+        a, logits = out["latent"], out["logits"]
+        cls = logits.argmax(1) if target is None else target
+        score = logits.gather(1, cls[:, None]).sum()
+        (g,) = torch.autograd.grad(score, a)
+    cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1)).detach()
+    return _normalise(upsample_map(cam, x.shape[-2:]), 0.0, 1.0)
+
+
+def mask_agreement(m1: torch.Tensor, m2: torch.Tensor) -> pd.DataFrame:
+    """Per image, the rank correlation between two masks and the overlap (IoU) of their top halves."""
+    rows = []
+    for i in range(len(m1)):
+        a, b = m1[i].flatten(), m2[i].flatten()
+        ra, rb = a.argsort().argsort().float(), b.argsort().argsort().float()
+        corr = float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+        ta, tb = a >= a.median(), b >= b.median()
+        iou = float((ta & tb).sum()) / max(1, int((ta | tb).sum()))
+        rows.append({"image": i, "rank_corr": corr, "top_half_iou": iou})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------- defenses
+def tv_weight_map(mask: torch.Tensor, lambda_tv: float, object_factor: float) -> torch.Tensor:
+    """Per-pixel TV weight: ``lambda_tv`` on the background (mask 0), ``object_factor * lambda_tv`` on the
+    object (mask 1), linear in between."""
+    return lambda_tv * ((1 - mask) + object_factor * mask)
+
+
+@registry.DEFENSES.register("none")
+class Defense(nn.Module):
+    """A preprocessing defense ``x -> x'`` (both in [0, 1]); ``differentiable`` says whether autograd
+    through it is meaningful (otherwise adaptive attacks use BPDA)."""
+
+    differentiable = True
+    name = "none"
+
+    def forward(self, x):  # identity
+        return x
+
+
+@registry.DEFENSES.register("global_tv")
+class GlobalTV(Defense):
+    """TV denoising with one weight everywhere (not object-aware), the classic TV-minimisation defense."""
+
+    name = "global_tv"
+
+    def __init__(self, weight: float = 0.05, n_iter: int = 50):
+        super().__init__()
+        self.weight, self.n_iter = float(weight), int(n_iter)
+
+    def forward(self, x):
+        return tv_denoise(x, self.weight, self.n_iter).clamp(0, 1)
+
+
+@registry.DEFENSES.register("gaussian_blur")
+class GaussianBlur(Defense):
+    name = "gaussian_blur"
+
+    def __init__(self, sigma: float = 0.8):
+        super().__init__()
+        self.sigma = float(sigma)
+
+    def forward(self, x):
+        if self.sigma <= 0:
+            return x
+        k = 2 * math.ceil(3 * self.sigma) + 1
+        return TF.gaussian_blur(x, [k, k], [self.sigma, self.sigma])
+
+
+@registry.DEFENSES.register("jpeg")
+class JPEG(Defense):
+    """JPEG re-encoding (torchvision's libjpeg); not differentiable."""
+
+    name = "jpeg"
+    differentiable = False
+
+    def __init__(self, quality: int = 75):
+        super().__init__()
+        self.quality = int(quality)
+
+    def forward(self, x):
+        u8 = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+        imgs = decode_jpeg(encode_jpeg(list(u8), quality=self.quality))
+        return (torch.stack(imgs).float() / 255).to(x)
+
+
+@registry.DEFENSES.register("bit_depth")
+class BitDepth(Defense):
+    """Bit-depth reduction (feature squeezing) to ``bits`` bits per channel; not differentiable."""
+
+    name = "bit_depth"
+    differentiable = False
+
+    def __init__(self, bits: int = 4):
+        super().__init__()
+        self.bits = int(bits)
+
+    def forward(self, x):
+        levels = 2 ** self.bits - 1
+        return torch.round(x * levels) / levels
+
+
+@registry.DEFENSES.register("disentangled_tv")
+class DisentangledTV(Defense):
+    """The disentangled, object-aware TV defense (see the module docstring).
+
+    ``lambda_tv`` is the background weight of the low-frequency part; the object gets ``object_factor *
+    lambda_tv``; the high-frequency residual gets ``hf_factor`` times the weight of the low part at the same
+    pixel. ``bit_map_fn`` (``lambda x: rate.bit_map(model, x)``) locates the object; the mask is treated as a
+    constant (no gradient flows through it). ``forward_parts`` returns the intermediate images too.
+    """
+
+    name = "disentangled_tv"
+
+    def __init__(self, bit_map_fn, lambda_tv: float = 0.01, cutoff: float = 0.15, object_factor: float = 0.25,
+                 hf_factor: float = 4.0, n_iter: int = 50, mask_source: str = "low"):
+        super().__init__()
+        self.bit_map_fn = bit_map_fn
+        self.lambda_tv, self.cutoff = float(lambda_tv), check_cutoff(cutoff)
+        self.object_factor, self.hf_factor = float(object_factor), float(hf_factor)
+        self.n_iter, self.mask_source = int(n_iter), mask_source
+        if self.lambda_tv < 0 or self.object_factor < 0 or self.hf_factor < 0:
+            raise ConfigError("lambda_tv, object_factor and hf_factor must be >= 0")
+        if mask_source not in MASK_SOURCES:
+            raise ConfigError(f"Unknown mask source {mask_source!r}: choose one of {MASK_SOURCES}.")
+
+    def mask(self, x):
+        return likelihood_mask(self.bit_map_fn, x, self.cutoff, self.mask_source)
+
+    def forward_parts(self, x) -> dict:
+        low, high = split(x, self.cutoff)
+        mask = self.mask(x.detach())
+        w = tv_weight_map(mask, self.lambda_tv, self.object_factor)
+        low_d = tv_denoise(low, w, self.n_iter)
+        high_d = tv_denoise(high, self.hf_factor * w, self.n_iter)
+        return {"low": low, "high": high, "mask": mask, "weight": w, "low_denoised": low_d,
+                "high_denoised": high_d, "output": (low_d + high_d).clamp(0, 1)}
+
+    def forward(self, x):
+        if self.lambda_tv == 0:
+            return x
+        return self.forward_parts(x)["output"]
+
+
+@dataclass(frozen=True)
+class DefenseSettings:
+    """One strength per defense (the defaults used in the chapter's table)."""
+
+    global_tv: float = 0.05        # TV weight
+    gaussian_blur: float = 0.8     # sigma in pixels
+    jpeg: int = 75                 # quality
+    bit_depth: int = 4             # bits per channel
+    lambda_tv: float = 0.01        # disentangled: background weight (0.05 cost 39 points of accuracy at cpu)
+    cutoff: float = 0.15           # disentangled: low/high split (cycles/pixel)
+    object_factor: float = 0.25
+    hf_factor: float = 4.0
+    n_iter: int = 50
+    mask_source: str = "low"
+
+
+def make_defense(name: str, bit_map_fn=None, settings: DefenseSettings | None = None, **overrides) -> Defense:
+    """A defense by name (:data:`robustnb.registry.DEFENSES`) with the strengths of ``settings``;
+    ``overrides`` replace single arguments (``weight``, ``sigma``, ``quality``, ``bits``, or the disentangled
+    defense's keyword arguments). ``disentangled_tv`` needs ``bit_map_fn`` (:func:`model_bit_map`)."""
+    s = settings or DefenseSettings()
+    cls = registry.DEFENSES.get(name)
+    if cls is Defense:
+        return Defense()
+    if cls is GlobalTV:
+        return GlobalTV(overrides.get("weight", s.global_tv), s.n_iter)
+    if cls is GaussianBlur:
+        return GaussianBlur(overrides.get("sigma", s.gaussian_blur))
+    if cls is JPEG:
+        return JPEG(overrides.get("quality", s.jpeg))
+    if cls is BitDepth:
+        return BitDepth(overrides.get("bits", s.bit_depth))
+    if bit_map_fn is None:
+        raise ConfigError("the disentangled_tv defense needs bit_map_fn (robustnb.defenses.model_bit_map(model))")
+    kw = dict(lambda_tv=s.lambda_tv, cutoff=s.cutoff, object_factor=s.object_factor, hf_factor=s.hf_factor,
+              n_iter=s.n_iter, mask_source=s.mask_source)
+    kw.update(overrides)
+    return DisentangledTV(bit_map_fn, **kw)
+
+
+def apply(defense: Defense, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Run a defense over a large tensor in batches, without gradients."""
+    with torch.no_grad():
+        return torch.cat([defense(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else x
+
+
+DEFENSES = registry.DEFENSES.names()

@@ -1,0 +1,254 @@
+"""Distributed training of ensemble nodes: each node an independent, cached job, locally or on Ray.
+
+A *node* is one classifier with its own data shard, architecture, optimizer, learning-rate schedule and
+hyperparameters (:class:`NodeSpec`). Nodes are independent jobs: :func:`train_nodes` trains them through
+the model cache (:func:`robustnb.cache.cached`), in-process (``backend="local"``) or as parallel Ray tasks
+(``backend="ray"``: a local Ray instance by default, a cluster when ``address`` or ``$RAY_ADDRESS`` is
+given). :func:`tune_node` tunes a node's learning rate, momentum and weight decay on its own data, with
+Ray Tune and the ASHA scheduler (``backend="ray"``) or an in-process random search (``backend="local"``).
+Ray is imported only when the ``ray`` backend is used (it is heavy and optional on a laptop).
+
+How the nodes vote is :mod:`robustnb.ensembles`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustnb.cache import cache_key, cache_path, cached, cached_json
+from robustnb.config import ConfigError, cache_dir, data_dir
+from robustnb.models import for_dataset
+from robustnb.train import TrainConfig, accuracy, classifier_spec, fit
+
+BACKENDS = ("local", "ray")
+#: defaults per optimizer when a node is not tuned: (lr, momentum, weight_decay)
+OPTIMIZER_DEFAULTS = {"sgd": (0.05, 0.9, 5e-4), "adam": (2e-3, 0.0, 5e-4), "adamw": (2e-3, 0.0, 1e-2),
+                      "rmsprop": (5e-4, 0.0, 5e-4)}
+#: tuning ranges of the learning rate per optimizer (log-uniform)
+LR_RANGES = {"sgd": (0.01, 0.2), "adam": (3e-4, 5e-3), "adamw": (3e-4, 5e-3), "rmsprop": (1e-4, 2e-3)}
+MOMENTUM_RANGE, WEIGHT_DECAY_RANGE = (0.8, 0.95), (1e-5, 1e-3)
+
+
+# --------------------------------------------------------------------------------------------- nodes
+@dataclass(frozen=True)
+class NodeSpec:
+    """How one node is built and trained; ``data`` is its shard (an ImageDataset)."""
+
+    arch: str
+    train: TrainConfig
+    data: object = field(repr=False, compare=False)
+    model_kw: tuple = ()  # e.g. (("width", 16),) for the small CNN
+    label: str = ""
+
+    def cache_name_spec(self) -> tuple[str, dict]:
+        """The model-cache name and spec: the same spec as :func:`robustnb.train.train_classifier`."""
+        d = self.data
+        return f"{d.name.replace('/', '_')}-{self.arch}", classifier_spec(self.arch, d, self.train, dict(self.model_kw))
+
+    @property
+    def key(self) -> str:
+        return cache_key(self.cache_name_spec()[1])
+
+    def is_cached(self) -> bool:
+        return cache_path(*self.cache_name_spec()).exists()
+
+
+def default_train(optimizer: str, scheduler: str, epochs: int, batch_size: int, seed: int) -> TrainConfig:
+    """A node's training config with the per-optimizer default hyperparameters."""
+    if optimizer not in OPTIMIZER_DEFAULTS:
+        raise ConfigError(f"Unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZER_DEFAULTS)}.")
+    lr, momentum, wd = OPTIMIZER_DEFAULTS[optimizer]
+    return TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
+                       weight_decay=wd, scheduler=scheduler, seed=seed)
+
+
+def train_node(node: NodeSpec, device="cpu", verbose: bool = False) -> nn.Module:
+    """Train one node (or load it from the model cache)."""
+    name, spec = node.cache_name_spec()
+    return cached(name, spec, build=lambda: for_dataset(node.arch, node.data, **dict(node.model_kw)),
+                  train=lambda m: fit(m, node.data, node.train, device=device, desc=f"node {node.label or node.arch}"),
+                  device=device, verbose=verbose)
+
+
+def _train_in_worker(node: NodeSpec) -> str:
+    torch.set_num_threads(1)
+    model = train_node(node, "cpu")
+    return model.robustnb_info["path"]
+
+
+def ray_init(address: str | None = None, num_cpus: int | None = None):
+    """Start (or join) Ray once: a local instance, or the cluster at ``address`` / ``$RAY_ADDRESS``.
+
+    Workers get this process's ``ROBUSTNB_CACHE`` and ``ROBUSTNB_DATA`` folders (on a cluster these paths
+    must be shared storage); the cache writes checkpoints atomically, so parallel workers are safe.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    env = {"ROBUSTNB_CACHE": str(cache_dir()), "ROBUSTNB_DATA": str(data_dir()), "OMP_NUM_THREADS": "1"}
+    kw = dict(runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False,
+              logging_level="ERROR", configure_logging=True)
+    if address is None:
+        kw["num_cpus"] = num_cpus or max(1, (os.cpu_count() or 1))
+    ray.init(address=address, **kw)
+    return ray
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"Unknown backend {backend!r}: choose one of {', '.join(map(repr, BACKENDS))}.")
+
+
+def train_nodes(nodes: Sequence[NodeSpec], backend: str = "local", device="cpu", address: str | None = None,
+                num_cpus: int | None = None) -> dict[str, nn.Module]:
+    """Train every distinct node (by cache key) and return ``{key: model}``.
+
+    ``backend="ray"`` trains the nodes that are not cached yet as parallel Ray tasks (one CPU each), then
+    loads everything from the cache here; ``"local"`` trains them one after the other in this process.
+    """
+    _check_backend(backend)
+    unique = {}
+    for node in nodes:
+        unique.setdefault(node.key, node)
+    todo = [n for n in unique.values() if not n.is_cached()]
+    if todo and backend == "ray" and torch.device(device).type == "cpu":
+        ray = ray_init(address, num_cpus)
+        remote = ray.remote(num_cpus=1)(_train_in_worker)
+        pending = [remote.remote(n) for n in todo]
+        with tqdm(total=len(pending), desc=f"training {len(todo)} nodes on Ray") as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)  # re-raises a worker's error here
+                bar.update(len(done))
+    out = {}
+    for key, node in tqdm(unique.items(), desc="nodes", leave=False):
+        out[key] = train_node(node, device)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- tuning
+def _split(data, seed: int, frac: float = 0.8):
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data), generator=g)
+    cut = max(1, int(frac * len(data)))
+    return data.select(order[:cut]), data.select(order[cut:])
+
+
+def _trial(config: dict, node: NodeSpec, max_epochs: int, report) -> float:
+    """Train ``node`` with ``config``'s hyperparameters on 80% of its shard; report val accuracy per epoch.
+
+    ``fit`` is called once per epoch (constant learning rate, fresh optimizer state each epoch) so that a
+    scheduler like ASHA can stop a trial after any epoch.
+    """
+    train, val = _split(node.data, node.train.seed)
+    model = for_dataset(node.arch, node.data, **dict(node.model_kw))
+    acc = 0.0
+    for epoch in range(max_epochs):
+        cfg = node.train.replace(epochs=1, scheduler="none", seed=node.train.seed + epoch,
+                                 lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"])
+        fit(model, train, cfg, desc="trial")
+        acc = accuracy(model, val)
+        report({"val_acc": acc, "epoch": epoch + 1})
+    return acc
+
+
+def _ray_trainable(config, node=None, max_epochs=1):
+    from ray import tune
+
+    torch.set_num_threads(1)
+    _trial(config, node, max_epochs, tune.report)
+
+
+def _sample_space(optimizer: str, rng: np.random.Generator) -> dict:
+    lo, hi = LR_RANGES[optimizer]
+    return {"lr": float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
+            "momentum": float(rng.uniform(*MOMENTUM_RANGE)),
+            "weight_decay": float(np.exp(rng.uniform(*np.log(WEIGHT_DECAY_RANGE))))}
+
+
+def tune_node(node: NodeSpec, trials: int = 4, max_epochs: int = 2, backend: str = "local",
+              address: str | None = None, num_cpus: int | None = None) -> dict:
+    """Tune lr, momentum and weight decay for ``node`` on its own shard (80/20 split); cached as JSON.
+
+    ``ray``: Ray Tune, ``trials`` random samples, ASHA stopping (grace period 1 epoch, halving);
+    ``local``: the same number of random samples, each trained ``max_epochs``, in this process.
+    Returns ``{"lr", "momentum", "weight_decay", "val_acc"}``.
+    """
+    _check_backend(backend)
+    name, spec = node.cache_name_spec()
+    tspec = {"kind": "tuning", **spec, "trials": trials, "max_epochs": max_epochs, "backend": backend,
+             "space": [LR_RANGES[node.train.optimizer], MOMENTUM_RANGE, WEIGHT_DECAY_RANGE]}
+    return cached_json(name, tspec, lambda: _tune(node, trials, max_epochs, backend, address, num_cpus,
+                                                  cache_key(tspec)), folder="tuning")
+
+
+def _tune(node: NodeSpec, trials: int, max_epochs: int, backend: str, address, num_cpus, key: str) -> dict:
+    seed = node.train.seed
+    if backend == "local":
+        rng = np.random.default_rng(seed)
+        results = []
+        for _ in tqdm(range(trials), desc=f"tuning {node.label or node.arch}", leave=False):
+            config = _sample_space(node.train.optimizer, rng)
+            results.append({**config, "val_acc": _trial(config, node, max_epochs, lambda _: None)})
+        return max(results, key=lambda r: r["val_acc"])
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter honours verbose=0
+    ray_init(address, num_cpus)
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    lo, hi = LR_RANGES[node.train.optimizer]
+    space = {"lr": tune.loguniform(lo, hi), "momentum": tune.uniform(*MOMENTUM_RANGE),
+             "weight_decay": tune.loguniform(*WEIGHT_DECAY_RANGE)}
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(_ray_trainable, node=node, max_epochs=max_epochs), {"cpu": 1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(metric="val_acc", mode="max", num_samples=trials,
+                                    scheduler=ASHAScheduler(max_t=max_epochs, grace_period=1,
+                                                            reduction_factor=2, time_attr="epoch"),
+                                    search_alg=BasicVariantGenerator(random_state=seed)),
+        run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="robustnb-tune-"), verbose=0,
+                                  name=f"tune-{key}"),
+    )
+    result = tuner.fit().get_best_result()
+    return {**{k: float(result.config[k]) for k in ("lr", "momentum", "weight_decay")},
+            "val_acc": float(result.metrics["val_acc"])}
+
+
+def tuned(node: NodeSpec, params: dict) -> NodeSpec:
+    """``node`` with the tuned learning rate, momentum and weight decay."""
+    return replace(node, train=node.train.replace(lr=params["lr"], momentum=params["momentum"],
+                                                  weight_decay=params["weight_decay"]))
+
+
+def node_table(nodes: dict[str, NodeSpec]) -> pd.DataFrame:
+    """One row per node: label, architecture, optimizer, scheduler, hyperparameters, shard size."""
+    return pd.DataFrame([{"node": n.label, "arch": n.arch, **{k: v for k, v in asdict(n.train).items()
+                                                             if k in ("optimizer", "scheduler", "lr", "momentum",
+                                                                      "weight_decay", "epochs", "seed")},
+                          "shard_size": len(n.data), "key": k} for k, n in nodes.items()])
+
+
+def ray_shutdown() -> None:
+    """Stop the Ray instance this process started (no-op when Ray is not running)."""
+    try:
+        import ray
+    except ImportError:  # pragma: no cover
+        return
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+__all__ = ["BACKENDS", "NodeSpec", "default_train", "train_node", "train_nodes", "tune_node", "tuned",
+           "ray_init", "ray_shutdown", "node_table"]

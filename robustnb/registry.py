@@ -1,0 +1,97 @@
+"""One registry for everything the book chooses by name: attacks, defenses, corruptions, architectures.
+
+A :class:`Registry` maps names to objects (classes or factories). Entries are added with the ``register``
+decorator (or ``add``); :meth:`Registry.get` returns the entry or raises the package's one error for an
+unknown name, naming the bad value and every allowed one::
+
+    >>> from robustnb.registry import ATTACKS
+    >>> ATTACKS.get("fsgm")
+    Traceback (most recent call last):
+    ...
+    robustnb.config.ConfigError: Unknown attack 'fsgm': choose one of 'fgsm', 'pgd', ...
+
+The registries themselves live here, empty; each mechanism module fills its own on import
+(``robustnb.attacks`` the attacks, ``robustnb.defenses`` the defenses, ...), so this module depends on
+nothing but :mod:`robustnb.config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator
+
+from robustnb.config import ConfigError
+
+
+class Registry(Mapping):
+    """Names -> objects, in registration order, with one error message for unknown names.
+
+    A read-only mapping (``items()``, ``len``, ``in`` ...); unlike ``dict.get``, :meth:`get` and ``[]`` raise
+    :class:`ConfigError` for an unknown name instead of returning a default."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Any] = {}
+        self._meta: dict[str, dict] = {}
+
+    def register(self, name: str, **meta) -> Callable[[Any], Any]:
+        """Decorator: ``@REGISTRY.register("pgd")`` above a class or function adds it under ``name``.
+
+        Keyword arguments are stored as metadata (:meth:`meta`), e.g. ``group="noise"``."""
+        def deco(obj):
+            self.add(name, obj, **meta)
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: Any, **meta) -> Any:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{self.kind} names must be non-empty strings, got {name!r}.")
+        if name in self._entries:
+            raise ConfigError(f"{self.kind} {name!r} is registered twice.")
+        self._entries[name] = obj
+        self._meta[name] = dict(meta)
+        return obj
+
+    def check(self, name) -> str:
+        """Return ``name`` if it is registered, else raise :class:`ConfigError` listing the allowed names."""
+        if not isinstance(name, str) or name not in self._entries:
+            raise ConfigError(f"Unknown {self.kind} {name!r}: choose one of {', '.join(map(repr, self._entries))}.")
+        return name
+
+    def get(self, name, *_ignored) -> Any:
+        return self._entries[self.check(name)]
+
+    __getitem__ = get
+
+    def meta(self, name) -> dict:
+        return dict(self._meta[self.check(name)])
+
+    def names(self, **where) -> tuple[str, ...]:
+        """Registered names in order; ``names(group="noise")`` keeps those whose metadata match."""
+        return tuple(n for n in self._entries if all(self._meta[n].get(k) == v for k, v in where.items()))
+
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}: {', '.join(self._entries)})"
+
+
+ATTACKS = Registry("attack")
+TRANSFER_ATTACKS = Registry("transfer attack")
+DEFENSES = Registry("defense")
+CORRUPTIONS = Registry("corruption")
+ARCHITECTURES = Registry("architecture")
+SPLIT_ARCHITECTURES = Registry("split architecture")
+ENTROPY_MODELS = Registry("entropy model")
+VOTES = Registry("vote")
+
+__all__ = ["Registry", "ATTACKS", "TRANSFER_ATTACKS", "DEFENSES", "CORRUPTIONS", "ARCHITECTURES", "SPLIT_ARCHITECTURES",
+           "ENTROPY_MODELS", "VOTES"]

@@ -1,0 +1,14 @@
+"""Split computing with a learned entropy model (Zhang et al.): the model, its rate, the cached zoo.
+
+==============================  =====================================================================
+``robustnb.split.model``        :class:`SplitModel` (edge encoder, entropy model, cloud classifier),
+                                the backbones and entropy models (registered by name)
+``robustnb.split.rate``         bits from likelihoods (:func:`bits`, the one place), real rANS bytes,
+                                bit maps, the training rate term
+``robustnb.split.zoo``          how split models are trained per preset; the cached loaders
+==============================  =====================================================================
+"""
+
+from robustnb.split.model import (ENTROPY_MODELS, LAMBDAS, SPLIT_ARCHITECTURES, LogitsOnly,  # noqa: F401
+                                  SplitModel, build_split_model, check_entropy_model, check_split_arch)
+from robustnb.split.zoo import SplitTrainConfig, get_split_model, load_split_models, model_grid  # noqa: F401

@@ -1,0 +1,119 @@
+"""The cached zoo of trained split models: how they are trained at each preset, and the one loader.
+
+Training: ``CE + lambda * bpp`` (:func:`robustnb.split.rate.rate_bpp`) through :func:`robustnb.train.fit`.
+Stage 1 trains one base model per (architecture, entropy model) with the smallest lambda; stage 2 fine-tunes
+a copy of it for each lambda (a warm start, cheaper than training every lambda from scratch; the paper's
+recipe starts from a distilled student in the same two-stage way). Both stages are cached by their full spec
+(:func:`robustnb.cache.cached`). :func:`get_split_model` returns one model, :func:`load_split_models` a dict
+of them; every chapter that needs split models calls these.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from robustnb import data
+from robustnb.cache import cached, data_spec
+from robustnb.config import ConfigError, Run, pick
+from robustnb.split.model import (ENTROPY_MODELS, LAMBDAS, SPLIT_ARCHITECTURES, SplitModel, build_split_model,
+                                  check_entropy_model, check_split_arch)
+from robustnb.split.rate import rate_bpp
+from robustnb.train import TrainConfig, fit
+
+
+# ---------------------------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class SplitTrainConfig:
+    """How the split models are trained at a preset (shared by every chapter that uses them)."""
+
+    n_train: int
+    base: TrainConfig  # stage 1: one model per (arch, entropy model), lambda = min(LAMBDAS)
+    finetune: TrainConfig  # stage 2: per lambda, from the stage-1 weights
+    latent_channels: int = 24
+
+    @classmethod
+    def from_preset(cls, preset: str, seed: int = 0) -> "SplitTrainConfig":
+        base = TrainConfig(epochs=pick(preset, smoke=1, cpu=8, full=40), batch_size=128, optimizer="adam",
+                           lr=2e-3, weight_decay=0.0, scheduler="cosine", seed=seed)
+        fine = base.replace(epochs=pick(preset, smoke=1, cpu=1, full=10), lr=1e-3)
+        return cls(n_train=pick(preset, smoke=128, cpu=20_000, full=50_000), base=base, finetune=fine)
+
+
+def _train_set(cfg: SplitTrainConfig, seed: int):
+    return data.load_cifar10("train").subset(cfg.n_train, seed)
+
+
+def _check_lambda(lam) -> float:
+    try:
+        lam = float(lam)
+    except (TypeError, ValueError):
+        raise ConfigError(f"lambda must be a non-negative number (e.g. one of {LAMBDAS}), got {lam!r}.") from None
+    if not lam >= 0:
+        raise ConfigError(f"lambda must be a non-negative number (e.g. one of {LAMBDAS}), got {lam!r}.")
+    return lam
+
+
+def get_split_model(arch: str, entropy_model: str, lam: float, run: Run, *, preset: str | None = None,
+                    verbose: bool = True) -> SplitModel:
+    """The trained split model for ``(arch, entropy_model, lambda)`` at ``preset`` (default ``run.preset``).
+
+    Trains (stage 1 base, then the lambda fine-tune) or loads both from the model cache; the CDF tables
+    are refreshed (``update(force=True)``) so ``compress()`` works. Eval mode, on ``run.device``.
+    """
+    check_split_arch(arch)
+    check_entropy_model(entropy_model)
+    lam = _check_lambda(lam)
+    preset = preset or run.preset
+    cfg = SplitTrainConfig.from_preset(preset, run.seed)
+    train_set = _train_set(cfg, run.seed)
+    dspec = data_spec(train_set)
+    model_kw = {"latent_channels": cfg.latent_channels}
+    lam0 = min(LAMBDAS)
+
+    def build():
+        return build_split_model(arch, entropy_model, train_set, **model_kw)
+
+    base_spec = {"kind": "split-base", "arch": arch, "entropy_model": entropy_model, "lambda": lam0,
+                 **dspec, "model_kw": model_kw, "train": cfg.base.as_dict()}
+
+    def train_base(m):
+        hist = fit(m, train_set, cfg.base, device=run.device, extra_terms={"rate": (lam0, rate_bpp)},
+                   desc=f"split {arch}/{entropy_model} base")
+        m.update(force=True)
+        return hist
+
+    base = cached(f"split-{arch}-{entropy_model}-base", base_spec, build, train_base, device=run.device,
+                  verbose=verbose)
+    spec = {"kind": "split", "base": base_spec, "lambda": lam, "finetune": cfg.finetune.as_dict()}
+
+    def train_fine(m):
+        m.load_state_dict(copy.deepcopy(base.state_dict()))
+        hist = fit(m, train_set, cfg.finetune, device=run.device, extra_terms={"rate": (lam, rate_bpp)},
+                   desc=f"split {arch}/{entropy_model} lambda={lam:g}")
+        m.update(force=True)
+        return hist
+
+    model = cached(f"split-{arch}-{entropy_model}-lam{lam:g}", spec, build, train_fine, device=run.device,
+                   verbose=verbose)
+    model.update(force=True)
+    model.eval()
+    model.robustnb_info.update({"arch": arch, "entropy_model": entropy_model, "lambda": lam, "preset": preset})
+    return model
+
+
+def model_grid(preset: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[float, ...]]:
+    """``(archs, entropy_models, lambdas)`` of the split models every chapter uses at ``preset`` (one grid,
+    so the chapters share their models through the cache)."""
+    return (pick(preset, smoke=("vgg",), cpu=("resnet",), full=SPLIT_ARCHITECTURES), ENTROPY_MODELS,
+            pick(preset, smoke=(LAMBDAS[0],), cpu=LAMBDAS, full=LAMBDAS))
+
+
+def load_split_models(archs, entropy_models, lambdas, run: Run, verbose: bool = False) -> dict:
+    """``{(arch, entropy_model, lambda): SplitModel}`` for every combination: trained on first use, then
+    loaded from the model cache."""
+    keys = [(a, em, lam) for a in archs for em in entropy_models for lam in lambdas]
+    return {k: get_split_model(*k, run, verbose=verbose) for k in tqdm(keys, desc="split models", leave=False)}
+

@@ -1,0 +1,38 @@
+"""The package's layout: every module is described in robustnb/__init__.py, every chapter has its module and
+its tests, and the layers contract is in pyproject.toml."""
+
+import importlib
+import pkgutil
+import tomllib
+from pathlib import Path
+
+import robustnb
+from robustnb import book
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _modules():
+    return [m.name for m in pkgutil.iter_modules(robustnb.__path__, "robustnb.")]
+
+
+def test_every_top_level_module_is_listed_in_the_package_docstring():
+    missing = [m for m in _modules() if f"``{m}``" not in robustnb.__doc__]
+    assert not missing, f"describe these modules in robustnb/__init__.py: {missing}"
+
+
+def test_every_chapter_has_its_module_and_its_tests():
+    for nb in book.chapters():
+        name = nb.stem
+        assert (ROOT / "robustnb" / "chapters" / f"{name}.py").exists(), f"robustnb/chapters/{name}.py missing"
+        assert (ROOT / "tests" / "chapters" / f"test_{name}.py").exists(), f"tests/chapters/test_{name}.py missing"
+        importlib.import_module(f"robustnb.chapters.{name}")
+    modules = {p.stem for p in (ROOT / "robustnb" / "chapters").glob("*.py")} - {"__init__"}
+    assert modules == {nb.stem for nb in book.chapters()}, "a chapter module without a chapter in _toc.yml"
+
+
+def test_layers_contract_names_every_top_level_module():
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in cfg["contracts"] if c["type"] == "layers")["layers"]
+    named = {m.strip() for line in layers for m in line.replace(":", "|").split("|")}
+    assert set(_modules()) == named, set(_modules()) ^ named
