@@ -7,9 +7,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PRESET ?= cpu
 SMOKE_BUILD := _build/smoke
-# Plotly 7 needs a renderer set for figures to reach the static HTML (see ../shared/notes); `notebook`
-# embeds plotly.js so pages work offline.
-export PLOTLY_RENDERER ?= notebook
+# No PLOTLY_RENDERER here: robustnb picks plotly's renderer itself (robustnb.plots.choose_renderer), so the
+# book builds the same under `make`, `jupyter-book build .`, papermill or nbconvert.
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install book test unit bench clean

@@ -36,4 +36,5 @@ Notebooks tell the story; this package does the work. Its layers, each importing
 
 __version__ = "0.1.0"
 
+from robustnb import plots as _plots  # noqa: E402,F401  (the book's plotly template and renderer)
 from robustnb.config import Run, setup  # noqa: E402,F401

@@ -60,13 +60,24 @@ def repository(root: Path = ROOT) -> tuple[str, str]:
     return repo["url"].rstrip("/"), repo.get("branch", "main")
 
 
+def no_deps_requirements(root: Path = ROOT) -> list[str]:
+    """The requirements marked ``# no-deps`` in requirements.txt: installed without their declared pins, which
+    would downgrade a Colab runtime (compressai's numpy<2, torchattacks' old requests)."""
+    lines = (root / "requirements.txt").read_text().splitlines()
+    return [ln.split("#")[0].strip() for ln in lines if ln.split("#", 1)[-1].strip() == "no-deps" and "#" in ln]
+
+
 def colab_cell_source(root: Path = ROOT) -> str:
     url, branch = repository(root)
+    extra = ", ".join(f'\"{r}\"' for r in no_deps_requirements(root))
     return (
         f"{COLAB_MARKER}: in Google Colab, install robustnb from the repository (does nothing elsewhere).\n"
         "import subprocess, sys\n"
         "if \"google.colab\" in sys.modules:\n"
-        f"    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"robustnb @ git+{url}@{branch}\"], check=True)"
+        "    pip = [sys.executable, \"-m\", \"pip\", \"install\", \"-q\"]\n"
+        f"    subprocess.run(pip + [\"robustnb @ git+{url}@{branch}\"], check=True)\n"
+        "    # without their declared pins, which would downgrade Colab's numpy and requests (both run on numpy 2)\n"
+        f"    subprocess.run(pip + [\"--no-deps\", {extra}], check=True)"
     )
 
 

@@ -177,18 +177,27 @@ def load_checkpoint(path: Path, model: nn.Module, spec: Mapping) -> pd.DataFrame
     return pd.DataFrame(json.loads(payload.get("history") or "[]"))
 
 
+def _build_seeded(build: Callable[[], nn.Module], spec: Mapping) -> nn.Module:
+    """``build()`` with torch's RNG seeded from the spec's key (and the caller's RNG state left untouched), so
+    the initial weights, hence the trained weights, are a function of the key alone: not of whatever ran
+    before, and the same after a damaged checkpoint is retrained."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(cache_key(spec), 16) % 2**63)
+        return build()
+
+
 def cached(name: str, spec: Mapping, build: Callable[[], nn.Module],
            train: Callable[[nn.Module], pd.DataFrame | None], device: torch.device | str = "cpu",
            verbose: bool = True) -> nn.Module:
     """Return a trained model, from the cache when possible.
 
     ``spec`` must hold everything that determines the weights (architecture, data, training config,
-    seed ...). ``build()`` makes the untrained module; ``train(model)`` trains it in place and may return a
+    seed ...). ``build()`` makes the untrained module (under an RNG seeded from the spec's key); ``train(model)`` trains it in place and may return a
     history frame. The model comes back in eval mode on ``device`` with ``model.robustnb_info`` set
     (path, key, history, whether it was loaded from the cache, training seconds).
     """
     path = cache_path(name, spec)
-    model = build()
+    model = _build_seeded(build, spec)
     if path.exists():
         try:
             history = load_checkpoint(path, model, spec)
@@ -200,7 +209,7 @@ def cached(name: str, spec: Mapping, build: Callable[[], nn.Module],
             return model
         except Exception as e:  # unreadable or stale: it is our own file, so retrain and replace it
             warnings.warn(f"cached model {path} could not be used ({type(e).__name__}: {e}); retraining")
-            model = build()
+            model = _build_seeded(build, spec)
     t0 = time.perf_counter()
     history = train(model.to(device))
     seconds = time.perf_counter() - t0

@@ -53,8 +53,8 @@ def check_number(value, name: str, lo: float | None = None, hi: float | None = N
                  lo_open: bool = False, hi_open: bool = False):
     """Return ``value`` as ``int`` (``integer=True``) or ``float`` if it lies in the interval, else raise.
 
-    Bounds are inclusive unless ``lo_open`` / ``hi_open``; ``None`` means unbounded. Booleans, strings and
-    NaN are rejected; infinity only passes where the interval is unbounded on that side.
+    Bounds are inclusive unless ``lo_open`` / ``hi_open``; ``None`` means unbounded, and an open unbounded
+    side (``[0, inf)``) excludes infinity itself. Booleans, strings and NaN are always rejected.
     """
     interval = (f"{'(' if lo_open else '['}{'-inf' if lo is None else f'{lo:g}'}, "
                 f"{'inf' if hi is None else f'{hi:g}'}{')' if hi_open else ']'}")
@@ -77,7 +77,8 @@ def check_number(value, name: str, lo: float | None = None, hi: float | None = N
             raise ConfigError(f"{name} must be {what} in {interval}, got nan.")
     bad = ((lo is not None and (value < lo or (lo_open and value == lo)))
            or (hi is not None and (value > hi or (hi_open and value == hi)))
-           or (not integer and math.isinf(value) and ((value > 0 and hi is not None) or (value < 0 and lo is not None))))
+           or (not integer and math.isinf(value)
+               and ((value > 0 and hi is None and hi_open) or (value < 0 and lo is None and lo_open))))
     if bad:
         raise ConfigError(f"{name}={value!r} is out of range: allowed is {interval}.")
     return value

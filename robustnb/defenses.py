@@ -38,6 +38,7 @@ from torch import nn
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from robustnb import registry
+from robustnb.checks import check_images, check_number
 from robustnb.config import ConfigError
 from robustnb.signal import check_cutoff, split, tv_denoise
 from robustnb.split import rate
@@ -122,7 +123,12 @@ class Defense(nn.Module):
     differentiable = True
     name = "none"
 
-    def forward(self, x):  # identity
+    def forward(self, x):
+        """Check the input (:func:`robustnb.checks.check_images`); an empty batch comes back empty."""
+        check_images(x)
+        return x.clone() if len(x) == 0 else self.transform(x)
+
+    def transform(self, x):  # the identity; subclasses replace it
         return x
 
 
@@ -134,9 +140,10 @@ class GlobalTV(Defense):
 
     def __init__(self, weight: float = 0.05, n_iter: int = 50):
         super().__init__()
-        self.weight, self.n_iter = float(weight), int(n_iter)
+        self.weight = check_number(weight, "TV weight", 0.0, None, hi_open=True)
+        self.n_iter = check_number(n_iter, "n_iter", 0, None, integer=True)
 
-    def forward(self, x):
+    def transform(self, x):
         return tv_denoise(x, self.weight, self.n_iter).clamp(0, 1)
 
 
@@ -146,9 +153,9 @@ class GaussianBlur(Defense):
 
     def __init__(self, sigma: float = 0.8):
         super().__init__()
-        self.sigma = float(sigma)
+        self.sigma = check_number(sigma, "sigma", 0.0, 20.0)
 
-    def forward(self, x):
+    def transform(self, x):
         if self.sigma <= 0:
             return x
         k = 2 * math.ceil(3 * self.sigma) + 1
@@ -164,9 +171,9 @@ class JPEG(Defense):
 
     def __init__(self, quality: int = 75):
         super().__init__()
-        self.quality = int(quality)
+        self.quality = check_number(quality, "JPEG quality", 1, 100, integer=True)
 
-    def forward(self, x):
+    def transform(self, x):
         u8 = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
         imgs = decode_jpeg(encode_jpeg(list(u8), quality=self.quality))
         return (torch.stack(imgs).float() / 255).to(x)
@@ -181,9 +188,9 @@ class BitDepth(Defense):
 
     def __init__(self, bits: int = 4):
         super().__init__()
-        self.bits = int(bits)
+        self.bits = check_number(bits, "bits", 1, 16, integer=True)
 
-    def forward(self, x):
+    def transform(self, x):
         levels = 2 ** self.bits - 1
         return torch.round(x * levels) / levels
 
@@ -204,11 +211,11 @@ class DisentangledTV(Defense):
                  hf_factor: float = 4.0, n_iter: int = 50, mask_source: str = "low"):
         super().__init__()
         self.bit_map_fn = bit_map_fn
-        self.lambda_tv, self.cutoff = float(lambda_tv), check_cutoff(cutoff)
-        self.object_factor, self.hf_factor = float(object_factor), float(hf_factor)
-        self.n_iter, self.mask_source = int(n_iter), mask_source
-        if self.lambda_tv < 0 or self.object_factor < 0 or self.hf_factor < 0:
-            raise ConfigError("lambda_tv, object_factor and hf_factor must be >= 0")
+        self.lambda_tv = check_number(lambda_tv, "lambda_tv", 0.0, None, hi_open=True)
+        self.cutoff = check_cutoff(cutoff)
+        self.object_factor = check_number(object_factor, "object_factor", 0.0, None, hi_open=True)
+        self.hf_factor = check_number(hf_factor, "hf_factor", 0.0, None, hi_open=True)
+        self.n_iter, self.mask_source = check_number(n_iter, "n_iter", 0, None, integer=True), mask_source
         if mask_source not in MASK_SOURCES:
             raise ConfigError(f"Unknown mask source {mask_source!r}: choose one of {MASK_SOURCES}.")
 
@@ -216,6 +223,7 @@ class DisentangledTV(Defense):
         return likelihood_mask(self.bit_map_fn, x, self.cutoff, self.mask_source)
 
     def forward_parts(self, x) -> dict:
+        check_images(x)
         low, high = split(x, self.cutoff)
         mask = self.mask(x.detach())
         w = tv_weight_map(mask, self.lambda_tv, self.object_factor)
@@ -224,7 +232,7 @@ class DisentangledTV(Defense):
         return {"low": low, "high": high, "mask": mask, "weight": w, "low_denoised": low_d,
                 "high_denoised": high_d, "output": (low_d + high_d).clamp(0, 1)}
 
-    def forward(self, x):
+    def transform(self, x):
         if self.lambda_tv == 0:
             return x
         return self.forward_parts(x)["output"]

@@ -152,7 +152,9 @@ def _trial(config: dict, node: NodeSpec, max_epochs: int, report) -> float:
     scheduler like ASHA can stop a trial after any epoch.
     """
     train, val = _split(node.data, node.train.seed)
-    model = for_dataset(node.arch, node.data, **dict(node.model_kw))
+    with torch.random.fork_rng(devices=[]):  # the trial's initial weights depend on the node's seed only
+        torch.manual_seed(node.train.seed)
+        model = for_dataset(node.arch, node.data, **dict(node.model_kw))
     acc = 0.0
     for epoch in range(max_epochs):
         cfg = node.train.replace(epochs=1, scheduler="none", seed=node.train.seed + epoch,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import os
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ import plotly.colors as pc
 import plotly.express as px
 import plotly.graph_objects as go
 import plotly.io as pio
+from IPython import get_ipython
 from PIL import Image
 from plotly.subplots import make_subplots
 
@@ -55,6 +57,29 @@ pio.templates["robustnb"] = go.layout.Template(
     )
 )
 pio.templates.default = "plotly_white+robustnb"
+
+
+def choose_renderer() -> str:
+    """Pick plotly's renderer for a plain Jupyter kernel so that no environment variable is needed.
+
+    Plotly 7 gives a Jupyter kernel the ``plotly_mimetype`` renderer: JupyterLab draws it, but the static
+    book (myst-nb, nbconvert) drops such outputs, and readers running ``papermill`` or
+    ``jupyter-book build .`` saw figures vanish (and explorer cells stall). ``plotly_mimetype+notebook``
+    sends the same figure both ways: the mime bundle for JupyterLab, VS Code and Colab, and HTML with
+    plotly.js embedded for static pages (works offline). A ``PLOTLY_RENDERER`` the user set, and the
+    renderers plotly picks for Colab, VS Code, Kaggle ..., are left alone. Returns the renderer in use.
+    """
+    if not os.environ.get("PLOTLY_RENDERER") and pio.renderers.default == "plotly_mimetype":
+        pio.renderers.default = "plotly_mimetype+notebook"
+    if "notebook" in str(pio.renderers.default).split("+") and get_ipython() is not None:
+        # The notebook renderer injects plotly.js once, on its first use. Done here, at import, that display
+        # lands in the importing cell; left to the first figure it could land inside an explorer's Output
+        # widget, and nbclient (papermill, nbconvert, jupyter-book) then waits forever for that cell.
+        pio.renderers._activate_pending_renderers()
+    return pio.renderers.default
+
+
+choose_renderer()
 
 
 # ----------------------------------------------------------------- helpers

@@ -23,7 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustnb.cache import cached, data_spec
-from robustnb.config import ConfigError
+from robustnb.checks import check_number
+from robustnb.config import ConfigError, check_seed
 from robustnb.models import for_dataset
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -52,8 +53,19 @@ class TrainConfig:
             raise ConfigError(f"Unknown optimizer {self.optimizer!r}: choose one of {OPTIMIZERS}.")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"Unknown scheduler {self.scheduler!r}: choose one of {SCHEDULERS}.")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError(f"epochs >= 0, batch_size >= 1 and lr > 0 are required, got {self}.")
+        checked = {
+            "epochs": check_number(self.epochs, "epochs", 0, None, integer=True),
+            "batch_size": check_number(self.batch_size, "batch_size", 1, None, integer=True),
+            "lr": check_number(self.lr, "lr", 0, None, lo_open=True, hi_open=True),
+            "momentum": check_number(self.momentum, "momentum", 0, 1, hi_open=True),
+            "weight_decay": check_number(self.weight_decay, "weight_decay", 0, None, hi_open=True),
+            "label_smoothing": check_number(self.label_smoothing, "label_smoothing", 0, 1, hi_open=True),
+            "seed": check_seed(self.seed),
+        }
+        if not isinstance(self.augment, bool):
+            raise ConfigError(f"augment must be True or False, got {self.augment!r}.")
+        for k, v in checked.items():  # numpy integers etc. become plain Python numbers (stable cache keys)
+            object.__setattr__(self, k, v)
 
     def replace(self, **changes) -> "TrainConfig":
         return replace(self, **changes)

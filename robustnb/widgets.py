@@ -17,8 +17,7 @@ from __future__ import annotations
 import sys
 
 import ipywidgets as widgets
-from IPython.display import display
-from plotly.basedatatypes import BaseFigure
+from IPython.core.formatters import format_display_data
 
 __all__ = ["epsilon_slider", "lambda_slider", "choice", "explorer", "Explorer",
            "enable_colab_widgets"]
@@ -87,15 +86,19 @@ class Explorer(widgets.VBox):
         self.refresh()
 
     def refresh(self):
-        """Clear the output, call ``fn`` with the current values and show what it returns."""
-        self.output.clear_output(wait=True)
-        with self.output:
-            res = self.fn(**self.values)
-            if res is not None:
-                if isinstance(res, BaseFigure):
-                    res.show()
-                else:
-                    display(res)
+        """Call ``fn`` with the current values and show what it returns in the output area.
+
+        The result is placed in the Output widget's ``outputs`` state (``IPython``'s formatter gives its mime
+        bundle: a plotly figure, a frame, text) rather than printed inside ``with output:``. Captured output
+        makes nbclient (papermill, nbconvert, jupyter-book) send widget updates back to the kernel while it
+        waits for the cell's reply, and that race could leave a book build waiting forever.
+        """
+        res = self.fn(**self.values)
+        if res is None:
+            self.output.outputs = ()
+        else:
+            data, metadata = format_display_data(res)
+            self.output.outputs = ({"output_type": "display_data", "data": data, "metadata": metadata},)
         self.result = res
         return res
 

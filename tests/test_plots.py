@@ -154,3 +154,23 @@ def test_image_slider():
     assert f.frames[0].data[1].source == f.data[1].source != f.frames[3].data[1].source
     with pytest.raises(ValueError):
         P.image_slider(imgs, [0, 1])
+
+
+def test_renderer_chosen_for_a_plain_kernel_and_activated_at_import(monkeypatch):
+    import plotly.io as pio
+
+    calls = []
+    monkeypatch.delenv("PLOTLY_RENDERER", raising=False)
+    monkeypatch.setattr(P, "get_ipython", lambda: object())
+    monkeypatch.setattr(pio.renderers, "_activate_pending_renderers", lambda *a, **k: calls.append(1))
+    old = pio.renderers.default
+    try:
+        pio.renderers.default = "plotly_mimetype"
+        assert P.choose_renderer() == "plotly_mimetype+notebook" and calls == [1]
+        pio.renderers.default = "vscode"  # plotly's own choice for a known front end stays
+        assert P.choose_renderer() == "vscode"
+        monkeypatch.setenv("PLOTLY_RENDERER", "plotly_mimetype")  # and so does the user's
+        pio.renderers.default = "plotly_mimetype"
+        assert P.choose_renderer() == "plotly_mimetype"
+    finally:
+        pio.renderers.default = old

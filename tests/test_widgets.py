@@ -50,11 +50,15 @@ def test_explorer_calls_fn_on_creation_and_change():
 
 def test_explorer_shows_figures(monkeypatch):
     shown = []
-    monkeypatch.setattr(go.Figure, "show", lambda self, *a, **k: shown.append(self))
+    real = W.format_display_data
+    monkeypatch.setattr(W, "format_display_data", lambda obj: (shown.append(obj), real(obj))[1])
     ex = W.explorer(lambda k: go.Figure(go.Scatter(y=[k, k])), k=widgets.IntSlider(1, 0, 5))
-    assert len(shown) == 1
+    assert len(shown) == 1 and len(ex.output.outputs) == 1
     ex.controls["k"].value = 3
     assert len(shown) == 2 and shown[-1].data[0].y == (3, 3)
+    assert len(ex.output.outputs) == 1 and ex.output.outputs[0]["output_type"] == "display_data"
+    ex2 = W.explorer(lambda k: None, k=widgets.IntSlider(1, 0, 5))
+    assert ex2.output.outputs == ()
     with pytest.raises(TypeError):
         W.explorer(print, k=3)
 
@@ -72,3 +76,27 @@ def test_enable_colab_widgets(monkeypatch):
     monkeypatch.setitem(sys.modules, "google.colab", fake_colab)
     monkeypatch.setitem(sys.modules, "google.colab.output", fake_output)
     assert W.enable_colab_widgets() is True and called == [1]
+
+
+@pytest.mark.chapters
+def test_an_explorer_showing_the_first_figure_does_not_stall_papermill(tmp_path):
+    """The first figure of a kernel used to be drawn inside an explorer's Output widget, where the notebook
+    renderer's one-off plotly.js display made nbclient wait forever (papermill, nbconvert, jupyter-book)."""
+    import os
+    import subprocess
+    import sys
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (
+        "from robustnb import widgets\nimport plotly.graph_objects as go",
+        "widgets.explorer(lambda a: go.Figure(go.Bar(y=[1, a])), a=widgets.choice([1, 2], 'a'))",
+        "print('finished')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    src, out = tmp_path / "explorer.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(nb, str(src))
+    env = {k: v for k, v in os.environ.items() if k != "PLOTLY_RENDERER"}
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(src), str(out), "-k", "python3"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "finished" in out.read_text()

@@ -20,6 +20,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from robustnb.checks import check_images
+
 BATCH = 256
 
 
@@ -46,6 +48,7 @@ def estimated_bits(model: nn.Module, x: torch.Tensor, training_noise: bool = Fal
     without gradients in batches and returned on the CPU. ``training_noise`` selects the entropy model's
     training-mode relaxation (uniform noise) instead of rounding.
     """
+    check_images(x)
     if x.requires_grad and torch.is_grad_enabled():
         return bits(model(x, noise=training_noise)["likelihoods"])
     dev = _device(model)
@@ -56,6 +59,7 @@ def estimated_bits(model: nn.Module, x: torch.Tensor, training_noise: bool = Fal
 
 def stream_bytes(model: nn.Module, x: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
     """Real bytes per image and per stream ``(N, S)`` (S = 1 for factorized, 2 = [y, z] for the hyperprior)."""
+    check_images(x)
     dev = _device(model)
     rows = []
     with torch.no_grad():
@@ -73,8 +77,11 @@ def real_bytes(model: nn.Module, x: torch.Tensor, batch_size: int = BATCH) -> to
 
 def bit_map(model: nn.Module, x: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
     """Bits per latent location ``(N, h, w)`` (the latent ``y``, summed over channels; side info excluded)."""
+    check_images(x)
     dev = _device(model)
     with torch.no_grad():
+        if len(x) == 0:  # an empty batch: an empty map of the latent's size
+            return torch.zeros((0,) + tuple(model.encode(torch.zeros((1,) + tuple(x.shape[1:]), device=dev)).shape[-2:]))
         maps = [(-torch.log2(model(x[i:i + batch_size].to(dev), noise=False)["likelihoods"]["y"])).sum(1).cpu()
                 for i in range(0, len(x), batch_size)]
     return torch.cat(maps)

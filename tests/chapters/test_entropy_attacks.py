@@ -27,3 +27,20 @@ def test_monotonicity_and_overhead_table():
     assert ch.monotonicity(_grid([100.0, 120.0, 115.0]))["monotone"].tolist() == [False]
     table = ch.overhead_table(_grid([100.0, 110.0, 130.0]), eps_255=8)
     assert len(table) == 1 and table["overhead_pct"].iloc[0] == 30.0
+
+
+@pytest.mark.chapters
+def test_smoke_models_are_trained_enough_that_the_attack_raises_the_bytes():
+    """The smoke preset's split models must not be degenerate: CI relies on them to notice a broken attack or
+    rate pipeline (one optimizer step used to give every image the same bitstream)."""
+    from robustnb import config, data
+    from robustnb.attacks import entropy_attack
+    from robustnb.split import get_split_model, rate
+
+    run = config.setup("smoke", verbose=False)
+    x, _ = data.cifar10_test_images(8, 0)
+    m = get_split_model("vgg", "hyperprior", 0.01, run, verbose=False)
+    clean = rate.real_bytes(m, x)
+    assert clean.std() > 0, "every image costs the same bytes: the model ignores its input"
+    adv = entropy_attack(m, x, 8 / 255, steps=2, draws=1)
+    assert rate.real_bytes(m, adv).mean() > clean.mean()
