@@ -29,6 +29,7 @@ Notebooks tell the story; this package does the work. Its layers, each importing
 ``robustnb.config``                presets (smoke / cpu / full), device, seeding, folders, errors
 ``robustnb.registry``              the one registry of everything chosen by name
 ``robustnb.checks``                input checks: image batches and numeric settings
+``robustnb.stats``                 95% intervals (bootstrap, paired, over seeds) and the verdict rule
 ``robustnb.plots``                 plotly style and figure helpers (they only read frames and tensors)
 ``robustnb.widgets``               live ipywidgets explorers for Jupyter and Colab
 =================================  =====================================================================

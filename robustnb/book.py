@@ -7,6 +7,7 @@ the chapters; ``python -m robustnb.book new book/x.ipynb "Title"`` starts a chap
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import sys
@@ -93,6 +94,66 @@ def show_source(*objs):
     return Markdown("\n\n".join(blocks))
 
 
+def glue(name: str, value) -> None:
+    """MyST-NB's ``glue`` without displaying the value: the prose inserts it with ``{glue:text}`name```.
+    Outside a book build without myst-nb (Colab), nothing happens: the prose then shows the role."""
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:  # pragma: no cover - only where myst-nb is not installed
+        return
+    _glue(name, value, display=False)
+
+
+def record(claims=None, **numbers):
+    """Glue a chapter's measured results for its prose: every claim row of ``claims`` (a frame with
+    :data:`robustnb.stats.CLAIM_COLUMNS`) as ``<claim_id>`` (ours, with its interval) and
+    ``<claim_id>_verdict``, and every keyword as ``<name>`` (already formatted strings, or numbers).
+    Returns a display frame of the claims (claim, paper, source, ours, verdict) for the page."""
+    for name, value in numbers.items():
+        glue(name, value)
+    if claims is None:
+        return None
+    for row in claims.itertuples():
+        glue(row.claim_id, row.ours)
+        glue(f"{row.claim_id}_verdict", row.verdict)
+    return claims[["claim", "paper", "source", "measure", "ours", "verdict"]].reset_index(drop=True)
+
+
+LEDGER = "book/claims.md"
+
+
+def ledger_markdown(root: Path = ROOT) -> str:
+    """The claims ledger page: every claim of every chapter (its ``PAPER_CLAIMS``), the paper's figure, ours
+    with its interval and the verdict, both pasted from the chapter's own executed results (cross-page glue),
+    so the ledger cannot disagree with the chapters. ``python -m robustnb.book ledger`` rewrites the page."""
+    lines = ["# Claims ledger", "",
+             "Every claim of the three papers that this book tests, with the paper's figure, ours with its 95%",
+             "interval, and the verdict of the rule in `robustnb.stats.verdict`. The measured columns are pasted",
+             "from each chapter's own run in this build (same preset, same seed), so they always agree with the",
+             "chapters' tables. Data: the offline CIFAR-10 archive is a JPEG re-encoding at quality 75 (see the",
+             "introduction); chapters say where they use a stand-in for the paper's data.", ""]
+    for nb in chapters(root):
+        mod = importlib.import_module(f"robustnb.chapters.{nb.stem}")
+        claims = getattr(mod, "PAPER_CLAIMS", {})
+        if not claims:
+            continue
+        title = next(iter(json.loads(nb.read_text())["cells"]))["source"]
+        title = "".join(title).splitlines()[0].lstrip("# ").strip()
+        rel = nb.name
+        lines += [f"## [{title}]({rel})", "", "| claim | paper | ours (95% interval) | verdict |", "|---|---|---|---|"]
+        for cid, pc in claims.items():
+            lines.append(f"| {pc.claim} | {pc.paper} ({pc.source}) | {{glue:text}}`{rel}::{cid}` | "
+                         f"{{glue:text}}`{rel}::{cid}_verdict` |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_ledger(root: Path = ROOT) -> Path:
+    path = root / LEDGER
+    path.write_text(ledger_markdown(root))
+    return path
+
+
 def sync(root: Path = ROOT) -> list[Path]:
     """Rewrite the Colab cell of every chapter that is out of date; returns the notebooks changed."""
     changed = []
@@ -146,8 +207,10 @@ if __name__ == "__main__":
             print("updated", p.relative_to(ROOT))
     elif cmd == "new" and len(sys.argv) == 4:
         print("created", scaffold(Path(sys.argv[2]), sys.argv[3]))
+    elif cmd == "ledger":
+        print("wrote", write_ledger().relative_to(ROOT))
     elif cmd == "list":
         for p in chapters():
             print(p.relative_to(ROOT))
     else:
-        sys.exit(f"usage: python -m robustnb.book [list | sync | new PATH TITLE], got {cmd!r}")
+        sys.exit(f"usage: python -m robustnb.book [list | sync | ledger | new PATH TITLE], got {cmd!r}")
