@@ -2,6 +2,7 @@
 #   make book   install into .venv, execute every chapter (PRESET=cpu by default) and render _build/html
 #   make test   install, build the book at the smoke preset (warnings are errors), then run pytest:
 #               unit tests, papermill per chapter, nbval on every chapter, checks of the built HTML
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -22,8 +23,12 @@ $(BIN)/.installed: requirements.txt constraints.txt pyproject.toml
 
 install: $(BIN)/.installed
 
+# The build's output goes through `robustnb.book watch`, which adds a status line every few seconds while a
+# chapter executes (chapter i of n, elapsed vs the measured time, what it is doing); pipefail keeps the
+# build's exit status.
 book: install
-	TQDM_DISABLE=1 ROBUSTNB_PRESET=$(PRESET) $(BIN)/jupyter-book build . --builder html -W -n --keep-going
+	set -o pipefail; TQDM_DISABLE=1 ROBUSTNB_PRESET=$(PRESET) $(BIN)/jupyter-book build . --builder html -W -n --keep-going 2>&1 \
+	  | ROBUSTNB_PRESET=$(PRESET) $(BIN)/python -m robustnb.book watch
 	@echo "Open _build/html/index.html"
 
 test: install
@@ -31,7 +36,8 @@ test: install
 	rm -rf $(SMOKE_BUILD)
 	TQDM_DISABLE=1 ROBUSTNB_PRESET=smoke $(BIN)/jupyter-book build . --builder html -W -n --keep-going --path-output $(SMOKE_BUILD)
 	ROBUSTNB_PRESET=smoke ROBUSTNB_BOOK_HTML=$(SMOKE_BUILD)/_build/html \
-	  $(BIN)/python -m pytest tests book --nbval-lax --nbval-current-env -p no:cacheprovider -q -rs
+	  $(BIN)/python -m pytest tests book --nbval-lax --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q -rs
 
 unit: install
 	$(BIN)/lint-imports

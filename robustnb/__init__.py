@@ -30,6 +30,7 @@ Notebooks tell the story; this package does the work. Its layers, each importing
 ``robustnb.registry``              the one registry of everything chosen by name
 ``robustnb.checks``                input checks: image batches and numeric settings
 ``robustnb.stats``                 95% intervals (bootstrap, paired, over seeds) and the verdict rule
+``robustnb.progress``              progress lines for the terminal (``make book``), never in the pages
 ``robustnb.plots``                 plotly style and figure helpers (they only read frames and tensors)
 ``robustnb.widgets``               live ipywidgets explorers for Jupyter and Colab
 =================================  =====================================================================

@@ -73,6 +73,21 @@ def bench(preset: str, names: list[str] | None = None, fresh_cache: bool = False
     return pd.DataFrame(rows)
 
 
+RUNTIMES = ROOT / "book" / "runtimes.json"
+
+
+def save_runtimes(df: pd.DataFrame, preset: str, path: Path = RUNTIMES) -> Path:
+    """Record each chapter's measured cold wall time (seconds) for ``make book``'s progress line."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    ok = df[df["status"] == "ok"]
+    data.setdefault(preset, {}).update({r.chapter: float(r.wall_s) for r in ok.itertuples()})
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m robustnb.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default=None, help="smoke | cpu | full (default: $ROBUSTNB_PRESET or cpu)")
@@ -90,6 +105,8 @@ def main(argv=None) -> int:
           f"{platform.processor() or platform.machine()}")
     df = bench(preset, args.chapters, args.fresh_cache)
     print(df.to_markdown(index=False))
+    if args.fresh_cache:
+        print("  expected times for `make book` progress:", save_runtimes(df, preset).relative_to(ROOT))
     return 0 if (df["status"] == "ok").all() else 1
 
 

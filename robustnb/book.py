@@ -10,13 +10,19 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
+import re
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import nbformat
 import yaml
 from IPython.display import Markdown
+
+from robustnb.progress import log_path
 
 ROOT = Path(__file__).resolve().parent.parent
 COLAB_MARKER = "# Colab set-up"
@@ -113,10 +119,32 @@ def record(claims=None, **numbers):
         glue(name, value)
     if claims is None:
         return None
+    claims = with_undeclared_filled(claims)
     for row in claims.itertuples():
         glue(row.claim_id, row.ours)
         glue(f"{row.claim_id}_verdict", row.verdict)
     return claims[["claim", "paper", "source", "measure", "ours", "verdict"]].reset_index(drop=True)
+
+
+NOT_MEASURED = "not measured at this preset"
+
+
+def with_undeclared_filled(claims):
+    """Add a row for every claim the chapter declares (``PAPER_CLAIMS`` of each chapter named in the frame)
+    that this run did not measure (a grid too small at ``smoke``, say): ours = "not measured at this preset",
+    verdict "inconclusive at this size". The ledger and the prose then always find every claim."""
+    import pandas as pd
+
+    rows = []
+    for chapter in dict.fromkeys(claims["chapter"]) if len(claims) else []:
+        declared = getattr(importlib.import_module(f"robustnb.chapters.{chapter}"), "PAPER_CLAIMS", {})
+        for cid, pc in declared.items():
+            if cid not in set(claims["claim_id"]):
+                rows.append({"chapter": chapter, "claim_id": cid, "claim": pc.claim, "paper": pc.paper,
+                             "source": pc.source, "measure": pc.measure, "ours": NOT_MEASURED,
+                             "value": float("nan"), "low": float("nan"), "high": float("nan"),
+                             "verdict": "inconclusive at this size", "n": 0, "unit": ""})
+    return pd.concat([claims, pd.DataFrame(rows)], ignore_index=True) if rows else claims
 
 
 LEDGER = "book/claims.md"
@@ -152,6 +180,97 @@ def write_ledger(root: Path = ROOT) -> Path:
     path = root / LEDGER
     path.write_text(ledger_markdown(root))
     return path
+
+
+def _latest(path: Path, since: float) -> str:
+    try:
+        lines = path.read_text().splitlines()[-20:]
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        stamp, _, msg = line.partition(" ")
+        try:
+            if float(stamp) >= since - 0.5:
+                return msg
+        except ValueError:
+            continue
+    return ""
+
+
+def _expected(root: Path, preset: str) -> dict[str, float]:
+    try:
+        return json.loads((root / "book" / "runtimes.json").read_text()).get(preset, {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}:{s:02d}"
+
+
+def watch(stream=None, out=None, interval: float = 10.0) -> int:
+    """Pass ``stream`` (the build's output) through to ``out`` and add a status line every ``interval``
+    seconds while a chapter executes. Returns the number of chapters seen."""
+    stream, out = stream or sys.stdin, out or sys.stdout
+    names = [p.stem for p in chapters()]
+    preset = os.environ.get("ROBUSTNB_PRESET") or "cpu"
+    expected = _expected(ROOT, preset)
+    state = {"chapter": None, "start": 0.0, "seen": 0}
+    pattern = re.compile(r"book/(\w+)\.ipynb: Executing notebook")
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def status():
+        name, start, i = state["chapter"], state["start"], state["seen"]  # i: executed so far, in build order
+        exp = expected.get(name)
+        hint = f" (expected: about {exp / 60:.1f} min at {preset})" if exp else ""
+        latest = _latest(log_path(), start)
+        return (f"[{i}/{len(names)}] {name}  {_clock(time.time() - start)} elapsed{hint}"
+                + (f"  {latest}" if latest else ""))
+
+    def ticker():
+        while not done.wait(interval):
+            with lock:
+                if state["chapter"]:
+                    print(status(), file=out, flush=True)
+
+    t = threading.Thread(target=ticker, daemon=True)
+    t.start()
+    for line in stream:
+        with lock:
+            out.write(line)
+            out.flush()
+            m = pattern.search(line)
+            if m:
+                state.update(chapter=m.group(1), start=time.time(), seen=state["seen"] + 1)
+                print(status(), file=out, flush=True)
+    done.set()
+    return state["seen"]
+
+
+NBVAL_TAG = "nbval-check-output"  # a cell tag: invisible in the pages, read by nbval
+
+
+def store_checked_outputs(nb_path: Path, executed_path: Path) -> int:
+    """Copy the outputs of the cells tagged ``nbval-check-output`` from an executed copy of a chapter (a
+    ``smoke`` papermill run) into the chapter, so that nbval compares them; every other cell stays without
+    outputs. Cells are matched by their source. Returns the number of cells stored."""
+    nb = json.loads(Path(nb_path).read_text())
+    done = {"".join(c["source"]): c for c in json.loads(Path(executed_path).read_text())["cells"]
+            if c["cell_type"] == "code"}
+    n = 0
+    for c in nb["cells"]:
+        if c["cell_type"] == "code" and NBVAL_TAG in c.get("metadata", {}).get("tags", []):
+            src = "".join(c["source"])
+            if src not in done:
+                raise ValueError(f"{nb_path}: a checked cell is not in the executed copy: {src[:60]!r}")
+            # nbval needs an execution count on a cell with reference outputs ("unrun" otherwise)
+            c["outputs"] = [{k: v for k, v in o.items() if k != "transient"} for o in done[src].get("outputs", [])]
+            c["execution_count"] = done[src].get("execution_count") or 1
+            n += 1
+    Path(nb_path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return n
 
 
 def sync(root: Path = ROOT) -> list[Path]:
@@ -207,10 +326,14 @@ if __name__ == "__main__":
             print("updated", p.relative_to(ROOT))
     elif cmd == "new" and len(sys.argv) == 4:
         print("created", scaffold(Path(sys.argv[2]), sys.argv[3]))
+    elif cmd == "nbval" and len(sys.argv) == 4:  # python -m robustnb.book nbval book/x.ipynb executed.ipynb
+        print("stored", store_checked_outputs(Path(sys.argv[2]), Path(sys.argv[3])), "checked cells")
+    elif cmd == "watch":
+        watch()
     elif cmd == "ledger":
         print("wrote", write_ledger().relative_to(ROOT))
     elif cmd == "list":
         for p in chapters():
             print(p.relative_to(ROOT))
     else:
-        sys.exit(f"usage: python -m robustnb.book [list | sync | ledger | new PATH TITLE], got {cmd!r}")
+        sys.exit(f"usage: python -m robustnb.book [list | sync | ledger | watch | new PATH TITLE], got {cmd!r}")

@@ -46,9 +46,27 @@ from robustnb.split import rate
 MASK_SOURCES = ("low", "input")
 
 
-def model_bit_map(model):
-    """``x -> rate.bit_map(model, x)``: the bit map of a split model, as the disentangled defense's mask source."""
-    return lambda t: rate.bit_map(model, t)
+class BitMap:
+    """``x -> rate.bit_map(model, x)``: the bit map of a split model, as the disentangled defense's mask source.
+
+    Calling it gives the defender's map (real rounding, no gradient). :meth:`soft` is the same map under the
+    entropy model's noise relaxation *with* gradients (what an adaptive attacker differentiates; see
+    :func:`likelihood_mask` with ``grad=True``)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, t):
+        return rate.bit_map(self.model, t)
+
+    def soft(self, t):
+        """Bits per latent location ``(N, h, w)`` under additive uniform noise, differentiable in ``t``."""
+        return (-torch.log2(self.model(t, noise=True)["likelihoods"]["y"].clamp_min(1e-9))).sum(1)
+
+
+def model_bit_map(model) -> BitMap:
+    """The bit map of a split model as the disentangled defense's mask source (:class:`BitMap`)."""
+    return BitMap(model)
 
 
 # -------------------------------------------------------------------------------- object masks
@@ -65,18 +83,27 @@ def upsample_map(m: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(m[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def likelihood_mask(bit_map_fn, x: torch.Tensor, cutoff: float = 0.15, source: str = "low") -> torch.Tensor:
+def likelihood_mask(bit_map_fn, x: torch.Tensor, cutoff: float = 0.15, source: str = "low",
+                    grad: bool = False) -> torch.Tensor:
     """Object mask from the entropy model: bits per latent location (``-log2`` likelihood; many bits = the
     object), upsampled to the image and scaled per image to [0, 1]. Shape ``(N, 1, H, W)``.
 
-    ``bit_map_fn(x) -> (N, h, w)`` is ``lambda x: rate.bit_map(model, x)``; ``source="low"`` computes it on the
-    low-frequency part of ``x`` (see the module notes), ``"input"`` on ``x`` itself.
+    ``bit_map_fn(x) -> (N, h, w)`` is :func:`model_bit_map` (``rate.bit_map(model, x)``); ``source="low"``
+    computes it on the low-frequency part of ``x`` (see the module notes), ``"input"`` on ``x`` itself.
+
+    ``grad=False`` (the defender): the mask is a constant. ``grad=True`` (an adaptive attacker): BPDA on the bit
+    map -- the forward value is still the real bit map (the mask the defender computes), the backward pass is
+    that of ``bit_map_fn.soft`` (the noise-relaxed bit map, differentiable; a plain function without ``soft``
+    is called again with gradients enabled).
     """
     if source not in MASK_SOURCES:
         raise ConfigError(f"Unknown mask source {source!r}: choose one of {MASK_SOURCES}.")
     src = split(x, cutoff)[0].clamp(0, 1) if source == "low" else x
     with torch.no_grad():
-        bits = bit_map_fn(src).detach().float()
+        bits = bit_map_fn(src.detach()).detach().float()
+    if grad and torch.is_grad_enabled():
+        soft = getattr(bit_map_fn, "soft", bit_map_fn)(src).float()
+        bits = soft + (bits.to(soft.device) - soft).detach()  # real value forward, soft gradient backward
     return _normalise(upsample_map(bits, x.shape[-2:]).to(x.device))
 
 
@@ -201,9 +228,13 @@ class DisentangledTV(Defense):
 
     ``lambda_tv`` is the background weight of the low-frequency part; the object gets ``object_factor *
     lambda_tv``; the high-frequency residual gets ``hf_factor`` times the weight of the low part at the same
-    pixel. ``bit_map_fn`` (``lambda x: rate.bit_map(model, x)``) locates the object; the mask is treated as a
-    constant (no gradient flows through it). ``forward_parts`` returns the intermediate images too.
+    pixel. ``bit_map_fn`` (:func:`model_bit_map`) locates the object. For the defender the mask is a constant;
+    ``mask_gradient = True`` (set by an adaptive attacker, ``robustnb.attacks.adaptive``) lets gradients flow
+    through it too (BPDA on the bit map, see :func:`likelihood_mask`; the forward value is unchanged).
+    ``forward_parts`` returns the intermediate images too.
     """
+
+    mask_gradient = False
 
     name = "disentangled_tv"
 
@@ -220,12 +251,12 @@ class DisentangledTV(Defense):
             raise ConfigError(f"Unknown mask source {mask_source!r}: choose one of {MASK_SOURCES}.")
 
     def mask(self, x):
-        return likelihood_mask(self.bit_map_fn, x, self.cutoff, self.mask_source)
+        return likelihood_mask(self.bit_map_fn, x, self.cutoff, self.mask_source, grad=self.mask_gradient)
 
     def forward_parts(self, x) -> dict:
         check_images(x)
         low, high = split(x, self.cutoff)
-        mask = self.mask(x.detach())
+        mask = self.mask(x if self.mask_gradient else x.detach())
         w = tv_weight_map(mask, self.lambda_tv, self.object_factor)
         low_d = tv_denoise(low, w, self.n_iter)
         high_d = tv_denoise(high, self.hf_factor * w, self.n_iter)

@@ -4,7 +4,9 @@ At inference the nodes' predictions are aggregated (:func:`aggregate`, :class:`E
 in :data:`robustnb.registry.VOTES`):
 
 ``hard``      majority vote of the nodes' top-1 labels;
-``weighted``  majority vote where node ``i`` counts ``weights[i]`` times;
+``weighted``  the authors' confidence-weighted vote: node ``i``'s vote for its top-1 label on image ``b``
+              counts its softmax confidence ``max_c softmax(z_i[b])_c`` on that image (per sample), times
+              ``weights[i]`` when constant per-node weights are given as well;
 ``soft``      arg-max of the (weighted) mean of the nodes' softmax outputs.
 
 **Ties** in a (weighted) majority vote are broken deterministically: among the tied labels the one with
@@ -55,19 +57,25 @@ def _weights(weights, n: int, device) -> torch.Tensor:
 def vote_scores(logits: torch.Tensor, vote: str = "hard", weights=None) -> torch.Tensor:
     """Scores ``(B, C)`` whose arg-max is the aggregated decision of the stacked ``logits (M, B, C)``.
 
-    ``hard`` / ``weighted``: the (weighted) vote count plus a tie-breaker smaller than any vote
-    difference (a one-hot of the decision plus half the mean probability); ``soft``: the mean softmax.
+    ``hard`` / ``weighted``: the vote count (``weighted``: each vote counts the node's softmax confidence on
+    that image, times ``weights[i]`` if given) plus a tie-breaker smaller than any vote difference (a one-hot
+    of the decision plus half the mean probability); ``soft``: the (weighted) mean softmax.
     """
     _check_vote(vote)
     if logits.ndim != 3:
         raise ValueError(f"logits must be stacked as (models, batch, classes), got shape {tuple(logits.shape)}")
     m, _, c = logits.shape
     w = _weights(weights if vote != "hard" else None, m, logits.device)
-    probs = (F.softmax(logits.float(), -1) * w.view(-1, 1, 1)).sum(0) / w.sum()
+    p = F.softmax(logits.float(), -1)
+    probs = (p * w.view(-1, 1, 1)).sum(0) / w.sum()
     if vote == "soft":
         return probs
-    votes = (F.one_hot(logits.argmax(-1), c).float() * w.view(-1, 1, 1)).sum(0)
-    tied = votes >= votes.max(1, keepdim=True).values - 1e-6 * w.sum()
+    per_vote = w.view(-1, 1).expand(m, logits.shape[1])  # (M, B): what each node's vote counts on each image
+    if vote == "weighted":
+        per_vote = per_vote * p.max(-1).values  # per-sample softmax confidence of the node's own label
+    votes = (F.one_hot(logits.argmax(-1), c).float() * per_vote.unsqueeze(-1)).sum(0)
+    tol = 1e-6 * per_vote.sum(0, keepdim=True).T
+    tied = votes >= votes.max(1, keepdim=True).values - tol
     decision = torch.where(tied, probs, torch.full_like(probs, -1.0)).argmax(1)  # first max = lowest index
     return F.one_hot(decision, c).float() + 0.5 * probs
 

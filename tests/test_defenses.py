@@ -173,3 +173,66 @@ def test_adaptive_attack_stays_in_the_ball_and_keeps_eval_mode(x, name):
     check_in_ball(adv, x, 4 / 255)
     assert not torch.equal(adv, x) and not m.training
     assert torch.equal(AdaptiveEntropyAttack(m, d, eps=0.0, steps=2, draws=1)(x), x)
+
+
+# ------------------------------------------------- adaptive attacks through the object mask, with restarts
+def test_mask_gradient_is_bpda_on_the_bit_map(x):
+    """The defender's mask is a constant; an adaptive attacker (mask_gradient) gets a gradient through it
+    while the forward value stays the defender's."""
+    d = D.make_defense("disentangled_tv", bitmap, lambda_tv=0.05, n_iter=5)
+    assert d.mask_gradient is False
+    grads, wts = {}, torch.rand(x.shape, generator=torch.Generator().manual_seed(2))
+    for flag in (False, True):
+        d.mask_gradient = flag
+        xr = x.clone().requires_grad_(True)
+        m = d.mask(xr)
+        assert torch.equal(m.detach(), D.likelihood_mask(bitmap, x, d.cutoff))  # same forward value
+        assert m.requires_grad is flag
+        (d(xr) * wts).sum().backward()
+        grads[flag] = xr.grad.clone()
+    assert not torch.allclose(grads[False], grads[True])  # the mask contributes to the attacker's gradient
+
+
+def test_model_bit_map_soft_is_differentiable(x):
+    m = _FakeSplit().eval()
+    bm = D.model_bit_map(m)
+    xr = x.clone().requires_grad_(True)
+    soft = bm.soft(xr)
+    assert soft.shape == bm(x).shape
+    soft.sum().backward()
+    assert xr.grad is not None and xr.grad.abs().sum() > 0
+    with torch.no_grad():  # BPDA: the mask's forward value is the real (no-noise) bit map
+        assert torch.equal(D.likelihood_mask(bm, x, grad=True), D.likelihood_mask(bm, x))
+
+
+def test_adaptive_attacker_differentiates_through_the_mask_on_a_copy(x):
+    from robustnb.attacks.adaptive import DefendedModel
+
+    m = _FakeSplit().eval()
+    d = D.make_defense("disentangled_tv", D.model_bit_map(m), D.DefenseSettings(n_iter=5))
+    dm = DefendedModel(m, d)
+    assert dm.mode == "unrolled" and dm.defense.mask_gradient and not d.mask_gradient
+    assert not DefendedModel(m, d, through_mask=False).defense.mask_gradient
+    assert DefendedModel(m, d, mode="bpda").defense is d
+
+
+def test_restarts_keep_the_costliest_candidate_per_image(x, monkeypatch):
+    from robustnb.attacks import adaptive as A
+
+    best, idx = A.best_per_image([torch.zeros(2, 3), torch.ones(2, 3)], [torch.tensor([5., 1.]), torch.tensor([2., 9.])])
+    assert idx.tolist() == [0, 1] and best[0].eq(0).all() and best[1].eq(1).all()
+
+    m = _FakeSplit().eval()
+    d = D.make_defense("global_tv", bitmap, D.DefenseSettings(n_iter=3))
+    calls = []
+
+    def fake_bytes(model, defense, t, batch_size=256):  # restart r scores r + 1 on image 0, -(r + 1) on image 1
+        r = len(calls)
+        calls.append(t.clone())
+        return torch.tensor([r + 1.0, -(r + 1.0)])
+
+    monkeypatch.setattr(A, "defended_bytes", fake_bytes)
+    out = A.adaptive_entropy_attack(m, d, x, 4 / 255, steps=2, draws=1, restarts=2)
+    assert len(calls) == 3 and not torch.equal(calls[0], calls[1])  # random restarts differ from the first run
+    assert torch.equal(out[0], calls[2][0]) and torch.equal(out[1], calls[0][1])
+    assert torch.equal(A.adaptive_entropy_attack(m, d, x, 4 / 255, steps=2, draws=1), calls[0])

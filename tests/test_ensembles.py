@@ -65,3 +65,24 @@ def test_shards():
         E.make_shards(labels, 4, 30, "iid")
     with pytest.raises(ConfigError, match="n_nodes"):
         E.make_shards(labels, 10, 30, "disjoint")
+
+
+def test_weighted_vote_is_per_sample_softmax_confidence():
+    """The authors' weighted vote: each node's vote counts its softmax confidence on that image.
+
+    Image 0: node A says 0 with confidence e^3 / (e^3 + 2) = 0.909; nodes B and C say 1, each with confidence
+    e^0.1 / (e^0.1 + 2) = 0.356, together 0.712 < 0.909 -> 0 (the hard vote says 1).
+    Image 1: the same nodes, but A is unsure (0.356 for 0) and B, C sure (0.909 each for 1) -> 1.
+    """
+    a = _stack([3.0, 0.0, 0.0], [0.1, 0.0, 0.0])
+    b = _stack([0.0, 0.1, 0.0], [0.0, 3.0, 0.0])
+    logits = torch.stack([a, b, b.clone()])
+    conf_a0 = torch.e ** 3 / (torch.e ** 3 + 2)
+    conf_b0 = torch.e ** 0.1 / (torch.e ** 0.1 + 2)
+    assert conf_a0 > 2 * conf_b0  # the hand computation behind the expected labels
+    assert E.aggregate(logits, "hard").tolist() == [1, 1]
+    assert E.aggregate(logits, "weighted").tolist() == [0, 1]
+    scores = E.vote_scores(logits, "weighted")
+    assert scores.argmax(1).tolist() == [0, 1]
+    # constant per-node weights multiply the per-sample confidence: weighting B and C by 2 flips image 0
+    assert E.aggregate(logits, "weighted", [1.0, 2.0, 2.0]).tolist() == [1, 1]

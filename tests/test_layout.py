@@ -36,3 +36,17 @@ def test_layers_contract_names_every_top_level_module():
     layers = next(c for c in cfg["contracts"] if c["type"] == "layers")["layers"]
     named = {m.strip() for line in layers for m in line.replace(":", "|").split("|")}
     assert set(_modules()) == named, set(_modules()) ^ named
+
+
+def test_claims_ledger_is_up_to_date_and_in_the_toc():
+    assert (ROOT / book.LEDGER).read_text() == book.ledger_markdown(), "run: python -m robustnb.book ledger"
+    assert book.LEDGER.removesuffix(".md") in book.toc_files()
+
+
+def test_every_chapter_declares_its_claims_with_unique_ids():
+    seen = {}
+    for nb in book.chapters():
+        mod = importlib.import_module(f"robustnb.chapters.{nb.stem}")
+        for cid in getattr(mod, "PAPER_CLAIMS", {}):
+            assert cid not in seen, f"claim id {cid!r} in {nb.stem} and {seen[cid]}"
+            seen[cid] = nb.stem

@@ -74,3 +74,37 @@ def test_bad_arguments():
         SaltAndPepper(DarkPixelCounter(), max_p=1.5)
     with pytest.raises(ValueError):
         SaltAndPepper(DarkPixelCounter())(torch.full((1, 3, 4, 4), 2.0), torch.zeros(1, dtype=torch.long))
+
+
+class AnyBlackPixel(nn.Module):
+    """Predicts class 1 as soon as one pixel is black (no parameters): fooled by very light noise."""
+
+    def forward(self, x):
+        frac = (x.amax(1) == 0).float().flatten(1).mean(1)
+        return torch.stack([1e-6 - frac, frac - 1e-6], 1)
+
+
+def test_budgets_are_on_the_search_grid():
+    atk = SaltAndPepper(DarkPixelCounter(), steps=20, max_p=0.5, budgets=(0.01, 0.05))
+    grid = atk.grid()[0]
+    for b in (0.01, 0.05):
+        assert torch.isclose(grid, torch.tensor(b, dtype=grid.dtype)).any()
+    assert torch.all(grid[1:] >= grid[:-1]) and grid.max() == 0.5
+    # a later repeat's smaller maximum keeps the budgets below it
+    assert torch.isclose(atk.grid(0.03)[0], torch.tensor(0.01, dtype=torch.float64)).any()
+
+
+def test_light_budget_is_really_tried():
+    """Old grid (20 steps up to 0.5) started at 0.025: accuracy at 0.01 was clean accuracy by construction."""
+    g = torch.Generator().manual_seed(0)
+    x = 0.2 + 0.6 * torch.rand(8, 3, 32, 32, generator=g)
+    y = torch.zeros(len(x), dtype=torch.long)
+    old = SaltAndPepper(AnyBlackPixel(), steps=20, repeats=1, max_p=0.5, seed=0)
+    old(x, y)
+    assert accuracy_at_budgets(old.last_min_p, [0.01])[0.01] == 1.0
+    new = SaltAndPepper(AnyBlackPixel(), steps=20, repeats=1, max_p=0.5, seed=0, budgets=(0.01, 0.05))
+    new(x, y)
+    assert accuracy_at_budgets(new.last_min_p, [0.01])[0.01] < 0.5
+    # an image fooled exactly at a budget counts as fooled at that budget
+    assert (new.last_min_p == 0.01).any()
+    assert accuracy_at_budgets(new.last_min_p, [0.05])[0.05] == 0.0

@@ -75,3 +75,20 @@ def test_augment_keeps_shape_and_range():
     x = torch.rand(5, 3, 32, 32)
     out = train.augment_batch(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+
+
+def test_batched_augmentation_equals_the_per_image_reference():
+    import torch.nn.functional as F
+
+    def reference(x, g, pad=4):
+        n, _, h, w = x.shape
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+        out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+        flip = torch.rand(n, generator=g) < 0.5
+        return torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
+
+    x = torch.rand(16, 3, 12, 10)
+    assert torch.equal(train.augment_batch(x, torch.Generator().manual_seed(3)),
+                       reference(x, torch.Generator().manual_seed(3)))

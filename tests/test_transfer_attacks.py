@@ -95,3 +95,12 @@ def test_bad_arguments_are_named():
         make_transfer_attack("cwa", [_model(1)], eps=8)
     with pytest.raises(ConfigError, match="at least one model"):
         make_transfer_attack("cwa", [])
+
+
+def test_reverse_step_follows_the_reference_code():
+    """MI_SAM's reverse (flattening) step is eps/10 in the authors' code; MI_CommonWeakness uses eps/15."""
+    models = [_model(1)]
+    assert SAM(models, EPS).reverse_step == pytest.approx(EPS / 10)
+    assert CWA(models, EPS).reverse_step == pytest.approx(EPS / 15)
+    assert make_transfer_attack("sam", models, EPS).reverse_step == pytest.approx(EPS / 10)
+    assert SAM(models, EPS, reverse_step=0.01).reverse_step == 0.01

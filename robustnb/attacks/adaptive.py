@@ -7,7 +7,12 @@ A defense ``d`` in front of a split model ``m`` is only evaluated honestly again
   pass treats it as the identity (:func:`bpda`). Works for anything, including JPEG and bit-depth reduction.
 * **unrolled**: differentiate through the defense's own computation (the torch Chambolle iterations of
   ``robustnb.signal.tv_denoise``, the Gaussian blur, the FFT split). The object mask of the disentangled
-  defense is a constant in both cases (computed without gradients, as the defender does).
+  defense is differentiated too (``through_mask=True``, the default): BPDA on its bit map, whose forward value
+  is the defender's real bit map and whose backward pass is that of the noise-relaxed bit map
+  (``robustnb.defenses.likelihood_mask``). The defender itself computes the mask without gradients.
+
+:func:`adaptive_entropy_attack` can restart the attack from random points of the ball (``restarts``) and keeps,
+per image, the candidate whose *defended* image costs the most real bytes (best of restarts).
 
 Every defense here is deterministic, so expectation over transformation (EOT) is not needed beyond the
 entropy attack's own averaging of the gradient over quantisation-noise draws (which *is* EOT over the only
@@ -19,6 +24,8 @@ rate within an L-inf ball) run on :class:`DefendedModel` ``= m o d``.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torchattacks
 from torch import nn
@@ -27,6 +34,7 @@ from robustnb import registry
 from robustnb.attacks.base import perturb
 from robustnb.attacks.entropy import EntropyAttack
 from robustnb.config import ConfigError
+from robustnb.split import rate
 
 GRADIENT_MODES = ("auto", "bpda", "unrolled")
 
@@ -51,10 +59,12 @@ class DefendedModel(nn.Module):
     """``model(defense(x))`` with gradients by BPDA or by unrolling the defense (``mode``).
 
     ``mode="auto"`` unrolls differentiable defenses (``defense.differentiable``) and uses BPDA for the others.
+    ``through_mask``: when unrolling a defense with an object mask (``mask_gradient`` attribute), differentiate
+    through the mask too (on a shallow copy of the defense; the caller's defense is left as it is).
     ``forward(x, **kw)`` passes keyword arguments (e.g. ``noise=True``) on to the model and returns its output.
     """
 
-    def __init__(self, model: nn.Module, defense: nn.Module, mode: str = "auto"):
+    def __init__(self, model: nn.Module, defense: nn.Module, mode: str = "auto", through_mask: bool = True):
         super().__init__()
         if mode not in GRADIENT_MODES:
             raise ConfigError(f"Unknown gradient mode {mode!r}: choose one of {GRADIENT_MODES}.")
@@ -65,6 +75,10 @@ class DefendedModel(nn.Module):
         # nn.Module is in training mode, which would leave the split model in training mode afterwards
         self.train(model.training)
         self.mode = ("unrolled" if getattr(defense, "differentiable", True) else "bpda") if mode == "auto" else mode
+        if self.mode == "unrolled" and through_mask and hasattr(defense, "mask_gradient"):
+            defense = copy.copy(defense)
+            defense.mask_gradient = True
+            self.defense = defense
 
     def preprocess(self, x):
         return bpda(self.defense, x) if self.mode == "bpda" else self.defense(x)
@@ -94,8 +108,9 @@ class AdaptiveEntropyAttack(torchattacks.attack.Attack):
         >>> rate.real_bytes(model, defense(x_adv)).mean()      # what the defended pipeline sends
     """
 
-    def __init__(self, model: nn.Module, defense: nn.Module, mode: str = "auto", **attack_kw):
-        self.defended = DefendedModel(model, defense, mode)
+    def __init__(self, model: nn.Module, defense: nn.Module, mode: str = "auto", through_mask: bool = True,
+                 **attack_kw):
+        self.defended = DefendedModel(model, defense, mode, through_mask)
         super().__init__("AdaptiveEntropyAttack", self.defended)
         self.inner = EntropyAttack(self.defended, **attack_kw)
         self.mode = self.defended.mode
@@ -105,9 +120,34 @@ class AdaptiveEntropyAttack(torchattacks.attack.Attack):
         return self.inner(images, labels)
 
 
+def defended_bytes(model, defense, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Real bytes per image of ``model`` on ``defense(x)`` (the defender's pipeline, no gradients)."""
+    with torch.no_grad():
+        xd = torch.cat([defense(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else x
+    return rate.real_bytes(model, xd)
+
+
+def best_per_image(candidates, scores) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the candidate with the highest score: ``candidates`` a list of ``(N, ...)`` tensors,
+    ``scores`` a list of ``(N,)``; returns ``(best (N, ...), index of the chosen candidate (N,))``."""
+    s = torch.stack([torch.as_tensor(t, dtype=torch.float32) for t in scores])
+    idx = s.argmax(0)
+    c = torch.stack(list(candidates))
+    return c[idx, torch.arange(c.shape[1])], idx
+
+
 def adaptive_entropy_attack(model, defense, x: torch.Tensor, eps: float, steps: int = 20, draws: int = 16, *,
-                            mode: str = "auto", batch_size: int = 32) -> torch.Tensor:
+                            mode: str = "auto", restarts: int = 0, through_mask: bool = True,
+                            batch_size: int = 32) -> torch.Tensor:
     """:class:`AdaptiveEntropyAttack` over a large tensor in batches (small ones by default: unrolling the TV
-    solver keeps every iteration for the backward pass)."""
-    atk = AdaptiveEntropyAttack(model, defense, mode=mode, eps=eps, steps=steps, draws=draws)
-    return perturb(atk, x, None, batch_size=batch_size, desc="adaptive attack")
+    solver keeps every iteration for the backward pass). With ``restarts`` > 0 the attack runs again from
+    ``restarts`` random starts in the ball (seeds 1, 2, ...) and each image keeps the candidate whose defended
+    image costs the most real bytes (:func:`defended_bytes`, :func:`best_per_image`)."""
+    cands = []
+    for r in range(restarts + 1):
+        atk = AdaptiveEntropyAttack(model, defense, mode=mode, through_mask=through_mask, eps=eps, steps=steps,
+                                    draws=draws, random_start=r > 0, seed=r)
+        cands.append(perturb(atk, x, None, batch_size=batch_size, desc=f"adaptive attack ({r})"))
+    if len(cands) == 1:
+        return cands[0]
+    return best_per_image(cands, [defended_bytes(model, defense, c) for c in cands])[0]

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from robustnb.checks import check_images, check_number
+from robustnb.progress import note
 
 EPS_MAX = 64 / 255  # the largest L-inf radius any chapter uses is 32/255; 64/255 leaves room
 
@@ -51,6 +52,8 @@ def perturb(attack, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: 
         y = torch.zeros(len(x), dtype=torch.long)
     outs = []
     starts = range(0, len(x), batch_size)
-    for i in tqdm(starts, desc=desc or f"{type(attack).__name__}", leave=False, disable=len(starts) < 2):
+    name = desc or type(attack).__name__
+    for k, i in enumerate(tqdm(starts, desc=name, leave=False, disable=len(starts) < 2)):
+        note(f"attacking: {name} batch {k + 1}/{len(starts)}")
         outs.append(attack(x[i:i + batch_size], y[i:i + batch_size]).detach().cpu())
     return torch.cat(outs) if outs else x.clone()

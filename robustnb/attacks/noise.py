@@ -5,7 +5,10 @@ for each image it adds salt-and-pepper noise with a growing probability ``p`` (t
 to black or white; with ``across_channels=True`` a pixel's channels all become 0 or all become 1) until
 the prediction changes. The search is repeated ``repeats`` times with fresh noise (each repeat only
 searches up to 1.2 times the smallest successful ``p`` so far, as foolbox does), and the successful
-noise with the smallest L2 norm is kept. No gradient is needed, so it also attacks models that cannot be
+noise with the smallest L2 norm is kept. ``budgets`` adds probabilities to every search grid (those up to
+the grid's maximum): the densities at which accuracy is reported are then tried exactly, instead of only
+the nearest grid point above them (with ``steps=20, max_p=0.5`` the first density tried is 0.025, so a budget
+of 0.01 would never be tried on a first repeat and accuracy at it would be clean accuracy by construction). No gradient is needed, so it also attacks models that cannot be
 differentiated, such as int8-quantized ones.
 
 No library on the package registry ships this attack for PyTorch (foolbox 3 is not installed here and
@@ -41,13 +44,14 @@ class SaltAndPepper(Attack):
         max_p: the largest probability tried (foolbox: 1, every pixel replaced).
         across_channels: replace whole pixels (all channels) rather than single channel values.
         seed: seed of the noise (a local generator; the global RNG is left alone).
+        budgets: probabilities always on the grid (those ``<= max_p``), e.g. the budgets accuracy is reported at.
 
     Shape: images ``(N, C, H, W)`` in ``[0, 1]``, labels ``(N,)``; returns the adversarial images (the
     clean image where no success was found).
     """
 
     def __init__(self, model: nn.Module, steps: int = 100, repeats: int = 3, max_p: float = 1.0,
-                 across_channels: bool = True, seed: int = 0):
+                 across_channels: bool = True, seed: int = 0, budgets=()):
         with contextlib.redirect_stdout(io.StringIO()):  # torchattacks prints when a model has no parameters
             super().__init__("SaltAndPepper", model)
         if not isinstance(steps, int) or steps < 1:
@@ -58,11 +62,26 @@ class SaltAndPepper(Attack):
             raise ConfigError(f"max_p must be in (0, 1], got {max_p!r}.")
         self.steps, self.repeats, self.max_p = steps, repeats, float(max_p)
         self.across_channels, self.seed = across_channels, seed
+        budgets = tuple(float(b) for b in budgets)
+        if any(not (0 < b <= 1) for b in budgets):
+            raise ConfigError(f"budgets must be probabilities in (0, 1], got {budgets!r}.")
+        self.budgets = tuple(sorted(set(budgets)))
         if self.device is None:  # int8 models have no parameters: use a buffer's device, else the CPU
             buf = next(model.buffers(), None)
             self.device = buf.device if buf is not None else torch.device("cpu")
         self.supported_mode = ["default"]
         self.last_min_p = self.last_fraction = None
+
+    def grid(self, max_p: torch.Tensor | float | None = None) -> torch.Tensor:
+        """The probabilities one search tries, in order, for each maximum in ``max_p`` (shape ``(n, k)``):
+        ``steps`` linearly spaced values in ``(0, max_p]`` plus every budget ``<= max_p`` (a budget above the
+        maximum is replaced by the maximum, i.e. tried again with fresh noise)."""
+        m = torch.as_tensor(self.max_p if max_p is None else max_p, dtype=torch.float64).reshape(-1, 1)
+        lin = m * torch.arange(1, self.steps + 1, dtype=torch.float64) / self.steps
+        if self.budgets:
+            b = torch.tensor(self.budgets, dtype=torch.float64).expand(len(m), -1)
+            lin = torch.cat([lin, torch.minimum(b, m)], 1).sort(1).values
+        return lin
 
     @torch.no_grad()
     def _predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +99,7 @@ class SaltAndPepper(Attack):
         g = torch.Generator().manual_seed(self.seed)
         best = images.clone()
         best_norm = torch.full((n,), math.inf, device=self.device)
-        best_p = torch.full((n,), math.inf, device=self.device)
+        best_p = torch.full((n,), math.inf, device=self.device, dtype=torch.float64)  # exact grid values
         wrong = self._predict(images) != labels
         best_norm[wrong] = 0.0
         best_p[wrong] = 0.0
@@ -88,11 +107,13 @@ class SaltAndPepper(Attack):
         noise_shape = (1 if self.across_channels else images.shape[1],) + tuple(images.shape[2:])
         for _ in range(self.repeats):
             todo = ~wrong  # images already misclassified need no noise
-            for k in range(1, self.steps + 1):
+            grid = self.grid(max_p.cpu())
+            for k in range(grid.shape[1]):
                 if not todo.any():
                     break
                 idx = todo.nonzero().flatten()
-                p = (max_p[idx] * k / self.steps).view(-1, 1, 1, 1)
+                p64 = grid[idx.cpu(), k].to(self.device)
+                p = p64.to(images.dtype).view(-1, 1, 1, 1)
                 u = torch.rand((len(idx),) + noise_shape, generator=g).to(self.device)
                 x = images[idx]
                 x = torch.where(u < p / 2, torch.zeros_like(x), x)
@@ -104,10 +125,10 @@ class SaltAndPepper(Attack):
                 best[bi] = x[better]
                 best_norm[bi] = norm[better]
                 done = idx[fooled]
-                best_p[done] = torch.minimum(best_p[done], p.flatten()[fooled])
+                best_p[done] = torch.minimum(best_p[done], p64[fooled])
                 todo[done] = False
                 # as foolbox: later repeats only search up to 1.2x the best probability found
-                max_p[done] = torch.minimum(max_p[done], (best_p[done] * 1.2).clamp(max=self.max_p))
+                max_p[done] = torch.minimum(max_p[done], (best_p[done] * 1.2).clamp(max=self.max_p).to(max_p.dtype))
         self.last_min_p = best_p.cpu()
         self.last_fraction = ((best != images).any(1).flatten(1).float().mean(1)).cpu()
         return best
@@ -120,3 +141,8 @@ def accuracy_at_budgets(min_p: torch.Tensor, budgets) -> dict[float, float]:
     Since the search is stochastic, these are upper bounds on the true robust accuracy.
     """
     return {float(b): float((min_p > b).float().mean()) for b in budgets}
+
+
+def correct_at_budget(min_p: torch.Tensor, budget: float) -> torch.Tensor:
+    """Per image, 1 when salt & pepper noise of probability ``<= budget`` did not fool the model (0/1 floats)."""
+    return (min_p > budget).float()

@@ -41,8 +41,9 @@ github.com/huanranchen/AdversarialAttacks) with two documented differences: the 
 *mean* of the logits (the authors sum them; the sign steps are unchanged, the softmax is sharper with the
 sum), and the outer L1 normalisation is per image (the authors divide by the L1 norm of the whole batch,
 which makes an image's update depend on its batch mates). Defaults scale the authors' ImageNet settings
-(epsilon 16/255, alpha = eps/5, r = eps/15, beta = 250 for 224x224x3 inputs) to any input size: alpha =
-eps/5, r = eps/15 and beta = 250 * sqrt(d / 150528) for d input values, which keeps the same step per pixel.
+(epsilon 16/255, alpha = eps/5, beta = 250 for 224x224x3 inputs; the reverse step r = eps/10 in ``MI_SAM``
+and r = eps/15 in ``MI_CommonWeakness``) to any input size: alpha = eps/5, r = eps/10 (SAM) or eps/15 (CWA)
+and beta = 250 * sqrt(d / 150528) for d input values, which keeps the same step per pixel.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class _EnsembleTransferAttack(torchattacks.attack.Attack):
 
     use_flatten = False
     use_inner = False
+    reverse_fraction = 15  # the default reverse step is eps / reverse_fraction (SAM: 10, CWA: 15)
 
     def __init__(self, models: Sequence[nn.Module], eps: float = 8 / 255, alpha: float | None = None,
                  steps: int = 10, decay: float = 1.0, reverse_step: float | None = None,
@@ -93,7 +95,8 @@ class _EnsembleTransferAttack(torchattacks.attack.Attack):
         self.models = models
         self.eps = check_epsilon(eps, "eps")
         self.alpha = self.eps / 5 if alpha is None else check_step(alpha, "alpha")
-        self.reverse_step = self.eps / 15 if reverse_step is None else check_step(reverse_step, "reverse_step")
+        self.reverse_step = (self.eps / self.reverse_fraction if reverse_step is None
+                             else check_step(reverse_step, "reverse_step"))
         self.inner_step = None if inner_step is None else check_step(inner_step, "inner_step")
         self.steps, self.decay = check_steps(steps), check_step(decay, "decay")
         self.supported_mode = ["default"]
@@ -150,6 +153,7 @@ class SAM(_EnsembleTransferAttack):
     """MI-SAM: flatten (step down the ensemble loss), then an MI-FGSM step with the gradient found there."""
 
     use_flatten, use_inner = True, False
+    reverse_fraction = 10  # MI_SAM's reverse step is eps/10 in the authors' code (CWA's is eps/15)
 
 
 @registry.TRANSFER_ATTACKS.register("cse")

@@ -4,7 +4,13 @@
   epsilon grid, and an ordinary accuracy attack (torchattacks PGD) for comparison: real bytes before/after,
   overhead %, accuracy;
 * :func:`corruption_effects` natural corruptions (:mod:`robustnb.corruptions`) and their effect on rate/accuracy;
-* :func:`explore` a live widget: an image, its entropy-attack perturbation and its bit-allocation map.
+* :func:`explore` a live widget: an image, its entropy-attack perturbation and its bit-allocation map;
+* :func:`attack_images` / :func:`corruption_images` the same measurements per image (real bytes and 0/1
+  correctness before and after, on the same images), and :func:`claims` the verdicts on :data:`PAPER_CLAIMS`
+  with 95% paired intervals.
+
+Protocol: every measurement is taken with the split model in eval mode (:func:`_eval`), whatever an attack
+library leaves behind; overheads are ``mean(attacked) / mean(clean) - 1`` over the same images.
 """
 
 from __future__ import annotations
@@ -17,11 +23,17 @@ import plotly.graph_objects as go
 import torch
 from tqdm.auto import tqdm
 
-from robustnb import attacks, corruptions, data, plots, widgets
+from robustnb import attacks, corruptions, data, plots, stats, widgets
 from robustnb.attacks import entropy_attack
 from robustnb.config import Run, pick
-from robustnb.split import load_split_models, model_grid, rate
-from robustnb.train import accuracy
+from robustnb.split import key_columns, load_split_models, model_grid, rate
+from robustnb.train import predict
+
+CHAPTER = "entropy_attacks"
+STEALTHY = "entropy (keep label)"
+PGD = "PGD (accuracy)"
+ACCURACY_MARGIN = 0.05  # "accuracy kept": within 5 points (below the paper's own -6.6 points for the plain attack)
+PGD_RATE_MARGIN = 0.20  # "barely moves the rate": within 20% (holds the paper's +10%, under half its +46.8%)
 
 CORRUPTIONS_STUDIED = ("fog", "snow", "brightness", "motion_blur", "defocus_blur", "gaussian_noise",
                        "shot_noise", "jpeg")
@@ -41,6 +53,7 @@ class EntropyAttacksConfig:
     stealthy_eps_255: tuple[float, ...]
     corruptions: tuple[str, ...]
     severities: tuple[int, ...]
+    n_corrupt: int = 128
 
     @classmethod
     def from_preset(cls, preset: str, seed: int = 0) -> "EntropyAttacksConfig":
@@ -50,7 +63,7 @@ class EntropyAttacksConfig:
             entropy_models=entropy_models,
             lambdas=lambdas,
             n_test=pick(preset, smoke=32, cpu=1000, full=10_000),
-            n_attack=pick(preset, smoke=4, cpu=32, full=1000),
+            n_attack=pick(preset, smoke=8, cpu=128, full=1000),
             eps_255=pick(preset, smoke=(0, 8), cpu=(0, 2, 4, 8, 16, 32), full=(0, 2, 4, 8, 16, 32)),
             steps=pick(preset, smoke=2, cpu=10, full=20),
             draws=pick(preset, smoke=1, cpu=2, full=16),
@@ -59,7 +72,13 @@ class EntropyAttacksConfig:
             corruptions=pick(preset, smoke=("shot_noise", "defocus_blur"), cpu=CORRUPTIONS_STUDIED,
                              full=CORRUPTIONS_STUDIED),
             severities=pick(preset, smoke=(3,), cpu=(1, 3, 5), full=(1, 2, 3, 4, 5)),
+            n_corrupt=pick(preset, smoke=16, cpu=256, full=1000),
         )
+
+    @property
+    def claim_severity(self) -> int:
+        """The corruption severity the claims use: the strongest in the grid (5 at ``cpu``/``full``)."""
+        return max(self.severities)
 
 
 def load_test(cfg: EntropyAttacksConfig, seed: int = 0) -> data.ImageDataset:
@@ -71,40 +90,81 @@ def load_models(cfg: EntropyAttacksConfig, run: Run) -> dict:
     return load_split_models(cfg.archs, cfg.entropy_models, cfg.lambdas, run)
 
 
-def _key_cols(key) -> dict:
-    arch, em, lam = key
-    return {"arch": arch, "entropy_model": em, "lambda": lam}
+class _eval:
+    """Measure in eval mode: put the split model in eval mode on entry and again on exit (a torchattacks
+    attack restores the mode of the module it was given, which is not always the split model's)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.eval()
+        return False
 
 
-def _attack_row(key, m, attack, eps_255, x, y, x_adv, clean_bytes, clean_acc) -> dict:
-    adv_bytes = float(rate.real_bytes(m, x_adv).mean())
-    return {**_key_cols(key), "attack": attack, "eps_255": float(eps_255), "real_bytes_clean": clean_bytes,
-            "real_bytes_adv": adv_bytes, "overhead_pct": 100 * (adv_bytes / clean_bytes - 1),
-            "est_bytes_adv": float((rate.estimated_bits(m, x_adv) / 8).mean()),
-            "acc_clean": clean_acc, "acc_adv": accuracy(m, (x_adv, y)),
-            "linf": float((x_adv - x).abs().max())}
+def _correct(m, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    with _eval(m):
+        return (predict(m, (x, y)).argmax(1) == y.cpu()).float().numpy()
 
 
-def attack_grid(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.DataFrame:
+def _measure(key, m, kind: str, name: str, level: float, x, y, x_new, clean_bytes, clean_ok) -> pd.DataFrame:
+    """Per-image rows: clean and attacked/corrupted real bytes and 0/1 correctness on the same images."""
+    with _eval(m):
+        b = rate.real_bytes(m, x_new).numpy()
+        est = (rate.estimated_bits(m, x_new) / 8).numpy()
+    return pd.DataFrame({**key_columns(key), kind: name, "eps_255" if kind == "attack" else "severity": level,
+                         "image": np.arange(len(x)), "bytes_clean": clean_bytes, "bytes_adv": b,
+                         "est_bytes_adv": est, "correct_clean": clean_ok, "correct_adv": _correct(m, x_new, y),
+                         "linf": (x_new - x).abs().flatten(1).amax(1).numpy() if len(x) else np.zeros(0)})
+
+
+def attack_images(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.DataFrame:
+    """Entropy attack over the epsilon grid (plus the stealthy variant and PGD) for every model, one row per
+    attacked image: real bytes and correctness clean and attacked, on the same ``cfg.n_attack`` images."""
+    x, y = test_set.tensors(cfg.n_attack)
+    frames = []
+    for key, m in tqdm(models.items(), desc="attacks", leave=False):
+        with _eval(m):
+            clean_bytes = rate.real_bytes(m, x).numpy()
+        clean_ok = _correct(m, x, y)
+        for eps in cfg.eps_255:
+            with _eval(m):
+                adv = x if eps == 0 else entropy_attack(m, x, eps / 255, cfg.steps, cfg.draws)
+            frames.append(_measure(key, m, "attack", "entropy", float(eps), x, y, adv, clean_bytes, clean_ok))
+        for eps in cfg.stealthy_eps_255:
+            with _eval(m):
+                adv = entropy_attack(m, x, eps / 255, cfg.steps, cfg.draws, keep_label=True)
+            frames.append(_measure(key, m, "attack", STEALTHY, float(eps), x, y, adv, clean_bytes, clean_ok))
+        for eps in cfg.pgd_eps_255:
+            with _eval(m):
+                adv = attacks.make_attack("pgd", m.logits_model(), eps / 255, steps=cfg.steps)(x, y)
+            frames.append(_measure(key, m, "attack", PGD, float(eps), x, y, adv, clean_bytes, clean_ok))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def summarize(images: pd.DataFrame, by: str = "attack") -> pd.DataFrame:
+    """Per model and attack (or corruption): mean bytes clean/after, ``overhead_pct = 100 * (mean after / mean
+    clean - 1)`` on the same images, accuracy clean/after."""
+    level = "eps_255" if by == "attack" else "severity"
+    g = images.groupby(["arch", "entropy_model", "lambda", by, level], sort=False)
+    out = g.agg(real_bytes_clean=("bytes_clean", "mean"), real_bytes_adv=("bytes_adv", "mean"),
+                est_bytes_adv=("est_bytes_adv", "mean"), acc_clean=("correct_clean", "mean"),
+                acc_adv=("correct_adv", "mean"), linf=("linf", "max")).reset_index()
+    out.insert(7, "overhead_pct", 100 * (out["real_bytes_adv"] / out["real_bytes_clean"] - 1))
+    return out
+
+
+def attack_grid(cfg: EntropyAttacksConfig, models: dict, test_set, images: pd.DataFrame | None = None) -> pd.DataFrame:
     """Entropy attack over the epsilon grid (plus stealthy variant and PGD) for every model; one row each.
 
-    ``overhead_pct = 100 * (real_bytes_adv / real_bytes_clean - 1)`` on the same images.
+    ``overhead_pct = 100 * (real_bytes_adv / real_bytes_clean - 1)`` on the same images (the means of
+    :func:`attack_images`, computed here unless given).
     """
-    x, y = test_set.tensors(cfg.n_attack)
-    rows = []
-    for key, m in tqdm(models.items(), desc="attacks", leave=False):
-        clean_bytes = float(rate.real_bytes(m, x).mean())
-        clean_acc = accuracy(m, (x, y))
-        for eps in cfg.eps_255:
-            adv = x if eps == 0 else entropy_attack(m, x, eps / 255, cfg.steps, cfg.draws)
-            rows.append(_attack_row(key, m, "entropy", eps, x, y, adv, clean_bytes, clean_acc))
-        for eps in cfg.stealthy_eps_255:
-            adv = entropy_attack(m, x, eps / 255, cfg.steps, cfg.draws, keep_label=True)
-            rows.append(_attack_row(key, m, "entropy (keep label)", eps, x, y, adv, clean_bytes, clean_acc))
-        for eps in cfg.pgd_eps_255:
-            adv = attacks.make_attack("pgd", m.logits_model(), eps / 255, steps=cfg.steps)(x, y)
-            rows.append(_attack_row(key, m, "PGD (accuracy)", eps, x, y, adv, clean_bytes, clean_acc))
-    return pd.DataFrame(rows)
+    return summarize(attack_images(cfg, models, test_set) if images is None else images)
 
 
 def overhead_table(grid: pd.DataFrame, eps_255: float = 8) -> pd.DataFrame:
@@ -123,19 +183,167 @@ def monotonicity(grid: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def corruption_effects(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.DataFrame:
-    """Natural corruptions x severities: real bytes, overhead % and accuracy per model."""
-    x, y = test_set.tensors(min(cfg.n_test, 4 * cfg.n_attack))
-    rows = []
+def corruption_images(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.DataFrame:
+    """Natural corruptions x severities, one row per model, corruption, severity and image: real bytes and
+    correctness clean and corrupted, on the same ``cfg.n_corrupt`` images."""
+    x, y = test_set.tensors(min(cfg.n_test, cfg.n_corrupt))
+    grid = list(corruptions.corruption_grid(x, cfg.corruptions, cfg.severities))
+    frames = []
     for key, m in tqdm(models.items(), desc="corruptions", leave=False):
-        clean_bytes = float(rate.real_bytes(m, x).mean())
-        clean_acc = accuracy(m, (x, y))
-        for name, sev, xc in corruptions.corruption_grid(x, cfg.corruptions, cfg.severities):
-            b = float(rate.real_bytes(m, xc).mean())
-            rows.append({**_key_cols(key), "corruption": name, "severity": sev, "real_bytes_clean": clean_bytes,
-                         "real_bytes": b, "overhead_pct": 100 * (b / clean_bytes - 1), "acc_clean": clean_acc,
-                         "accuracy": accuracy(m, (xc, y))})
-    return pd.DataFrame(rows)
+        with _eval(m):
+            clean_bytes = rate.real_bytes(m, x).numpy()
+        clean_ok = _correct(m, x, y)
+        for name, sev, xc in grid:
+            frames.append(_measure(key, m, "corruption", name, int(sev), x, y, xc, clean_bytes, clean_ok))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def corruption_effects(cfg: EntropyAttacksConfig, models: dict, test_set,
+                       images: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Natural corruptions x severities: real bytes, overhead % and accuracy per model (means of
+    :func:`corruption_images`, computed here unless given)."""
+    images = corruption_images(cfg, models, test_set) if images is None else images
+    out = summarize(images, by="corruption").rename(columns={"real_bytes_adv": "real_bytes", "acc_adv": "accuracy"})
+    return out.drop(columns=["est_bytes_adv", "linf"])
+
+
+# ------------------------------------------------------------------------------------------- claims
+PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
+    "ea_entropy8_hyperprior": stats.PaperClaim(
+        claim="The entropy attack inflates the hyperprior's bitrate at 8/255",
+        paper="+46.8% bits (mean-scale hyperprior, ImageNet)", source="experiments: entropy attack results",
+        measure="real bytes per image, attacked vs clean, paired (ratio - 1); hyperprior, smallest lambda",
+        direction=1, paper_value=0.468),
+    "ea_entropy8_factorized": stats.PaperClaim(
+        claim="The entropy attack inflates the factorized prior's bitrate at 8/255",
+        paper="learned entropy models in general (headline figures for the hyperprior)", source="experiments: entropy attack results",
+        measure="real bytes per image, attacked vs clean, paired (ratio - 1); factorized, smallest lambda",
+        direction=1),
+    "ea_entropy16_hyperprior": stats.PaperClaim(
+        claim="At 16/255 the overhead roughly doubles",
+        paper="up to +95% bits at 16/255", source="experiments: entropy attack results",
+        measure="real bytes per image at 16/255, attacked vs clean, paired (ratio - 1); hyperprior, smallest "
+                "lambda (not in the smoke grid)", direction=1, paper_value=0.95),
+    "ea_stealthy_accuracy": stats.PaperClaim(
+        claim="The bandwidth attack can keep the prediction (accuracy kept)",
+        paper="accuracy about -6.6 points at 8/255 while the rate grows", source="experiments: entropy attack results",
+        measure="per-image correctness after minus before the stealthy (keep-label) attack at 8/255, paired; "
+                "per image, the mean over both entropy models at the smallest lambda; 'kept' = within 5 points",
+        direction=0, margin=ACCURACY_MARGIN),
+    "ea_pgd_rate": stats.PaperClaim(
+        claim="An ordinary accuracy attack barely moves the rate",
+        paper="about +10% bits", source="experiments: comparison with an accuracy attack",
+        measure="real bytes per image after torchattacks PGD at 8/255 vs clean, paired (ratio - 1); hyperprior, "
+                "smallest lambda; 'barely' = within 20%", direction=0, margin=PGD_RATE_MARGIN),
+    "ea_shot_noise": stats.PaperClaim(
+        claim="Shot noise raises the rate",
+        paper="+65% bits", source="experiments: unintentional interference",
+        measure="real bytes per image, shot noise vs clean, paired (ratio - 1); hyperprior, smallest lambda, the "
+                "strongest severity of the grid", direction=1, paper_value=0.65),
+    "ea_defocus_blur": stats.PaperClaim(
+        claim="Defocus blur lowers the rate",
+        paper="-53% bits", source="experiments: unintentional interference",
+        measure="real bytes per image, defocus blur vs clean, paired (ratio - 1); hyperprior, smallest lambda, "
+                "the strongest severity of the grid", direction=-1, paper_value=-0.53),
+}
+# Numbers the prose may type: the paper's figures and the book's fixed settings.
+QUOTED_NUMBERS = ("9.62 KB", "+46.8 %", "46.8%", "-6.6 points", "+95 %", "95%", "+10 %", "10%", "+65 %", "65%",
+                  "-53 %", "53%", "5 points", "20%")
+
+
+def _nan_estimate() -> stats.Estimate:
+    return stats.Estimate(float("nan"), float("nan"), float("nan"), 0)
+
+
+def _rows(images: pd.DataFrame, arch, em, lam, kind: str, name: str, level) -> pd.DataFrame:
+    lv = "eps_255" if kind == "attack" else "severity"
+    t = images[(images["arch"] == arch) & (images["entropy_model"] == em) & np.isclose(images["lambda"], lam)
+               & (images[kind] == name) & np.isclose(images[lv].astype(float), float(level))]
+    return t.sort_values("image")
+
+
+def _overhead(images, arch, em, lam, kind, name, level) -> stats.Estimate:
+    t = _rows(images, arch, em, lam, kind, name, level) if len(images) else images
+    return stats.ratio_ci(t["bytes_clean"], t["bytes_adv"]) if len(t) else _nan_estimate()
+
+
+def claim_estimates(images: pd.DataFrame, corr: pd.DataFrame | None = None, severity: int | None = None,
+                    arch: str | None = None, lam: float | None = None) -> dict[str, stats.Estimate]:
+    """The estimate behind every claim (claim id -> Estimate): the first architecture and the smallest lambda
+    (the highest-rate model, nearest the paper's regime) unless given; corruptions at ``severity`` (default: the
+    strongest in ``corr``). A claim the grid cannot measure gets an all-NaN estimate ("inconclusive")."""
+    arch = arch if arch is not None else images["arch"].iloc[0]
+    lam = lam if lam is not None else float(images["lambda"].min())
+    out = {"ea_entropy8_hyperprior": _overhead(images, arch, "hyperprior", lam, "attack", "entropy", 8),
+           "ea_entropy8_factorized": _overhead(images, arch, "factorized", lam, "attack", "entropy", 8),
+           "ea_entropy16_hyperprior": _overhead(images, arch, "hyperprior", lam, "attack", "entropy", 16),
+           "ea_pgd_rate": _overhead(images, arch, "hyperprior", lam, "attack", PGD, 8)}
+    t = images[(images["arch"] == arch) & np.isclose(images["lambda"], lam) & (images["attack"] == STEALTHY)
+               & np.isclose(images["eps_255"], 8)]
+    per_image = t.groupby("image")[["correct_clean", "correct_adv"]].mean()
+    out["ea_stealthy_accuracy"] = (stats.paired_diff_ci(per_image["correct_clean"], per_image["correct_adv"])
+                                   if len(per_image) else _nan_estimate())
+    if corr is not None and len(corr):
+        severity = severity if severity is not None else int(corr["severity"].max())
+        out["ea_shot_noise"] = _overhead(corr, arch, "hyperprior", lam, "corruption", "shot_noise", severity)
+        out["ea_defocus_blur"] = _overhead(corr, arch, "hyperprior", lam, "corruption", "defocus_blur", severity)
+    else:
+        out["ea_shot_noise"] = out["ea_defocus_blur"] = _nan_estimate()
+    return out
+
+
+def claims(images: pd.DataFrame, corr: pd.DataFrame | None = None, severity: int | None = None,
+           arch: str | None = None, lam: float | None = None) -> pd.DataFrame:
+    """The chapter's claims table (columns :data:`robustnb.stats.CLAIM_COLUMNS`, one row per claim of
+    :data:`PAPER_CLAIMS`) from :func:`attack_images` and :func:`corruption_images`; verdicts by
+    :func:`robustnb.stats.verdict`."""
+    est = claim_estimates(images, corr, severity, arch, lam)
+    rows = []
+    for cid, pc in PAPER_CLAIMS.items():
+        if cid == "ea_stealthy_accuracy":
+            rows.append(stats.judge(CHAPTER, cid, pc, est[cid], unit=" points"))
+        else:
+            rows.append(stats.judge(CHAPTER, cid, pc, est[cid]))
+    return pd.DataFrame(rows, columns=list(stats.CLAIM_COLUMNS))
+
+
+def numbers(cfg: EntropyAttacksConfig, images: pd.DataFrame, corr: pd.DataFrame | None = None,
+            arch: str | None = None, lam: float | None = None) -> dict[str, str]:
+    """Formatted numbers the prose inserts with glue besides the claims: the set-up, the plain attack's
+    accuracy change, the stealthy variant's overhead, PGD's accuracy, per-model overhead ranges."""
+    arch = arch if arch is not None else images["arch"].iloc[0]
+    lam = lam if lam is not None else float(images["lambda"].min())
+    out = {"ea_arch": str(arch), "ea_lambda": f"{lam:g}", "ea_n_attack": f"{images['image'].nunique():,}",
+           "ea_one_image": f"{100 / max(images['image'].nunique(), 1):.1f} points",
+           "ea_steps": f"{cfg.steps} PGD step{'s' * (cfg.steps != 1)} x {cfg.draws} noise "
+                        f"draw{'s' * (cfg.draws != 1)}",
+           "ea_n_models": str(len(images.groupby(["arch", "entropy_model", "lambda"])))}
+    for em in ("hyperprior", "factorized"):
+        t = _rows(images, arch, em, lam, "attack", "entropy", 8)
+        out[f"ea_acc8_{em}"] = (stats.paired_diff_ci(t["correct_clean"], t["correct_adv"]).fmt(100, 1, " points", True)
+                                if len(t) else "n/a")
+        out[f"ea_stealthy8_{em}"] = _overhead(images, arch, em, lam, "attack", STEALTHY, 8).fmt(signed=True)
+        t = _rows(images, arch, em, lam, "attack", PGD, 8)
+        out[f"ea_pgd_acc_{em}"] = (stats.mean_ci(t["correct_adv"]).fmt(100, 1, "%") if len(t) else "n/a")
+        out[f"ea_clean_acc_{em}"] = (stats.mean_ci(t["correct_clean"]).fmt(100, 1, "%") if len(t) else "n/a")
+    g = summarize(images)
+    e8 = g[(g["attack"] == "entropy") & np.isclose(g["eps_255"], 8)]
+    for em in ("hyperprior", "factorized"):
+        v = e8.loc[e8["entropy_model"] == em, "overhead_pct"]
+        out[f"ea_range8_{em}"] = f"{v.min():+.1f}% to {v.max():+.1f}%" if len(v) else "n/a"
+    mono = monotonicity(g)
+    out["ea_monotone"] = f"{int(mono['monotone'].sum())} of {len(mono)}"
+    if corr is not None and len(corr):
+        sev = int(corr["severity"].max())
+        out["ea_severity"] = str(sev)
+        out["ea_n_corrupt"] = f"{corr['image'].nunique():,}"
+        for name in ("shot_noise", "defocus_blur"):
+            t = _rows(corr, arch, "hyperprior", lam, "corruption", name, sev)
+            out[f"ea_{name}_acc"] = (stats.paired_diff_ci(t["correct_clean"], t["correct_adv"])
+                                     .fmt(100, 1, " points", True) if len(t) else "n/a")
+            out[f"ea_{name}_factorized"] = _overhead(corr, arch, "factorized", lam, "corruption", name, sev).fmt(
+                signed=True)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- explorer

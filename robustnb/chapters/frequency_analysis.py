@@ -3,11 +3,18 @@
 The filters, spectra and masks are :mod:`robustnb.signal`; this module holds the chapter's experiments. They
 take a ``rate_fn(x) -> (N,)`` bits (or ``(bits, logits)``; :func:`bits_and_logits`) and return tidy frames:
 
-* :func:`spectra` (spectra of inputs and of perturbations), :func:`cutoff_sweep` (rate after low- and
-  high-pass filtering), :func:`band_shares` (bits added by each frequency band), :func:`bit_allocation`
-  (object vs background bits, and the correlation of bits with local high-frequency energy),
-  :func:`claim_verdict` (does high-frequency content drive the rate?);
+* :func:`spectra` (spectra of inputs and of perturbations), :func:`cutoff_sweep` (mean rate after low- and
+  high-pass filtering), :func:`filter_rates` (the same, per image, at one cutoff), :func:`band_shares` (bits
+  added by each frequency band, as a share of the full rate), :func:`bit_allocation` (object vs background
+  bits, and the correlation of bits with local high-frequency energy, per image);
+* the paper's claims (:data:`PAPER_CLAIMS`) judged with 95% intervals over images: :func:`removed_share`
+  (the share of the attack's extra bits a low-pass removes), :func:`claims` (one row per claim, verdicts by
+  :func:`robustnb.stats.verdict`), :func:`claims_by_model` (the same estimators per model, for context),
+  :func:`numbers` (formatted numbers for the prose);
 * :class:`FrequencyConfig`, :func:`study` run everything for the split models of the entropy-attack chapter.
+
+Data: the offline CIFAR-10 archive is a JPEG re-encoding at quality 75, so its high frequencies are already
+partly removed; every verdict here holds for JPEG-filtered images.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from robustnb import data, plots, widgets
+from robustnb import data, plots, stats, widgets
 from robustnb.attacks import entropy_attack
 from robustnb.config import ConfigError, pick
 from robustnb.corruptions import corrupt
@@ -113,14 +120,17 @@ def cutoff_sweep(rate_fn: RateFn, inputs: Mapping[str, torch.Tensor], cutoffs,
 
 
 def band_shares(rate_fn: RateFn, inputs: Mapping[str, torch.Tensor], edges=(0.0625, 0.125, 0.25, 0.375, 0.5)) -> pd.DataFrame:
-    """The share of the rate each frequency band accounts for, by adding bands from low to high.
+    """The share of the rate ``R(x)`` each frequency band accounts for, by adding bands from low to high.
 
-    With ``R(c)`` the rate of ``lowpass(x, c)`` (clamped to [0, 1]), band ``(c_{k-1}, c_k]`` is credited with
-    ``R(c_k) - R(c_{k-1})``; the first band starts from the flat image (``c = 0``) and the last ends at
-    :data:`F_MAX` (the full image), so the credits add up to ``R(x) - R(flat)``; ``share`` divides by that
-    sum (a negative share means adding the band *lowered* the rate). Alongside, ``power_share`` is the band's
-    share of the image's (mean-removed) power, to compare "share of bits" with "share of signal".
-    Columns: ``condition, band, lo, hi, bits_added, share, power_share``.
+    With ``R(c)`` the mean rate of ``lowpass(x, c)`` (clamped to [0, 1]), a first row ``band="flat"`` is the
+    flat image (``c = 0``, the per-channel mean) with ``R(0)`` bits, and band ``(c_{k-1}, c_k]`` is credited
+    with ``R(c_k) - R(c_{k-1})``; the last band ends at :data:`F_MAX` (the full image). ``share`` divides by
+    the full rate ``R(x)``: the shares of the flat row and of the bands add up to one, so ``share`` *is* the
+    share of the rate (a negative share means adding the band *lowered* the rate). ``share_above_flat``
+    divides by ``R(x) - R(flat)`` instead: the share of the bits the bands add on top of the flat image (a
+    small residual when the flat image already costs most of the rate). ``power_share`` is the band's share
+    of the image's (mean-removed) power, to compare "share of bits" with "share of signal" (zero for flat).
+    Columns: ``condition, band, lo, hi, bits_added, share, share_above_flat, power_share``.
     """
     cuts = [0.0] + [float(e) for e in edges if 0 < e < F_MAX] + [F_MAX]
     rows = []
@@ -128,18 +138,35 @@ def band_shares(rate_fn: RateFn, inputs: Mapping[str, torch.Tensor], edges=(0.06
         n = len(x)
         bits = _measure(rate_fn, torch.cat([filtered(x, c, "low") for c in cuts]))[0]
         rates = [float(bits[k * n:(k + 1) * n].mean()) for k in range(len(cuts))]
-        total = rates[-1] - rates[0]
+        full, above = rates[-1], rates[-1] - rates[0]
         xm = x - x.mean(dim=(-2, -1), keepdim=True)
         p = (torch.fft.fft2(xm.double()).abs() ** 2).sum(1).mean(0)
         r = radial_frequency(*x.shape[-2:])
         ptot = float(p.sum())
+        rows.append({"condition": name, "band": "flat", "lo": 0.0, "hi": 0.0, "bits_added": rates[0],
+                     "share": rates[0] / full if full else float("nan"), "share_above_flat": float("nan"),
+                     "power_share": 0.0})
         for k in range(1, len(cuts)):
             lo, hi = cuts[k - 1], cuts[k]
             pw = float((p * ((r > lo) & (r <= hi + 1e-9))).sum()) / ptot if ptot else float("nan")
-            rows.append({"condition": name, "band": f"{lo:.3g}-{hi:.3g}", "lo": lo, "hi": hi,
-                         "bits_added": rates[k] - rates[k - 1],
-                         "share": (rates[k] - rates[k - 1]) / total if total else float("nan"),
-                         "power_share": pw})
+            added = rates[k] - rates[k - 1]
+            rows.append({"condition": name, "band": f"{lo:.3g}-{hi:.3g}", "lo": lo, "hi": hi, "bits_added": added,
+                         "share": added / full if full else float("nan"),
+                         "share_above_flat": added / above if above else float("nan"), "power_share": pw})
+    return pd.DataFrame(rows)
+
+
+def filter_rates(rate_fn: RateFn, inputs: Mapping[str, torch.Tensor], cutoff: float = 0.25) -> pd.DataFrame:
+    """Per image, the rate unfiltered, after a low-pass and after a high-pass at ``cutoff`` (:func:`filtered`):
+    the per-image values behind the claims' intervals. Columns: ``condition, image, bits, bits_lowpass,
+    bits_highpass``."""
+    rows = []
+    for name, x in inputs.items():
+        n = len(x)
+        bits = _measure(rate_fn, torch.cat([x, filtered(x, cutoff, "low"), filtered(x, cutoff, "high")]))[0]
+        for i in range(n):
+            rows.append({"condition": name, "image": i, "bits": float(bits[i]), "bits_lowpass": float(bits[n + i]),
+                         "bits_highpass": float(bits[2 * n + i])})
     return pd.DataFrame(rows)
 
 
@@ -167,45 +194,175 @@ def bit_allocation(bit_map_fn: Callable[[torch.Tensor], torch.Tensor], inputs: M
     return pd.DataFrame(rows)
 
 
-def claim_verdict(sweep: pd.DataFrame, alloc: pd.DataFrame | None = None, cutoff: float = 0.25,
-                  condition: str = "clean", by=("entropy_model", "lam"), bands: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Does high-frequency content drive the bitrate? One row per model (the ``by`` columns).
+# ------------------------------------------------------------------------------------------ the claims
+CHAPTER = "frequency_analysis"
+CUTOFF = 0.25  #: the cutoff (cycles/pixel) of the claims' low- and high-pass filters
+MOSTLY = 0.5  #: "mostly": the removed share of the attack's extra bits must exceed one half
+MODEL_KEYS = ("entropy_model", "lam")
 
-    At ``cutoff``: ``drop_lowpass`` = rate lost when the high frequencies are removed, ``drop_highpass`` = rate
-    lost when the low frequencies are removed (both as a fraction of the unfiltered rate). The claim
-    *holds* when removing the high frequencies costs more bits than removing the low ones
-    (``drop_lowpass > drop_highpass``) and, if ``alloc`` is given, bits also go where the local high-frequency
-    energy is (mean rank correlation ``hf_corr > 0.3``). With ``bands`` (:func:`band_shares`), two more
-    columns for context: the share of the bits added by the bands above ``cutoff`` (``hf_bit_share``) and
-    their share of the signal power (``hf_power_share``); bits far above power mean high frequencies are
-    expensive per unit of signal.
+PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
+    "fa_attack_bits_high_frequency": stats.PaperClaim(
+        claim="The entropy attack's extra bits are mostly high-frequency content",
+        paper="qualitative: the attack works by injecting high-frequency content (no number)",
+        source="Zhang et al., frequency analysis of the entropy attack (figures)",
+        measure="removed share: the bits a 0.25 cycles/pixel low-pass removes from attacked inputs minus those it "
+                "removes from the clean ones, over the bits the attack added (pooled over images and models, "
+                "paired bootstrap); 'mostly' = the verdict rule applied to removed share minus 50%",
+        direction=1),
+    "fa_clean_bits_high_frequency": stats.PaperClaim(
+        claim="High frequencies drive the rate of the learned entropy model (clean images)",
+        paper="qualitative: high-frequency content drives the bitrate (no number)",
+        source="Zhang et al., frequency analysis (figures)",
+        measure="per clean image, the rate lost by removing the frequencies above 0.25 cycles/pixel minus the rate "
+                "lost by removing those below, as a fraction of its rate (averaged over models; paired bootstrap "
+                "over images)",
+        direction=1),
+    "fa_bits_follow_hf_energy": stats.PaperClaim(
+        claim="The bits go where the local high-frequency energy is",
+        paper="qualitative: bit maps follow high-frequency content (no number)",
+        source="Zhang et al., frequency analysis (figures)",
+        measure="rank correlation, location by location, between the bit map and the local energy above 0.25 "
+                "cycles/pixel; mean over clean images (averaged over models; bootstrap over images)",
+        direction=1),
+    "fa_bits_on_object": stats.PaperClaim(
+        claim="The entropy model spends more bits on the object than on the background",
+        paper="qualitative: the basis of the object-aware defense (no number)",
+        source="Zhang et al., spatial analysis behind the object-aware TV defense (figures)",
+        measure="bits per latent location on the central box over those on the border, minus one (central box as "
+                "the object proxy); mean over clean images (averaged over models; bootstrap over images)",
+        direction=1),
+}
+
+#: numbers the prose may type: the book's fixed settings (the papers give no numbers for these claims)
+QUOTED_NUMBERS: tuple[str, ...] = ("0.25", "50%")
+
+
+def _per_image(frame: pd.DataFrame, condition: str, cols) -> pd.DataFrame:
+    """``cols`` of ``condition`` per image, averaged over the models (rows indexed by image)."""
+    f = frame[frame["condition"] == condition]
+    return f.groupby("image", sort=True)[list(cols)].mean()
+
+
+def attacked_condition(frame: pd.DataFrame) -> str:
+    """The name of the entropy-attacked input set (``"attacked <eps>/255"``)."""
+    names = [c for c in frame["condition"].unique() if str(c).startswith("attacked")]
+    if len(names) != 1:
+        raise ValueError(f"expected one attacked condition, got {names}")
+    return names[0]
+
+
+def removed_share(per_image: pd.DataFrame, attacked: str | None = None, clean: str = "clean",
+                  seed: int = 0) -> stats.Estimate:
+    """The share of the attack's extra bits that a low-pass removes, net of what it removes from clean images.
+
+    With per-image rates (:func:`filter_rates`, averaged over the models present) ``R`` unfiltered and
+    ``R_lp`` after the low-pass, pooled over the images:
+    ``removed = sum[(R(adv) - R_lp(adv)) - (R(clean) - R_lp(clean))] / sum[R(adv) - R(clean)]``
+    (1 = the low-pass removes exactly the bits the attack added, 0 = it removes no more from attacked inputs
+    than from clean ones). Interval: :func:`robustnb.stats.ratio_ci` over the images (paired). Not defined
+    (NaN) when the attack added no bits on average.
     """
-    by = [b for b in by if b in sweep.columns]
-    s = sweep[(sweep["condition"] == condition)]
-    s = s.loc[(s["cutoff"] - cutoff).abs() == (s["cutoff"] - cutoff).abs().min()]
+    attacked = attacked or attacked_condition(per_image)
+    cols = ("bits", "bits_lowpass")
+    c, a = _per_image(per_image, clean, cols), _per_image(per_image, attacked, cols)
+    a = a.loc[c.index]
+    extra = (a["bits"] - c["bits"]).to_numpy()
+    removed = ((a["bits"] - a["bits_lowpass"]) - (c["bits"] - c["bits_lowpass"])).to_numpy()
+    if len(extra) == 0 or extra.mean() <= 0:
+        return stats.Estimate(float("nan"), float("nan"), float("nan"), len(extra))
+    e = stats.ratio_ci(extra, removed, seed)
+    return stats.Estimate(e.value + 1, e.low + 1, e.high + 1, e.n, e.method)
+
+
+def _shift(e: stats.Estimate, by: float) -> stats.Estimate:
+    return stats.Estimate(e.value + by, e.low + by, e.high + by, e.n, e.method)
+
+
+def claim_estimates(res: dict, seed: int = 0) -> dict[str, stats.Estimate]:
+    """The estimate behind each claim of :data:`PAPER_CLAIMS`, from :func:`study`'s ``per_image`` and
+    ``alloc`` frames (per image, averaged over the models present)."""
+    pi, alloc = res["per_image"], res["alloc"]
+    clean = _per_image(pi, "clean", ("bits", "bits_lowpass", "bits_highpass"))
+    drop_lp = 1 - clean["bits_lowpass"] / clean["bits"]
+    drop_hp = 1 - clean["bits_highpass"] / clean["bits"]
+    a = _per_image(alloc, "clean", ("hf_corr", "object_ratio"))
+    return {
+        "fa_attack_bits_high_frequency": removed_share(pi, seed=seed),
+        "fa_clean_bits_high_frequency": stats.paired_diff_ci(drop_hp.to_numpy(), drop_lp.to_numpy(), seed),
+        "fa_bits_follow_hf_energy": stats.mean_ci(a["hf_corr"].to_numpy(), seed),
+        "fa_bits_on_object": stats.mean_ci(a["object_ratio"].to_numpy() - 1, seed),
+    }
+
+
+def claims(res: dict, seed: int = 0) -> pd.DataFrame:
+    """The paper-vs-ours table: one row per claim of :data:`PAPER_CLAIMS` (columns
+    :data:`robustnb.stats.CLAIM_COLUMNS`), verdicts by :func:`robustnb.stats.verdict` on 95% intervals over
+    the test images (see each claim's ``measure``). For the attack claim ("mostly"), the rule is applied to
+    the removed share minus :data:`MOSTLY`, and the table shows the removed share itself."""
+    est = claim_estimates(res, seed)
     rows = []
-    for key, g in (s.groupby(by, sort=False) if by else [((), s)]):
-        key = key if isinstance(key, tuple) else (key,)
-        lp = g[g["filter"] == "low-pass"]["rate_ratio"].mean()
-        hp = g[g["filter"] == "high-pass"]["rate_ratio"].mean()
-        row = dict(zip(by, key))
-        row.update({"cutoff": float(g["cutoff"].iloc[0]), "drop_lowpass": 1 - lp, "drop_highpass": 1 - hp})
-        holds = row["drop_lowpass"] > row["drop_highpass"]
-        if alloc is not None:
-            a = alloc[alloc["condition"] == condition]
-            for b_, v in zip(by, key):
-                a = a[a[b_] == v]
-            row["hf_corr"] = float(a["hf_corr"].mean())
-            holds = holds and row["hf_corr"] > 0.3
-        if bands is not None:
-            bd = bands[(bands["condition"] == condition) & (bands["lo"] >= cutoff - 1e-9)]
-            for b_, v in zip(by, key):
-                bd = bd[bd[b_] == v]
-            row["hf_bit_share"] = float(bd["share"].sum())
-            row["hf_power_share"] = float(bd["power_share"].sum())
-        row["claim_holds"] = bool(holds)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    for cid, pc in PAPER_CLAIMS.items():
+        e = est[cid]
+        if cid == "fa_attack_bits_high_frequency":
+            v = stats.verdict(_shift(e, -MOSTLY), pc.direction, pc.paper_value, pc.size_tolerance, pc.margin)
+            rows.append(stats.judge(CHAPTER, cid, pc, e, signed=False, verdict_override=v))
+        elif cid == "fa_bits_follow_hf_energy":
+            rows.append(stats.judge(CHAPTER, cid, pc, e, scale=1.0, unit="", signed=True, digits=2))
+        else:
+            rows.append(stats.judge(CHAPTER, cid, pc, e))
+    return pd.DataFrame(rows, columns=list(stats.CLAIM_COLUMNS))
+
+
+def claims_by_model(res: dict, seed: int = 0) -> pd.DataFrame:
+    """:func:`claims` for each model alone (context: which models carry a pooled verdict). Columns
+    ``model`` and :data:`robustnb.stats.CLAIM_COLUMNS`."""
+    out = []
+    for model, _ in res["per_image"].groupby("model", sort=False):
+        sub = {k: res[k][res[k]["model"] == model] for k in ("per_image", "alloc")}
+        out.append(claims(sub, seed).assign(model=model))
+    df = pd.concat(out, ignore_index=True)
+    return df[["model"] + list(stats.CLAIM_COLUMNS)]
+
+
+def _pct_range(v: pd.Series) -> str:
+    """``"6.4%"`` or ``"6.4-10.2%"`` (the range of ``v`` over models, in percent)."""
+    if v.empty:
+        return "n/a"
+    lo, hi = f"{100 * v.min():.1f}", f"{100 * v.max():.1f}"
+    return f"{lo}%" if lo == hi else f"{lo}-{hi}%"
+
+
+def numbers(res: dict, seed: int = 0) -> dict[str, str]:
+    """Formatted numbers for the prose (glued by :func:`robustnb.book.record`): the attack's and shot noise's
+    rate overheads (:func:`robustnb.stats.ratio_ci`), the rate a low-pass at :data:`CUTOFF` keeps of clean and
+    of attacked inputs (mean per-image ratio, bootstrap), the share of the rate and of the signal power of the
+    bands above :data:`CUTOFF` (range over models), the shot noise / attack perturbation power, and sizes."""
+    pi = res["per_image"]
+    attacked = attacked_condition(pi)
+    clean = _per_image(pi, "clean", ("bits", "bits_lowpass"))
+    out = {}
+    for key, cond in (("fa_attack_overhead", attacked), ("fa_shot_overhead", "shot_noise"),
+                      ("fa_blur_overhead", "defocus_blur")):
+        if (pi["condition"] == cond).any():
+            other = _per_image(pi, cond, ("bits",)).loc[clean.index]
+            out[key] = stats.ratio_ci(clean["bits"].to_numpy(), other["bits"].to_numpy(), seed).fmt(signed=True)
+        else:
+            out[key] = "n/a"
+    for key, cond in (("fa_lowpass_keeps_clean", "clean"), ("fa_lowpass_keeps_attacked", attacked)):
+        d = _per_image(pi, cond, ("bits", "bits_lowpass"))
+        out[key] = stats.mean_ci((d["bits_lowpass"] / d["bits"]).to_numpy(), seed).fmt()
+    bd = res["bands"]
+    bd = bd[(bd["condition"] == "clean") & (bd["lo"] >= CUTOFF - 1e-9)].groupby("model", sort=False)
+    bits_share, power_share = bd["share"].sum(), bd["power_share"].sum()
+    out["fa_hf_bit_share"], out["fa_hf_power_share"] = _pct_range(bits_share), _pct_range(power_share)
+    sp = res["spectra"]
+    sp = sp[(sp["signal"] == "perturbation") & (sp["model"] == sp["model"].iloc[-1])]
+    pw = sp.groupby("condition")["power"].sum()
+    out["fa_shot_vs_attack_power"] = (f"{pw['shot_noise'] / pw[attacked]:.1f}x"
+                                      if "shot_noise" in pw and pw.get(attacked, 0) > 0 else "n/a")
+    out["fa_n_images"] = str(int(pi["image"].nunique()))
+    out["fa_n_models"] = str(int(pi["model"].nunique()))
+    return out
 
 
 # ----------------------------------------------------------------------------------- natural photos
@@ -292,9 +449,10 @@ def make_inputs(cfg: FrequencyConfig, model, x: torch.Tensor) -> dict[str, torch
 
 
 def study(cfg: FrequencyConfig, models: dict, x: torch.Tensor, y: torch.Tensor) -> dict[str, pd.DataFrame]:
-    """Every measurement of the chapter, for every model: ``{"sweep", "bands", "alloc", "spectra"}`` frames
-    with ``entropy_model`` and ``lam`` columns (and the inputs of the last model under ``"inputs"``)."""
-    sweeps, bands, allocs, specs = [], [], [], []
+    """Every measurement of the chapter, for every model: ``{"sweep", "bands", "alloc", "spectra",
+    "per_image"}`` frames with ``entropy_model``, ``lam`` and ``model`` columns (``per_image``:
+    :func:`filter_rates` at :data:`CUTOFF`) (and the inputs of the last model under ``"inputs"``)."""
+    sweeps, bands, allocs, specs, per_image = [], [], [], [], []
     inputs = {}
     for (em, lam), model in tqdm(models.items(), desc="models", leave=False):
         inputs = make_inputs(cfg, model, x)
@@ -302,11 +460,12 @@ def study(cfg: FrequencyConfig, models: dict, x: torch.Tensor, y: torch.Tensor) 
         tag = {"entropy_model": em, "lam": lam, "model": f"{em}, lambda={lam:g}"}
         sweeps.append(cutoff_sweep(rate_fn, inputs, cfg.cutoffs, y).assign(**tag))
         bands.append(band_shares(rate_fn, inputs, cfg.band_edges).assign(**tag))
+        per_image.append(filter_rates(rate_fn, inputs, CUTOFF).assign(**tag))
         allocs.append(bit_allocation(lambda t, m=model: rate.bit_map(m, t), inputs).assign(**tag))
         specs.append(spectra(inputs).assign(**tag))
     return {"sweep": pd.concat(sweeps, ignore_index=True), "bands": pd.concat(bands, ignore_index=True),
             "alloc": pd.concat(allocs, ignore_index=True), "spectra": pd.concat(specs, ignore_index=True),
-            "inputs": inputs}
+            "per_image": pd.concat(per_image, ignore_index=True), "inputs": inputs}
 
 
 def summary(res: dict, cutoff: float = 0.25) -> pd.DataFrame:
@@ -373,15 +532,11 @@ def photo_stack(models: dict, photos: torch.Tensor, names):
     return torch.cat(imgs), titles
 
 
-def verdict_text(verdict: pd.DataFrame) -> list[str]:
-    """The claim test in sentences, computed from :func:`claim_verdict`'s frame."""
-    out = []
-    for _, r in verdict.iterrows():
-        who = ", ".join(f"{k}={r[k]}" for k in ("entropy_model", "lam") if k in r)
-        out.append(f"{who}: removing frequencies above {r['cutoff']:.2f} cycles/pixel cuts the rate by "
-                   f"{r['drop_lowpass']:.1%}, removing those below by {r['drop_highpass']:.1%}"
-                   + (f"; bits vs local high-frequency energy: rank correlation {r['hf_corr']:.2f}" if "hf_corr" in r else "")
-                   + (f"; bands above {r['cutoff']:.2f} add {r['hf_bit_share']:.0%} of the bits for {r['hf_power_share']:.1%} "
-                      "of the signal power" if "hf_bit_share" in r else "")
-                   + f" -> the claim {'HOLDS' if r['claim_holds'] else 'does NOT hold'}.")
-    return out
+def setup_text(cfg: FrequencyConfig, res: dict) -> str:
+    """What ran, in words, for the prose (glued): models, images and attack of this build's preset."""
+    pi = res["per_image"]
+    n_lam, draws = len(cfg.lambdas), cfg.attack_draws
+    return (f"{pi['model'].nunique()} {cfg.arch.upper()} split models of the entropy-attack chapters "
+            f"({len(cfg.entropy_models)} entropy models x {n_lam} rate weight{'s' if n_lam > 1 else ''}), "
+            f"{pi['image'].nunique()} CIFAR-10 test images, entropy attack at {cfg.eps_255:g}/255 with "
+            f"{cfg.attack_steps} steps x {draws} draw{'s' if draws > 1 else ''}")

@@ -12,9 +12,15 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from robustnb import attacks, data, plots, widgets
+import numpy as np
+
+from robustnb import attacks, data, plots, stats, widgets
 from robustnb.config import Run, pick
 from robustnb.train import TrainConfig, predict, train_classifier
+
+
+#: numbers the prose may type: none (the chapter tests no paper claim; everything measured is glued)
+QUOTED_NUMBERS: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,3 +109,37 @@ def explore(model, test_set, epsilons_255=(0, 1, 2, 4, 8, 16), n_images: int = 6
 
     return widgets.explorer(show, epsilon=widgets.epsilon_slider(epsilons_255),
                             attack=widgets.choice(["fgsm", "pgd"], "attack"))
+
+
+def _share_ci(accuracy: float, n: int) -> stats.Estimate:
+    """Bootstrap interval of an accuracy measured on ``n`` images (the mean of as many 0/1 hits)."""
+    hits = np.zeros(n)
+    hits[:round(accuracy * n)] = 1
+    return stats.mean_ci(hits)
+
+
+def summary(cfg: BaselineConfig, model, test_set, curve: pd.DataFrame) -> dict[str, str]:
+    """The numbers the chapter's prose quotes, formatted with their 95% intervals (glued by ``book.record``)."""
+    correct = (predict(model, test_set).argmax(1) == test_set.labels).float().numpy()
+    hist = model.robustnb_info["history"]
+    out = {"gs_clean_acc": stats.mean_ci(correct).fmt(), "gs_n_test": f"{len(test_set):,}",
+           "gs_n_attack": f"{cfg.n_attack:,}", "gs_n_train": f"{cfg.n_train:,}",
+           "gs_epochs": f"{cfg.train.epochs} epoch{'s' if cfg.train.epochs != 1 else ''}",
+           "gs_train_seconds": f"{float(hist['seconds'].sum()):.0f} s" if "seconds" in hist else "n/a"}
+    for row in curve.itertuples():
+        out[f"gs_{row.attack}_{row.eps_255:g}"] = _share_ci(row.accuracy, cfg.n_attack).fmt()
+    pgd = curve[curve.attack == "pgd"].set_index("eps_255")["accuracy"]
+    clean = float(pgd.loc[0]) if 0 in pgd.index else float("nan")
+    small = min((e for e in pgd.index if e > 0), default=None)
+    if small is not None and clean > 0:
+        out["gs_finding"] = (f"PGD at {small:g}/255 leaves {pgd.loc[small] / clean:.0%} of the clean accuracy on these "
+                             f"images, and at {max(pgd.index):g}/255 {pgd.loc[max(pgd.index)] / clean:.0%}")
+    else:
+        out["gs_finding"] = "the model is too weak at this preset for the attack to remove accuracy"
+    both = curve.pivot_table(index="eps_255", columns="attack", values="accuracy")
+    if {"fgsm", "pgd"} <= set(both.columns):
+        weaker = [e for e in both.index if both.loc[e, "pgd"] > both.loc[e, "fgsm"]]
+        out["gs_pgd_vs_fgsm"] = ("PGD, the iterated attack, leaves no more accuracy than the one-step FGSM at any "
+                                 "budget" if not weaker else "PGD leaves more accuracy than FGSM at "
+                                 + ", ".join(f"{e:g}/255" for e in weaker) + " (too few images, or too few steps)")
+    return out

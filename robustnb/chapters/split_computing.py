@@ -3,22 +3,58 @@
 * :func:`tradeoff` accuracy and real bytes per image for every trained ``(arch, entropy model, lambda)``;
 * :func:`rate_agreement` estimated vs real rate and decompress-vs-forward agreement
   (:func:`robustnb.split.rate.rate_agreement`);
-* :func:`per_image_rates` the two rates per image, and :func:`bit_map_view` one image's bit allocation.
+* :func:`per_image_rates` the two rates per image, and :func:`bit_map_view` one image's bit allocation;
+* :func:`image_rates` per image and per model: real and estimated bytes, streams, 0/1 correctness (what the
+  claims resample), and :func:`claims` the chapter's verdicts on :data:`PAPER_CLAIMS` with 95% intervals.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
 from tqdm.auto import tqdm
 
-from robustnb import data, plots
+from robustnb import data, plots, stats
 from robustnb.config import Run, pick
-from robustnb.split import load_split_models, model_grid, rate
-from robustnb.train import accuracy
+from robustnb.split import key_columns, load_split_models, model_grid, rate
+from robustnb.train import predict
+
+CHAPTER = "split_computing"
+STREAM_MARGIN_BYTES = 8.0  # "a small constant": at most 8 bytes per stream (rANS flush + 32-bit word padding)
+
+# The one place where this chapter types the paper's figures (Zhang, Abdi, Rifat, Restuccia, *Resilience of
+# Entropy Model in Distributed Neural Networks*): the paper's set-up, not its attack (next chapter).
+PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
+    "sc_lambda_rate_factorized": stats.PaperClaim(
+        claim="Factorized prior: a larger lambda buys fewer bytes on the wire",
+        paper="rate falls as lambda grows (the CE + lambda * rate trade-off)", source="method: training objective",
+        measure="real bytes per image, largest vs smallest lambda, paired over images (ratio - 1)", direction=-1),
+    "sc_lambda_rate_hyperprior": stats.PaperClaim(
+        claim="Mean-scale hyperprior: a larger lambda buys fewer bytes on the wire",
+        paper="rate falls as lambda grows (the CE + lambda * rate trade-off)", source="method: training objective",
+        measure="real bytes per image, largest vs smallest lambda, paired over images (ratio - 1)", direction=-1),
+    "sc_hyperprior_fewer_bytes": stats.PaperClaim(
+        claim="The hyperprior sends fewer bytes than the factorized prior at the same lambda",
+        paper="the hyperprior's image-adaptive density is the stronger entropy model", source="method: entropy models",
+        measure="real bytes per image averaged over the lambda grid, hyperprior vs factorized, paired over images "
+                "(ratio - 1)", direction=-1),
+    "sc_stream_constant_factorized": stats.PaperClaim(
+        claim="Factorized prior: real bytes = the entropy model's estimate plus a small constant per stream",
+        paper="rates reported as coded bytes (clean: 9.62 KB per image)", source="experiments: set-up",
+        measure="(real - estimated bytes) per stream, smallest lambda, mean over images; 'small' = within 8 bytes",
+        direction=0, margin=STREAM_MARGIN_BYTES),
+    "sc_stream_constant_hyperprior": stats.PaperClaim(
+        claim="Hyperprior: real bytes = the entropy model's estimate plus a small constant per stream",
+        paper="rates reported as coded bytes (clean: 9.62 KB per image)", source="experiments: set-up",
+        measure="(real - estimated bytes) per stream, smallest lambda, mean over images; 'small' = within 8 bytes",
+        direction=0, margin=STREAM_MARGIN_BYTES),
+}
+# Numbers the prose may type: the paper's figures and the book's fixed settings.
+QUOTED_NUMBERS = ("9.62 KB", "5 %", "8 bytes", "95%")
 
 
 @dataclass(frozen=True)
@@ -44,22 +80,104 @@ def load_models(cfg: SplitComputingConfig, run: Run) -> dict:
     return load_split_models(cfg.archs, cfg.entropy_models, cfg.lambdas, run)
 
 
-def _key_cols(key) -> dict:
-    arch, em, lam = key
-    return {"arch": arch, "entropy_model": em, "lambda": lam}
+def image_rates(cfg: SplitComputingConfig, models: dict, test_set) -> pd.DataFrame:
+    """One row per (model, test image): real and estimated bytes, number of streams, 0/1 correctness.
 
-
-def tradeoff(cfg: SplitComputingConfig, models: dict, test_set) -> pd.DataFrame:
-    """Accuracy vs rate per model: real and estimated bytes per image, bits per pixel, test accuracy."""
+    The same images for every model (``image`` is the index in the test subset), so models can be compared
+    image by image (paired)."""
     x, y = test_set.tensors()
-    rows = []
+    frames = []
     for key, m in tqdm(models.items(), desc="rate/accuracy", leave=False):
-        real = rate.real_bytes(m, x)
-        est = rate.estimated_bits(m, x) / 8
-        rows.append({**_key_cols(key), "accuracy": accuracy(m, (x, y)), "real_bytes": float(real.mean()),
-                     "est_bytes": float(est.mean()), "bpp": float(rate.bpp(real * 8, x.shape).mean()),
-                     "train_seconds": m.robustnb_info.get("train_seconds", 0.0)})
-    return pd.DataFrame(rows)
+        m.eval()
+        streams = rate.stream_bytes(m, x)
+        correct = (predict(m, (x, y)).argmax(1) == y.cpu()).float()
+        frames.append(pd.DataFrame({**key_columns(key), "image": np.arange(len(x)),
+                                    "real_bytes": streams.sum(1).numpy(),
+                                    "est_bytes": (rate.estimated_bits(m, x) / 8).numpy(),
+                                    "streams": streams.shape[1], "correct": correct.numpy(),
+                                    "train_seconds": m.robustnb_info.get("train_seconds", 0.0)}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def tradeoff(cfg: SplitComputingConfig, models: dict, test_set, images: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Accuracy vs rate per model: real and estimated bytes per image, bits per pixel, test accuracy (the means
+    of :func:`image_rates`, which is computed here unless given)."""
+    if images is None:
+        images = image_rates(cfg, models, test_set)
+    h, w = test_set.image_shape[-2:]
+    out = (images.groupby(["arch", "entropy_model", "lambda"], sort=False)
+           .agg(accuracy=("correct", "mean"), real_bytes=("real_bytes", "mean"), est_bytes=("est_bytes", "mean"),
+                train_seconds=("train_seconds", "first")).reset_index())
+    out.insert(6, "bpp", out["real_bytes"] * 8 / (h * w))
+    return out
+
+
+def _nan_estimate() -> stats.Estimate:
+    return stats.Estimate(float("nan"), float("nan"), float("nan"), 0)
+
+
+def _select(images: pd.DataFrame, arch: str, em: str, lam: float | None = None) -> pd.DataFrame:
+    t = images[(images["arch"] == arch) & (images["entropy_model"] == em)]
+    if lam is not None:
+        t = t[np.isclose(t["lambda"], lam)]
+    return t.sort_values("image")
+
+
+def claim_estimates(images: pd.DataFrame, arch: str | None = None) -> dict[str, stats.Estimate]:
+    """The estimate behind every claim of :data:`PAPER_CLAIMS` (claim id -> :class:`~robustnb.stats.Estimate`),
+    for one architecture (the first in ``images`` by default). A claim the grid cannot measure (one lambda
+    only, one entropy model only) gets an all-NaN estimate, which reads "inconclusive at this size"."""
+    arch = arch if arch is not None else images["arch"].iloc[0]
+    lams = sorted(images.loc[images["arch"] == arch, "lambda"].unique())
+    out = {}
+    for em in ("factorized", "hyperprior"):
+        lo = _select(images, arch, em, lams[0]) if lams else pd.DataFrame()
+        hi = _select(images, arch, em, lams[-1]) if lams else pd.DataFrame()
+        out[f"sc_lambda_rate_{em}"] = (stats.ratio_ci(lo["real_bytes"], hi["real_bytes"])
+                                       if len(lams) > 1 and len(lo) and len(hi) else _nan_estimate())
+        out[f"sc_stream_constant_{em}"] = (stats.paired_diff_ci(lo["est_bytes"] / lo["streams"],
+                                                                lo["real_bytes"] / lo["streams"])
+                                           if len(lo) else _nan_estimate())
+    per_image = {em: _select(images, arch, em).groupby("image")["real_bytes"].mean() for em in ("factorized", "hyperprior")}
+    fa, hp = per_image["factorized"], per_image["hyperprior"]
+    out["sc_hyperprior_fewer_bytes"] = (stats.ratio_ci(fa.to_numpy(), hp.reindex(fa.index).to_numpy())
+                                        if len(fa) and len(hp) == len(fa) else _nan_estimate())
+    return out
+
+
+def claims(images: pd.DataFrame, arch: str | None = None) -> pd.DataFrame:
+    """The chapter's claims table (columns :data:`robustnb.stats.CLAIM_COLUMNS`, one row per claim of
+    :data:`PAPER_CLAIMS`), verdicts by :func:`robustnb.stats.verdict`."""
+    est = claim_estimates(images, arch)
+    rows = []
+    for cid, pc in PAPER_CLAIMS.items():
+        if cid.startswith("sc_stream_constant"):
+            rows.append(stats.judge(CHAPTER, cid, pc, est[cid], scale=1.0, unit=" bytes", signed=True))
+        else:
+            rows.append(stats.judge(CHAPTER, cid, pc, est[cid]))
+    return pd.DataFrame(rows, columns=list(stats.CLAIM_COLUMNS))
+
+
+def numbers(images: pd.DataFrame, agree: pd.DataFrame | None = None, arch: str | None = None) -> dict[str, str]:
+    """Formatted numbers the prose inserts with glue (besides the claims): the accuracy change from the smallest
+    to the largest lambda and the relative gap real/estimated - 1 per entropy model, and the decoding check."""
+    arch = arch if arch is not None else images["arch"].iloc[0]
+    lams = sorted(images.loc[images["arch"] == arch, "lambda"].unique())
+    out = {"sc_n_images": f"{images['image'].nunique():,}", "sc_arch": str(arch),
+           "sc_lambdas": ", ".join(f"{lam:g}" for lam in lams)}
+    for em in ("factorized", "hyperprior"):
+        lo, hi = _select(images, arch, em, lams[0]), _select(images, arch, em, lams[-1])
+        acc = stats.paired_diff_ci(lo["correct"], hi["correct"]) if len(lams) > 1 and len(lo) else _nan_estimate()
+        out[f"sc_acc_change_{em}"] = acc.fmt(100, 1, " points", signed=True)
+        out[f"sc_clean_acc_{em}"] = stats.mean_ci(lo["correct"]).fmt(100, 1, "%")
+        out[f"sc_clean_bytes_{em}"] = stats.mean_ci(lo["real_bytes"]).fmt(1, 1, " bytes")
+        out[f"sc_rel_gap_{em}"] = stats.ratio_ci(lo["est_bytes"], lo["real_bytes"]).fmt(100, 1, "%", signed=True)
+        top = _select(images, arch, em, lams[-1])
+        out[f"sc_rel_gap_top_{em}"] = stats.ratio_ci(top["est_bytes"], top["real_bytes"]).fmt(100, 1, "%", signed=True)
+    if agree is not None and len(agree):
+        out["sc_decode"] = (f"largest logit difference {agree['max_abs_logit_diff'].max():.2g}, lowest top-1 "
+                            f"agreement {agree['top1_agreement'].min():.3f} over {len(agree)} models")
+    return out
 
 
 def rate_agreement(cfg: SplitComputingConfig, models: dict, test_set) -> pd.DataFrame:
@@ -73,7 +191,7 @@ def per_image_rates(models: dict, key, test_set, n: int = 500) -> pd.DataFrame:
     x, _ = test_set.tensors(n)
     m = models[key]
     return pd.DataFrame({"est_bytes": (rate.estimated_bits(m, x) / 8).numpy(),
-                         "real_bytes": rate.real_bytes(m, x).numpy(), **_key_cols(key)})
+                         "real_bytes": rate.real_bytes(m, x).numpy(), **key_columns(key)})
 
 
 def bit_map_view(model, x: torch.Tensor, title: str = "") -> go.Figure:

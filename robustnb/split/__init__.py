@@ -11,4 +11,4 @@
 
 from robustnb.split.model import (ENTROPY_MODELS, LAMBDAS, SPLIT_ARCHITECTURES, LogitsOnly,  # noqa: F401
                                   SplitModel, build_split_model, check_entropy_model, check_split_arch)
-from robustnb.split.zoo import SplitTrainConfig, get_split_model, load_split_models, model_grid  # noqa: F401
+from robustnb.split.zoo import SplitTrainConfig, get_split_model, key_columns, load_split_models, model_grid  # noqa: F401

@@ -118,3 +118,8 @@ def load_split_models(archs, entropy_models, lambdas, run: Run, verbose: bool = 
     keys = [(a, em, lam) for a in archs for em in entropy_models for lam in lambdas]
     return {k: get_split_model(*k, run, verbose=verbose) for k in tqdm(keys, desc="split models", leave=False)}
 
+
+def key_columns(key) -> dict:
+    """The frame columns of a zoo key ``(arch, entropy_model, lambda)``."""
+    arch, em, lam = key
+    return {"arch": arch, "entropy_model": em, "lambda": lam}

@@ -44,3 +44,148 @@ def test_smoke_models_are_trained_enough_that_the_attack_raises_the_bytes():
     assert clean.std() > 0, "every image costs the same bytes: the model ignores its input"
     adv = entropy_attack(m, x, 8 / 255, steps=2, draws=1)
     assert rate.real_bytes(m, adv).mean() > clean.mean()
+
+
+# ------------------------------------------------------------------------------ per-image measurements, claims
+import dataclasses  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from robustnb import stats  # noqa: E402
+from robustnb.data import ImageDataset  # noqa: E402
+from robustnb.split import build_split_model  # noqa: E402
+
+
+def _toy_models_and_data(n=6):
+    torch.manual_seed(0)
+    models = {}
+    for em in ("factorized", "hyperprior"):
+        m = build_split_model("vgg", em).eval()
+        m.update(force=True)
+        models[("vgg", em, 0.01)] = m
+    data = ImageDataset("toy", torch.randint(0, 255, (n, 3, 32, 32), dtype=torch.uint8), torch.arange(n) % 10,
+                        [str(i) for i in range(10)], (0.5,) * 3, (0.5,) * 3)
+    return models, data
+
+
+def test_attack_images_are_measured_in_eval_mode_whatever_the_attack_leaves(monkeypatch):
+    """Protocol (the training-mode bug): a torchattacks PGD on ``logits_model()`` used to leave the split model
+    in training mode, so the PGD row and everything after it (the corruption table) were measured with
+    batch-norm in training mode, which also rewrote its running statistics. Here a stand-in attack leaves the
+    model in training mode on purpose: the measurements must still be taken in eval mode, the model must come
+    back in eval mode, and its buffers must be untouched."""
+    models, data = _toy_models_and_data()
+
+    def leaves_training_mode(name, model, eps, **kw):
+        def run(x, y):
+            model.train()
+            return x
+        return run
+
+    monkeypatch.setattr(ch.attacks, "make_attack", leaves_training_mode)
+    monkeypatch.setattr(ch, "entropy_attack", lambda m, x, eps, steps, draws, **kw: x)
+    cfg = dataclasses.replace(ch.EntropyAttacksConfig.from_preset("smoke"), n_attack=6, eps_255=(0, 8),
+                              pgd_eps_255=(8,), stealthy_eps_255=(8,))
+    before = {k: {n: b.clone() for n, b in m.named_buffers()} for k, m in models.items()}
+    images = ch.attack_images(cfg, models, data)
+    for k, m in models.items():
+        assert not m.training, "the split model was left in training mode"
+        for n, b in m.named_buffers():
+            assert torch.equal(b, before[k][n]), f"buffer {n} changed: measured in training mode"
+    pgd = images[images["attack"] == ch.PGD]
+    assert np.array_equal(pgd["bytes_adv"].to_numpy(), pgd["bytes_clean"].to_numpy())  # x unchanged, eval mode
+    # per image: one row per model, attack, epsilon and image
+    assert len(images) == 2 * (2 + 1 + 1) * 6 and set(images["image"]) == set(range(6))
+    grid = ch.summarize(images)
+    assert {"overhead_pct", "acc_clean", "acc_adv", "real_bytes_clean", "real_bytes_adv"} <= set(grid.columns)
+
+
+def test_corruption_images_are_per_image_and_in_eval_mode():
+    models, data = _toy_models_and_data()
+    for m in models.values():
+        m.train()  # a model left in training mode by an earlier attack
+    cfg = dataclasses.replace(ch.EntropyAttacksConfig.from_preset("smoke"), n_corrupt=6)
+    corr = ch.corruption_images(cfg, models, data)
+    assert all(not m.training for m in models.values())
+    assert len(corr) == 2 * len(cfg.corruptions) * len(cfg.severities) * 6
+    eff = ch.corruption_effects(cfg, models, data, corr)
+    assert {"overhead_pct", "real_bytes", "accuracy", "acc_clean"} <= set(eff.columns)
+
+
+def _synthetic(n=60, factors=None, stealthy_flip=0.0, severities=(1, 5), seed=0):
+    """Per-image frames where attacked bytes = clean bytes x factor (with noise), as the paper says by default."""
+    rng = np.random.default_rng(seed)
+    factors = factors or {("hyperprior", "entropy", 8): 1.468, ("hyperprior", "entropy", 16): 1.95,
+                          ("factorized", "entropy", 8): 1.3, ("hyperprior", ch.PGD, 8): 1.05,
+                          ("factorized", ch.PGD, 8): 1.0, ("hyperprior", ch.STEALTHY, 8): 1.3,
+                          ("factorized", ch.STEALTHY, 8): 1.2}
+    rows, corr = [], []
+    for em in ("factorized", "hyperprior"):
+        clean = rng.uniform(200, 300, n)
+        ok = (rng.random(n) < 0.7).astype(float)
+        for (e, attack, eps), f in factors.items():
+            if e != em:
+                continue
+            adv_ok = ok.copy()
+            if attack == ch.STEALTHY:
+                adv_ok[: int(stealthy_flip * n)] = 0.0
+                ok_clean = ok.copy()
+                ok_clean[: int(stealthy_flip * n)] = 1.0
+            else:
+                ok_clean = ok
+            rows.append(pd.DataFrame({"arch": "vgg", "entropy_model": em, "lambda": 0.01, "attack": attack,
+                                      "eps_255": float(eps), "image": np.arange(n), "bytes_clean": clean,
+                                      "bytes_adv": clean * f * rng.normal(1, 0.02, n), "est_bytes_adv": clean,
+                                      "correct_clean": ok_clean, "correct_adv": adv_ok, "linf": eps / 255}))
+        for sev in severities:
+            for name, f in (("shot_noise", 1.65 if sev == max(severities) else 0.9),
+                            ("defocus_blur", 0.47 if sev == max(severities) else 1.1)):
+                corr.append(pd.DataFrame({"arch": "vgg", "entropy_model": em, "lambda": 0.01, "corruption": name,
+                                          "severity": sev, "image": np.arange(n), "bytes_clean": clean,
+                                          "bytes_adv": clean * f * rng.normal(1, 0.02, n), "est_bytes_adv": clean,
+                                          "correct_clean": ok, "correct_adv": ok, "linf": 0.1}))
+    return pd.concat(rows, ignore_index=True), pd.concat(corr, ignore_index=True)
+
+
+def test_claims_table_has_every_declared_claim_and_reproduces_the_papers_numbers():
+    images, corr = _synthetic()
+    table = ch.claims(images, corr)
+    assert tuple(table.columns) == stats.CLAIM_COLUMNS
+    assert list(table["claim_id"]) == list(ch.PAPER_CLAIMS)
+    assert all(cid.startswith("ea_") for cid in ch.PAPER_CLAIMS)
+    assert (table["verdict"] == "reproduced").all(), table[["claim_id", "ours", "verdict"]]
+    v = table.set_index("claim_id")["value"]
+    assert v["ea_entropy8_hyperprior"] == pytest.approx(0.468, abs=0.02)
+    assert v["ea_shot_noise"] == pytest.approx(0.65, abs=0.02)  # the strongest severity, not the mean
+
+
+def test_claims_are_paired_over_the_same_images_whatever_the_row_order():
+    images, corr = _synthetic()
+    a = ch.claims(images, corr)
+    b = ch.claims(images.sample(frac=1, random_state=1), corr.sample(frac=1, random_state=2))
+    assert np.allclose(a["low"], b["low"], equal_nan=True) and np.allclose(a["high"], b["high"], equal_nan=True)
+
+
+def test_stealthy_accuracy_drop_beyond_the_margin_and_a_missing_epsilon():
+    images, corr = _synthetic(stealthy_flip=0.3)
+    images = images[images["eps_255"] != 16]  # the smoke grid has no 16/255
+    table = ch.claims(images, corr).set_index("claim_id")
+    assert table.loc["ea_stealthy_accuracy", "verdict"] == "not reproduced"
+    assert table.loc["ea_entropy16_hyperprior", "verdict"] == "inconclusive at this size"
+    assert ch.claims(images, None).set_index("claim_id").loc["ea_shot_noise", "verdict"] == \
+        "inconclusive at this size"
+
+
+def test_a_pgd_that_moves_the_rate_a_lot_is_not_reproduced():
+    f = {("hyperprior", "entropy", 8): 1.468, ("hyperprior", ch.PGD, 8): 1.6,
+         ("hyperprior", ch.STEALTHY, 8): 1.3, ("factorized", ch.STEALTHY, 8): 1.2}
+    images, corr = _synthetic(factors=f)
+    assert ch.claims(images, corr).set_index("claim_id").loc["ea_pgd_rate", "verdict"] == "not reproduced"
+
+
+def test_numbers_are_formatted_strings():
+    images, corr = _synthetic()
+    nums = ch.numbers(ch.EntropyAttacksConfig.from_preset("smoke"), images, corr)
+    assert all(isinstance(v, str) for v in nums.values())
+    assert nums["ea_severity"] == "5" and nums["ea_n_attack"] == "60"

@@ -45,3 +45,163 @@ def test_robust_accuracy_uses_the_labels_of_the_attacked_images():
     assert (frame["clean_acc"] == 1.0).all()
     assert (frame["robust_acc"] == 1.0).all(), frame[["vote", "robust_acc"]]
     assert (frame["success_rate"] == 0.0).all()
+
+
+# ----------------------------------------------------------------------------- the authors' protocol
+def _toy_splits(n_nodes=3, per_node=8):
+    test = _sorted_test_set()
+    shards = {mode: [test.subset(per_node, seed=10 * i + k) for i in range(n_nodes)]
+              for k, mode in enumerate(("shared", "disjoint", "dirichlet"))}
+    shards["shared"] = [shards["shared"][0]] * n_nodes
+    return H.Splits(pool=test, attacker=test, test=test, shards=shards)
+
+
+def test_ens_and_every_axis_use_disjoint_shards():
+    """ENS is N identical nodes on DISJOINT 1/N shards (the old protocol gave ENS one shared shard)."""
+    cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 3))
+    splits = _toy_splits()
+    nodes = H.plan(cfg, splits)
+    assert "data" not in nodes, "the old 'data' axis is the paper's ENS"
+    for axis, specs in nodes.items():
+        want = splits.shards["dirichlet" if axis == "data non-IID" else "disjoint"]
+        assert all(s.data is want[i] for i, s in enumerate(specs)), axis
+    ens = nodes["ENS"]
+    assert {s.arch for s in ens} == {"cnn"} and {s.train.optimizer for s in ens} == {"sgd"}
+    assert len({(s.train.lr, s.train.momentum, s.train.weight_decay) for s in ens}) == 1  # shared default HP
+
+
+def test_every_axis_but_ens_is_tuned_per_node(monkeypatch):
+    """Each heterogeneous flavour = disjoint shards + per-node tuning + its axis (old: only 'tuned HP', 'all')."""
+    cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2), seeds=(0, 1))
+    tuned_calls = []
+
+    def fake_tune(node, *a, **k):
+        tuned_calls.append(node.label)
+        return {"lr": 0.0123, "momentum": 0.85, "weight_decay": 1e-4, "val_acc": 0.5}
+
+    monkeypatch.setattr(H.D, "tune_node", fake_tune)
+    monkeypatch.setattr(H.D, "train_nodes", lambda nodes, *a, **k: {n.key: None for n in nodes})
+    plans, models, tuning = H.build_nodes(cfg, SimpleNamespace(device="cpu"), _toy_splits(2))
+    assert set(plans) == {0, 1}
+    for seed, nodes in plans.items():
+        for axis, specs in nodes.items():
+            lrs = {s.train.lr for s in specs}
+            assert (lrs == {0.0123}) == (axis != "ENS"), (seed, axis, lrs)
+    assert set(tuning.axis) == set(cfg.axes) - {"ENS"} and set(tuning.seed) == {0, 1}
+    # the training seed is part of every node's cache key: seed 1 trains other models than seed 0
+    assert not {s.key for s in plans[0]["ENS"]} & {s.key for s in plans[1]["ENS"]}
+
+
+def test_seeds_per_preset():
+    assert H.HeteroConfig.from_preset("smoke").seeds == (0,)
+    assert H.HeteroConfig.from_preset("cpu").seeds == (0, 1, 2)
+    assert H.HeteroConfig.from_preset("smoke").n_values == (1, 2)
+
+
+class Fixed(nn.Module):
+    """Predicts fixed labels for a whole set, recognised by its size and mean pixel."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.table = table  # n images -> label
+
+    def forward(self, x):
+        key = (len(x), round(float(x.mean()), 4))
+        return nn.functional.one_hot(self.table[key], N_CLASSES).float() + 0 * self.dummy
+
+
+def test_robust_accuracy_is_on_clean_correct_images():
+    """Headline = accuracy after the attack on the images classified correctly when clean (1 - success rate)."""
+    test = _sorted_test_set()
+    cfg = H.HeteroConfig.from_preset("smoke", n_values=(1,), n_test=len(test), n_attack=8)
+    splits = H.Splits(pool=test, attacker=test, test=test)
+    x, y = H.attack_set(cfg, splits)
+    x_adv = x.clone() + 0.5  # a different set, told apart by its mean
+    wrong_clean = y.clone()
+    wrong_clean[:4] = (y[:4] + 1) % N_CLASSES  # 4 of 8 wrong when clean
+    after = y.clone()
+    after[[0, 4, 5]] = (y[[0, 4, 5]] + 1) % N_CLASSES  # attack: breaks image 0 (already wrong) and 4, 5
+    x_test, y_test = test.tensors()
+    def key(t):
+        return len(t), round(float(t.mean()), 4)
+
+    model = Fixed({key(x): wrong_clean, key(x_adv): after, key(x_test): y_test})
+    frame = H.evaluate_grid(cfg, {"ENS": [SimpleNamespace(key="m", arch="cnn")]}, {"m": model}, splits,
+                            {("clean", 0): x, ("cwa", 8): x_adv})
+    row = frame[frame.vote == "hard"].iloc[0]
+    assert row.n_clean_correct == 4
+    assert row.robust_acc_cc == 0.5  # of images 4..7 (clean-correct) the attack keeps 6, 7
+    assert row.success_rate == 0.5
+    assert row.robust_acc == 5 / 8  # unconditional: images 1, 2, 3, 6, 7
+
+
+# ---------------------------------------------------------------------------------------------- claims
+def _synthetic_frame(seeds, gain=0.10, cost=0.0):
+    rows = []
+    for seed in seeds:
+        for axis in H.AXES:
+            for n in (1, 3, 5):
+                for attack in ("cwa", "mifgsm"):
+                    base = 0.3 + 0.01 * seed
+                    up = gain + 0.005 * seed if axis != "ENS" else 0.0
+                    rows.append({"seed": seed, "dataset": "cifar10", "instantiation": axis, "n_nodes": n,
+                                 "vote": "hard", "attack": attack, "eps_255": 8,
+                                 "clean_acc": 0.5 - (cost if axis != "ENS" else 0.0),
+                                 "robust_acc_cc": base + up, "robust_acc": (base + up) / 2,
+                                 "success_rate": 1 - base - up, "n_clean_correct": 100})
+    return pd.DataFrame(rows)
+
+
+def test_claims_table_from_seeds():
+    from robustnb import stats
+
+    cfg = H.HeteroConfig.from_preset("cpu", attacks=("mifgsm", "cwa"))
+    out = H.claims(_synthetic_frame((0, 1, 2)), cfg)
+    assert tuple(out.columns) == stats.CLAIM_COLUMNS
+    assert list(out.claim_id) == list(H.PAPER_CLAIMS)
+    assert all(c.startswith("he_") for c in out.claim_id)
+    row = out.set_index("claim_id").loc["he_gain_all_n5"]
+    assert abs(row.value - 0.105) < 1e-9 and row.n == 3 and row.verdict == "reproduced"
+    assert out.set_index("claim_id").loc["he_clean_cost_all_n5", "verdict"] == "reproduced"
+    costly = H.claims(_synthetic_frame((0, 1, 2), cost=0.2), cfg).set_index("claim_id")
+    assert costly.loc["he_clean_cost_all_n5", "verdict"] == "not reproduced"
+    # one seed (smoke): no interval, so the rule says inconclusive
+    one = H.claims(_synthetic_frame((0,)), cfg)
+    assert (one.verdict == "inconclusive at this size").all()
+    nums = H.claim_numbers(_synthetic_frame((0, 1, 2)), cfg)
+    assert nums["he_seeds"] == "3" and nums["he_n_large"] == "5"
+    assert nums["he_best_axis"].startswith("the largest mean CWA gain at N = 5")
+
+
+def test_claim_n_falls_back_at_smoke():
+    assert H.claim_n(H.HeteroConfig.from_preset("smoke"), 5) == 2
+    assert H.claim_n(H.HeteroConfig.from_preset("cpu"), 3) == 3
+
+
+class Shifted(LabelReader):
+    """Says ``label + shift`` with logit ``scale``; reports a training accuracy of ``train_acc``."""
+
+    def __init__(self, shift, scale, train_acc):
+        super().__init__()
+        self.shift, self.scale = shift, scale
+        self.robustnb_info = {"history": pd.DataFrame({"train_acc": [train_acc]})}
+
+    def forward(self, x):
+        label = (super().forward(x).argmax(1) + self.shift) % N_CLASSES
+        return self.scale * nn.functional.one_hot(label, N_CLASSES).float() + 0 * self.dummy
+
+
+def test_votes_are_per_sample_confidence_not_training_accuracy():
+    """One confident, right node (training accuracy 0.01) against two unsure, wrong ones (training accuracy 1):
+    the per-sample confidence vote and the unweighted soft vote follow the confident node; the old protocol
+    weighted both votes by the final training accuracy and followed the two wrong nodes."""
+    test = _sorted_test_set()
+    cfg = H.HeteroConfig.from_preset("smoke", n_values=(3,), n_test=len(test), n_attack=8)
+    splits = H.Splits(pool=test, attacker=test, test=test)
+    x, _ = H.attack_set(cfg, splits)
+    models = {"a": Shifted(0, 3.0, 0.01), "b": Shifted(1, 0.1, 1.0), "c": Shifted(1, 0.1, 1.0)}
+    nodes = {"ENS": [SimpleNamespace(key=k, arch="cnn") for k in models]}
+    frame = H.evaluate_grid(cfg, nodes, models, splits, {("clean", 0): x, ("cwa", 8): x.clone()})
+    acc = frame.set_index("vote").clean_acc
+    assert acc["hard"] == 0.0 and acc["weighted"] == 1.0 and acc["soft"] == 1.0
