@@ -170,8 +170,8 @@ def ledger_markdown(root: Path = ROOT) -> str:
         rel = nb.name
         lines += [f"## [{title}]({rel})", "", "| claim | paper | ours (95% interval) | verdict |", "|---|---|---|---|"]
         for cid, pc in claims.items():
-            lines.append(f"| {pc.claim} | {pc.paper} ({pc.source}) | {{glue:text}}`{rel}::{cid}` | "
-                         f"{{glue:text}}`{rel}::{cid}_verdict` |")
+            lines.append(f"| {pc.claim} | {pc.paper} ({pc.source}) | {{glue:text}}`{rel}::{cid}:s` | "
+                         f"{{glue:text}}`{rel}::{cid}_verdict:s` |")
         lines.append("")
     return "\n".join(lines)
 

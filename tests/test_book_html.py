@@ -50,3 +50,28 @@ def test_colab_launch_button(html_dir):
     slug = url.split("github.com/")[-1]
     page = (html_dir / book.chapters()[0].relative_to(book.ROOT)).with_suffix(".html").read_text()
     assert f"colab.research.google.com/github/{slug}/blob/{branch}/" in page
+
+
+def test_claims_ledger_agrees_with_the_chapters(html_dir):
+    """Every claim of every chapter appears on the ledger page with the value and verdict that chapter glued."""
+    import importlib
+    import html as htmllib
+
+    ledger = htmllib.unescape(re.sub(r"<[^>]+>", " ", (html_dir / "book" / "claims.html").read_text()))
+    ledger = re.sub(r"\s+", " ", ledger)
+    checked = 0
+    for path in book.chapters():
+        claims = getattr(importlib.import_module(f"robustnb.chapters.{path.stem}"), "PAPER_CLAIMS", {})
+        executed = json.loads((html_dir.parent / "jupyter_execute" / path.relative_to(book.ROOT)).read_text())
+        glued = {}
+        for c in executed["cells"]:
+            for o in c.get("outputs", []):
+                name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+                if name:
+                    text = next((v for k, v in o["data"].items() if k.endswith("text/plain")), "")
+                    glued[name] = "".join(text).strip("'\"")
+        for cid in claims:
+            assert cid in glued and f"{cid}_verdict" in glued, f"{path.stem} did not glue {cid}"
+            assert re.sub(r"\s+", " ", glued[cid]) in ledger and glued[f"{cid}_verdict"] in ledger, cid
+            checked += 1
+    assert checked > 0
