@@ -18,7 +18,8 @@ Intervals (all 95%, from :func:`scipy.stats.bootstrap` unless said otherwise):
 ``not reproduced``             the interval excludes the paper's side (no effect of that sign, or the opposite one),
                                or contains "no effect" while excluding an effect of the paper's size (for a
                                "no change" claim: the interval lies outside the margin)
-``inconclusive at this size``  the interval contains "no effect" and still reaches the paper's side
+``inconclusive at this size``  the interval contains "no effect" and still reaches the paper's side, or rests on
+                               fewer than :data:`MIN_ITEMS` images
 
 :func:`claim` builds one row of a chapter's paper-vs-ours table with that verdict; every chapter's claims table
 has the columns of :data:`CLAIM_COLUMNS`.
@@ -34,6 +35,9 @@ from scipy import stats as sps
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000
+#: fewer images than this decide nothing: a bootstrap over a handful of identical values gives a zero-width
+#: interval that would read as certainty (a smoke run's 6 images, all wrong, say)
+MIN_ITEMS = 20
 VERDICTS = ("reproduced", "reproduced in direction", "not reproduced", "inconclusive at this size")
 CLAIM_COLUMNS = ("chapter", "claim_id", "claim", "paper", "source", "measure", "ours", "value", "low", "high",
                  "verdict", "n", "unit")
@@ -137,9 +141,11 @@ def verdict(est: Estimate, direction: int = 1, paper: float | None = None, size_
     """
     if any(math.isnan(t) for t in (est.value, est.low, est.high)):
         return "inconclusive at this size"
+    if direction == 0 and margin is None:
+        raise ValueError("a 'no change' claim needs a margin")
+    if est.method == "bootstrap" and est.n < MIN_ITEMS:
+        return "inconclusive at this size"
     if direction == 0:
-        if margin is None:
-            raise ValueError("a 'no change' claim needs a margin")
         if -margin <= est.low and est.high <= margin:
             return "reproduced"
         if est.low > margin or est.high < -margin:

@@ -56,3 +56,8 @@ def test_claim_row_has_every_column():
     row = S.claim("ch", "c1", "attack raises the rate", "+46.8 %", "Table 2", "real bytes",
                   S.Estimate(0.4, 0.3, 0.5, 32), paper_value=0.468)
     assert tuple(row) == S.CLAIM_COLUMNS and row["ours"] == "+40.0% [+30.0, +50.0]" and row["verdict"] == "reproduced"
+
+
+def test_a_handful_of_images_decides_nothing():
+    assert S.verdict(S.mean_ci([1.0] * 6), 1) == "inconclusive at this size"
+    assert S.verdict(S.mean_ci([1.0] * 40), 1) == "reproduced"

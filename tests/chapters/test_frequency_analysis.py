@@ -139,8 +139,8 @@ def test_claims_pool_models_per_image():
 def test_study_frames_give_claims_and_numbers_on_a_known_rate():
     """End to end on synthetic images: the 'attack' adds high-frequency energy, the rate is that energy."""
     g = torch.Generator().manual_seed(4)
-    x = S.filtered(torch.rand(12, 3, 16, 16, generator=g), 0.15, "low")
-    hf = S.highpass(torch.rand(12, 3, 16, 16, generator=g), 0.3)
+    x = S.filtered(torch.rand(24, 3, 16, 16, generator=g), 0.15, "low")
+    hf = S.highpass(torch.rand(24, 3, 16, 16, generator=g), 0.3)
     inputs = {"clean": x, "shot_noise": (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1),
               "defocus_blur": S.filtered(x, 0.1, "low"), "attacked 8/255": (x + 0.1 * hf).clamp(0, 1)}
     tag = {"entropy_model": "e", "lam": 1.0, "model": "e, lambda=1"}
