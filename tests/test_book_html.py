@@ -62,14 +62,10 @@ def test_claims_ledger_agrees_with_the_chapters(html_dir):
     checked = 0
     for path in book.chapters():
         claims = getattr(importlib.import_module(f"robustnb.chapters.{path.stem}"), "PAPER_CLAIMS", {})
-        executed = json.loads((html_dir.parent / "jupyter_execute" / path.relative_to(book.ROOT)).read_text())
-        glued = {}
-        for c in executed["cells"]:
-            for o in c.get("outputs", []):
-                name = o.get("metadata", {}).get("scrapbook", {}).get("name")
-                if name:
-                    text = next((v for k, v in o["data"].items() if k.endswith("text/plain")), "")
-                    glued[name] = "".join(text).strip("'\"")
+        # myst-nb keeps a chapter's glued outputs in <name>.glue.json next to the executed notebook
+        store = html_dir.parent / "jupyter_execute" / path.relative_to(book.ROOT).with_suffix(".glue.json")
+        glued = {name: "".join(next((v for k, v in out["data"].items() if k.endswith("text/plain")), "")).strip("'\"")
+                 for name, out in json.loads(store.read_text()).items()}
         for cid in claims:
             assert cid in glued and f"{cid}_verdict" in glued, f"{path.stem} did not glue {cid}"
             assert re.sub(r"\s+", " ", glued[cid]) in ledger and glued[f"{cid}_verdict"] in ledger, cid
