@@ -7,6 +7,7 @@ the chapters; ``python -m robustnb.book new book/x.ipynb "Title"`` starts a chap
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import json
@@ -22,6 +23,7 @@ import nbformat
 import yaml
 from IPython.display import Markdown
 
+from robustnb.config import resolve_preset
 from robustnb.progress import log_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -317,6 +319,36 @@ def scaffold(path: Path, title: str) -> Path:
     ]
     nbformat.write(nb, str(path))
     return path
+
+
+# ------------------------------------------------------------------------ Sphinx: what a rebuild re-executes
+def package_fingerprint(root: Path = ROOT) -> str:
+    """A hash of every source file of the robustnb package."""
+    h = hashlib.sha256()
+    pkg = root / "robustnb"
+    for path in sorted(pkg.rglob("*.py")):
+        h.update(str(path.relative_to(pkg)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def execution_cache_path(build_dir: Path, preset: str | None = None, root: Path = ROOT) -> Path:
+    """The jupyter-cache folder of a build: one per preset and robustnb source. jupyter-cache re-executes a
+    notebook when its code cells change; here it also does when the preset or the package changes (the
+    notebooks then read every unaffected experiment back from robustnb's own cache, so that is quick)."""
+    return Path(build_dir) / ".jupyter_cache" / f"{resolve_preset(preset)}-{package_fingerprint(root)}"
+
+
+def _set_execution_cache(app, config) -> None:
+    if config.nb_execution_mode == "cache" and not config.nb_execution_cache_path:
+        config.nb_execution_cache_path = str(execution_cache_path(Path(app.outdir).parent))
+
+
+def setup(app):
+    """Sphinx extension (``_config.yml``: ``sphinx: extra_extensions: [robustnb.book]``): in ``cache``
+    execution mode, key the jupyter-cache by preset and package source (:func:`execution_cache_path`), so a
+    rebuild after a prose edit executes nothing and one after a code edit never shows stale results."""
+    app.connect("config-inited", _set_execution_cache)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
 if __name__ == "__main__":

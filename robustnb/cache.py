@@ -12,11 +12,20 @@ training config, seed, ...). The same key must always mean the same content, so:
   ``torch.load(..., weights_only=True)``.
 
 Specs of datasets are built by one helper, :func:`data_spec` (name, size and a fingerprint of the pixels).
+
+Experiment results (frames, crafted examples, numbers) are cached by the :func:`experiment` decorator, keyed by
+the function, its arguments (:func:`describe`: configs, dataset specs, model keys, tensor hashes) and the
+source of the robustnb modules its module imports (:func:`code_fingerprint`); frames are stored as Parquet,
+tensors like models, and a manifest written last makes an entry complete.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import functools
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -24,7 +33,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch import nn
 
@@ -223,6 +235,224 @@ def cached(name: str, spec: Mapping, build: Callable[[], nn.Module],
     return model
 
 
+# ------------------------------------------------------------------------------------------- results
+def module_sources(module: str, package: str = "robustnb", root: Path | None = None) -> list[Path]:
+    """The source files of ``module`` and of every ``package`` module it imports, transitively (read from the
+    files' import statements, nothing is imported): the code a result computed by ``module`` depends on.
+    ``root``: the package's folder (default: this package's)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or not (name == package or name.startswith(package + ".")):
+            continue
+        rel = Path(*name.split(".")[1:])
+        path = root / rel / "__init__.py" if (root / rel).is_dir() else (root / rel).with_suffix(".py")
+        if not path.exists():  # ``from robustnb.x import name`` where name is not a module
+            continue
+        seen[name] = path
+        parent = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative import
+                    base = ".".join(parent.split(".")[: len(parent.split(".")) - node.level + 1] + ([base] if base else []))
+                todo += [base] + [f"{base}.{a.name}" for a in node.names]
+    return [seen[k] for k in sorted(seen)]
+
+
+def code_fingerprint(module: str, package: str = "robustnb", root: Path | None = None) -> str:
+    """A hash of the source of ``module`` and of the robustnb modules it depends on (:func:`module_sources`):
+    editing any of them changes the fingerprint, editing an unrelated module or a notebook does not."""
+    h = hashlib.sha256()
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
+    for path in module_sources(module, package, root):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def describe(value) -> Any:
+    """A JSON-able description of an experiment's argument that determines its content: configs by their
+    fields, datasets by :func:`data_spec`, cached models by their cache key, tensors and frames by a hash of
+    their bytes. Anything else is a ``TypeError``: a result whose inputs cannot be named is not cached."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, torch.Tensor):
+        return {"tensor": tensor_digest({"t": value})[:16]}
+    if isinstance(value, nn.Module):
+        info = getattr(value, "robustnb_info", None)
+        if not info or "key" not in info:
+            raise TypeError(f"{type(value).__name__} has no cache key (robustnb_info['key']): it was not made by "
+                            "robustnb.cache.cached, so a result computed from it cannot be cached")
+        return {"model": info["key"]}
+    if isinstance(value, pd.DataFrame):
+        return {"frame": frame_digest(value)[:16]}
+    if hasattr(value, "images") and hasattr(value, "labels") and hasattr(value, "meta"):
+        return data_spec(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"type": type(value).__name__,
+                **{f.name: describe(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    if isinstance(value, Mapping):
+        return {"mapping": [[describe(k), describe(v)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [describe(v) for v in value]
+    raise TypeError(f"cannot describe a {type(value).__name__} for a cache key; allowed: None, numbers, strings, "
+                    "tensors, cached models, frames, datasets, dataclasses, and mappings/sequences of these")
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """SHA-256 of a frame's values, index, column names and dtypes."""
+    def hashable(col: pd.Series) -> pd.Series:  # arrays in cells (e.g. per-image hits) by their exact repr
+        if col.dtype != object:
+            return col
+        return col.map(lambda v: repr(v.tolist()) if isinstance(v, np.ndarray) else repr(v))
+
+    h = hashlib.sha256(pd.util.hash_pandas_object(frame.apply(hashable) if len(frame.columns) else frame,
+                                                  index=True).values.tobytes())
+    h.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+    return h.hexdigest()
+
+
+def save_frame(path: Path, frame: pd.DataFrame, spec: Mapping) -> Path:
+    """A frame as Parquet (exact values and dtypes) with its spec and checksum in the file's metadata (atomic)."""
+    table = pa.Table.from_pandas(frame)
+    meta = {**(table.schema.metadata or {}), b"robustnb_spec": canonical(spec).encode(),
+            b"robustnb_sha256": frame_digest(frame).encode()}
+    table = table.replace_schema_metadata(meta)
+    return atomic_write(path, lambda f: pq.write_table(table, f))
+
+
+def load_frame(path: Path, spec: Mapping) -> pd.DataFrame:
+    """Read what :func:`save_frame` wrote; :class:`CacheError` if unreadable, for another spec, or damaged."""
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # truncated, not Parquet, ...
+        raise CacheError(f"{path} is unreadable ({type(e).__name__}: {e})") from e
+    meta = table.schema.metadata or {}
+    if meta.get(b"robustnb_spec") != canonical(spec).encode():
+        raise CacheError(f"{path} was saved for a different spec")
+    frame = table.to_pandas()
+    if meta.get(b"robustnb_sha256") != frame_digest(frame).encode():
+        raise CacheError(f"{path} is damaged: its values do not match their checksum")
+    return frame
+
+
+def _encode(value, frames: list, tensors: dict) -> Any:
+    """A JSON structure for a result: frames and tensors replaced by references into ``frames``/``tensors``."""
+    if isinstance(value, pd.DataFrame):
+        frames.append(value)
+        return {"frame": len(frames) - 1}
+    if isinstance(value, torch.Tensor):
+        tensors[str(len(tensors))] = value.detach().cpu()
+        return {"tensor": str(len(tensors) - 1)}
+    if isinstance(value, Mapping):
+        return {"dict": [[_encode(k, frames, tensors), _encode(v, frames, tensors)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return {type(value).__name__: [_encode(v, frames, tensors) for v in value]}
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value}
+    raise TypeError(f"cannot cache a {type(value).__name__} in an experiment's result; allowed: DataFrames, "
+                    "tensors, numbers, strings, None, and dicts/lists/tuples of these")
+
+
+def _decode(enc, frames: list, tensors: Mapping) -> Any:
+    (kind, v), = enc.items()
+    if kind == "frame":
+        return frames[v]
+    if kind == "tensor":
+        return tensors[v]
+    if kind == "dict":
+        return {_decode(k, frames, tensors): _decode(x, frames, tensors) for k, x in v}
+    if kind == "list":
+        return [_decode(x, frames, tensors) for x in v]
+    if kind == "tuple":
+        return tuple(_decode(x, frames, tensors) for x in v)
+    return v
+
+
+def save_result(folder: Path, value, spec: Mapping) -> None:
+    """Store an experiment's result under ``folder``: frames as Parquet, tensors in one checksummed torch file,
+    and last a manifest naming the structure; a run killed before the manifest leaves nothing that is read."""
+    frames, tensors = [], {}
+    structure = _encode(value, frames, tensors)
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        manifest.unlink()
+    for i, f in enumerate(frames):
+        save_frame(folder / f"frame{i}.parquet", f, {**spec, "part": i})
+    if tensors:
+        save_tensors(folder / "tensors.pt", tensors, spec)
+    text = json.dumps({"spec": canonical(spec), "structure": structure, "frames": len(frames),
+                       "tensors": bool(tensors)})
+    atomic_write(manifest, lambda f: f.write(text), mode="w")
+
+
+def load_result(folder: Path, spec: Mapping) -> Any:
+    """Read what :func:`save_result` wrote; :class:`CacheError` if incomplete, for another spec, or damaged."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CacheError(f"{folder} has no readable manifest ({type(e).__name__})") from e
+    if manifest.get("spec") != canonical(spec):
+        raise CacheError(f"{folder} was saved for a different spec")
+    frames = [load_frame(folder / f"frame{i}.parquet", {**spec, "part": i}) for i in range(manifest["frames"])]
+    tensors = load_tensors(folder / "tensors.pt", spec) if manifest["tensors"] else {}
+    try:
+        return _decode(manifest["structure"], frames, tensors)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise CacheError(f"{folder}: its manifest does not match its files ({type(e).__name__})") from e
+
+
+def cached_result(name: str, spec: Mapping, compute: Callable[[], Any], folder: str = "results") -> Any:
+    """An experiment's result (frames, tensors, numbers in dicts/lists/tuples) from the cache, or ``compute()``
+    it and store it. Verified on load; a damaged, incomplete or stale entry is recomputed and replaced (with a
+    warning), never trusted. The first run returns what it stored, read back, so a rebuild shows the same."""
+    path = cache_path(name, spec, folder, suffix="")
+    if (path / "manifest.json").exists():
+        try:
+            return load_result(path, spec)
+        except CacheError as e:
+            warnings.warn(f"{e}; recomputing")
+    save_result(path, compute(), spec)
+    return load_result(path, spec)
+
+
+def experiment(fn: Callable) -> Callable:
+    """Cache a function's result (:func:`cached_result`), keyed by the function, its arguments
+    (:func:`describe`) and the source of its module and of every robustnb module that module imports
+    (:func:`code_fingerprint`): a rebuild after a prose edit reads the result back; an edit to the code it
+    depends on recomputes it. ``fn(..., cache=False)`` computes without reading or writing the cache."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, cache: bool = True, **kwargs):
+        if not cache:
+            return fn(*args, **kwargs)
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        spec = experiment_spec(fn, bound.arguments)
+        return cached_result(f"{fn.__module__.rpartition('.')[2]}-{fn.__name__}", spec,
+                             lambda: fn(*bound.args, **bound.kwargs))
+
+    wrapper.uncached = fn
+    return wrapper
+
+
+def experiment_spec(fn: Callable, arguments: Mapping) -> dict:
+    """The spec an :func:`experiment` result is stored under."""
+    return {"kind": "experiment", "function": f"{fn.__module__}.{fn.__qualname__}",
+            "code": code_fingerprint(fn.__module__), "args": {k: describe(v) for k, v in arguments.items()}}
+
+
 __all__ = ["CACHE_FORMAT", "CacheError", "canonical", "cache_key", "cache_path", "dataset_fingerprint",
            "data_spec", "atomic_write", "tensor_digest", "save_tensors", "load_tensors", "cached_tensors",
-           "cached_json", "save_checkpoint", "load_checkpoint", "cached"]
+           "cached_json", "save_checkpoint", "load_checkpoint", "cached", "module_sources", "code_fingerprint",
+           "describe", "frame_digest", "save_frame", "load_frame", "save_result", "load_result", "cached_result",
+           "experiment", "experiment_spec"]

@@ -44,7 +44,7 @@ from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 from torch.profiler import ProfilerActivity, profile
 
-from robustnb.cache import cached, data_spec
+from robustnb.cache import cache_key, cached, data_spec, tensor_digest
 from robustnb.checks import check_images
 from robustnb.config import ConfigError
 from robustnb.models import count_parameters
@@ -192,7 +192,14 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch_size: int =
             for i in range(0, len(calibration), batch_size):
                 prepared(norm(calibration[i:i + batch_size].cpu()))
         q = convert_fx(prepared)
-    return Int8Classifier(norm, q).eval()
+    out = Int8Classifier(norm, q).eval()
+    parent = getattr(model, "robustnb_info", None)
+    if parent and "key" in parent:  # a name for results computed from it (robustnb.cache.describe)
+        out.robustnb_info = {"key": cache_key({"kind": "int8", "parent": parent["key"], "backend": backend,
+                                               "batch_size": batch_size,
+                                               "calibration": tensor_digest({"x": calibration})}),
+                             "from_cache": False, "train_seconds": 0.0}
+    return out
 
 
 @contextlib.contextmanager

@@ -56,3 +56,100 @@ def test_killed_save_leaves_no_checkpoint(tmp_env, monkeypatch):
         cache.cached("toy", spec, toy_model, lambda m: None)
     folder = cache.cache_path("toy", spec).parent
     assert list(folder.iterdir()) == []  # neither a target nor a temporary file is left
+
+
+# --------------------------------------------------------------------------------------------- results
+def _fake_package(root):
+    pkg = root / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "chapter.py").write_text("from pkg import mech\nfrom pkg.sub import leaf\nimport numpy\n")
+    (pkg / "mech.py").write_text("from . import base\nX = 1\n")
+    (pkg / "base.py").write_text("Y = 2\n")
+    (pkg / "sub" / "leaf.py").write_text("from ..base import Y\n")
+    (pkg / "other.py").write_text("Z = 3\n")
+    return pkg
+
+
+def test_code_fingerprint_follows_imports_only(tmp_path):
+    pkg = _fake_package(tmp_path)
+    names = {str(p.relative_to(pkg)) for p in cache.module_sources("pkg.chapter", "pkg", pkg)}
+    assert names == {"chapter.py", "mech.py", "base.py", "sub/__init__.py", "sub/leaf.py", "__init__.py"}
+    before = cache.code_fingerprint("pkg.chapter", "pkg", pkg)
+    (pkg / "other.py").write_text("Z = 4\n")  # not imported: same fingerprint
+    assert cache.code_fingerprint("pkg.chapter", "pkg", pkg) == before
+    (pkg / "base.py").write_text("Y = 3\n")  # imported through a relative import: new fingerprint
+    assert cache.code_fingerprint("pkg.chapter", "pkg", pkg) != before
+    # the real package: a chapter depends on its mechanisms, not on the other chapters
+    real = {p.name for p in cache.module_sources("robustnb.chapters.entropy_attacks")}
+    assert {"entropy_attacks.py", "entropy.py", "rate.py", "train.py"} <= real
+    assert not {"tv_defense.py", "distributed.py", "compression.py"} & real
+
+
+CALLS = []
+
+
+@cache.experiment
+def _toy_experiment(cfg, model, x, n: int = 3):
+    CALLS.append(n)
+    out = model(x).detach()
+    frame = pd.DataFrame({"i": range(n), "v": [float(cfg["scale"]) * k for k in range(n)],
+                          "hits": [out[0].numpy()] * n})
+    return frame, {("pgd", 8 / 255): out, "note": "ok"}, [1.5, None]
+
+
+def _model():
+    m = torch.nn.Linear(2, 2)
+    m.robustnb_info = {"key": "abc"}
+    return m
+
+
+def test_experiment_results_are_cached_by_arguments(tmp_env):
+    CALLS.clear()
+    m, x = _model(), torch.ones(4, 2)
+    first = _toy_experiment({"scale": 2}, m, x)
+    again = _toy_experiment({"scale": 2}, m, x)
+    assert CALLS == [3]
+    pd.testing.assert_frame_equal(first[0], again[0])
+    assert torch.equal(first[1][("pgd", 8 / 255)], again[1][("pgd", 8 / 255)]) and again[2] == [1.5, None]
+    _toy_experiment({"scale": 3}, m, x)  # another config
+    _toy_experiment({"scale": 2}, m, x + 1)  # other inputs
+    _toy_experiment({"scale": 2}, m, x, n=4)
+    m2 = _model()
+    m2.robustnb_info = {"key": "another model"}
+    _toy_experiment({"scale": 2}, m2, x)
+    assert CALLS == [3, 3, 3, 4, 3]
+    _toy_experiment({"scale": 2}, m, x, cache=False)
+    assert CALLS == [3, 3, 3, 4, 3, 3]
+
+
+def test_experiment_recomputes_after_a_code_change(tmp_env, monkeypatch):
+    CALLS.clear()
+    m, x = _model(), torch.ones(4, 2)
+    _toy_experiment({"scale": 2}, m, x)
+    monkeypatch.setattr(cache, "code_fingerprint", lambda module: "edited")
+    _toy_experiment({"scale": 2}, m, x)
+    assert CALLS == [3, 3]
+
+
+def test_experiment_never_trusts_a_damaged_or_unfinished_result(tmp_env):
+    CALLS.clear()
+    m, x = _model(), torch.ones(4, 2)
+    _toy_experiment({"scale": 2}, m, x)
+    folder = next((tmp_env[1] / "results").iterdir())
+    frame_file = folder / "frame0.parquet"
+    frame_file.write_bytes(frame_file.read_bytes()[:100])  # truncated
+    with pytest.warns(UserWarning, match="recomputing"):
+        out = _toy_experiment({"scale": 2}, m, x)
+    assert CALLS == [3, 3] and len(out[0]) == 3
+    (folder / "manifest.json").unlink()  # a run killed before its manifest: its files are not read
+    _toy_experiment({"scale": 2}, m, x)
+    assert CALLS == [3, 3, 3]
+
+
+def test_experiment_refuses_inputs_it_cannot_name(tmp_env):
+    with pytest.raises(TypeError, match="no cache key"):
+        _toy_experiment({"scale": 2}, torch.nn.Linear(2, 2), torch.ones(4, 2))
+    with pytest.raises(TypeError, match="cannot describe a object"):
+        cache.describe(object())

@@ -80,3 +80,15 @@ def test_int8_model_shape_size_and_kernels(cnn):
     with pytest.raises(RuntimeError):  # not differentiable: the reason attacks are transferred
         xg = x[:2].clone().requires_grad_(True)
         q(xg).sum().backward()
+
+
+def test_int8_model_is_named_after_its_parent_and_calibration(cnn):
+    """Results computed from an int8 model are cached under a key naming its fp32 parent and calibration."""
+    x = torch.rand(16, 3, 32, 32)
+    assert not hasattr(C.quantize_int8(cnn, x), "robustnb_info")  # a model the cache did not make: no name
+    cnn.robustnb_info = {"key": "parent"}
+    k1 = C.quantize_int8(cnn, x).robustnb_info["key"]
+    assert C.quantize_int8(cnn, x).robustnb_info["key"] == k1
+    assert C.quantize_int8(cnn, x * 0.9).robustnb_info["key"] != k1
+    cnn.robustnb_info = {"key": "another parent"}
+    assert C.quantize_int8(cnn, x).robustnb_info["key"] != k1

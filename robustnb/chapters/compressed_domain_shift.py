@@ -36,7 +36,7 @@ from robustnb import domains as D
 from robustnb import stats
 from robustnb.attacks import SaltAndPepper, make_attack, perturb
 from robustnb.attacks.noise import correct_at_budget
-from robustnb.cache import cached, data_spec
+from robustnb.cache import cached, data_spec, experiment
 from robustnb.config import Run, pick
 from robustnb.models import build_classifier, count_parameters
 from robustnb.train import TrainConfig, accuracy, fit, predict
@@ -254,6 +254,7 @@ def _hits(model, data) -> np.ndarray:
     return (predict(model, data).argmax(1) == y.cpu()).numpy().astype(float)
 
 
+@experiment
 def evaluate_all(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFrame:
     """Accuracy of every model on every domain: clean, FGSM, PGD (light/heavy), salt & pepper (light/heavy).
 
@@ -297,7 +298,7 @@ def evaluate_all(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFrame:
             spa = salt_pepper_attack(cfg, model)
             perturb(spa, x, y, batch_size=len(x))
             for strength, b in sp.items():
-                h = correct_at_budget(spa.last_min_p, b).numpy()
+                h = correct_at_budget(spa.last_min_p, b).numpy().astype(np.float64)
                 rows.append({**base, "attack": "salt_pepper", "strength": strength, "budget": b, "protocol": "query",
                              "accuracy": float(h.mean()), "crafted_on": name, "hits": h})
             med = float(spa.last_min_p.median())

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from robustnb import attacks, corruptions, data, plots, stats, widgets
 from robustnb.attacks import entropy_attack
+from robustnb.cache import experiment
 from robustnb.config import Run, pick
 from robustnb.split import key_columns, load_split_models, model_grid, rate
 from robustnb.train import predict
@@ -122,6 +123,7 @@ def _measure(key, m, kind: str, name: str, level: float, x, y, x_new, clean_byte
                          "linf": (x_new - x).abs().flatten(1).amax(1).numpy() if len(x) else np.zeros(0)})
 
 
+@experiment
 def attack_images(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.DataFrame:
     """Entropy attack over the epsilon grid (plus the stealthy variant and PGD) for every model, one row per
     attacked image: real bytes and correctness clean and attacked, on the same ``cfg.n_attack`` images."""
@@ -183,6 +185,7 @@ def monotonicity(grid: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+@experiment
 def corruption_images(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.DataFrame:
     """Natural corruptions x severities, one row per model, corruption, severity and image: real bytes and
     correctness clean and corrupted, on the same ``cfg.n_corrupt`` images."""

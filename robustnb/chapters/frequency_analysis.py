@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from robustnb import data, plots, stats, widgets
 from robustnb.attacks import entropy_attack
+from robustnb.cache import experiment
 from robustnb.config import ConfigError, pick
 from robustnb.corruptions import corrupt
 from robustnb.signal import F_MAX, center_mask, filtered, local_energy, radial_frequency, radial_spectrum
@@ -448,6 +449,7 @@ def make_inputs(cfg: FrequencyConfig, model, x: torch.Tensor) -> dict[str, torch
     return out
 
 
+@experiment
 def study(cfg: FrequencyConfig, models: dict, x: torch.Tensor, y: torch.Tensor) -> dict[str, pd.DataFrame]:
     """Every measurement of the chapter, for every model: ``{"sweep", "bands", "alloc", "spectra",
     "per_image"}`` frames with ``entropy_model``, ``lam`` and ``model`` columns (``per_image``:

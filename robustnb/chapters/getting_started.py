@@ -15,6 +15,7 @@ import torch
 import numpy as np
 
 from robustnb import attacks, data, plots, stats, widgets
+from robustnb.cache import experiment
 from robustnb.config import Run, pick
 from robustnb.train import TrainConfig, predict, train_classifier
 
@@ -75,6 +76,7 @@ def confusion(model, test_set) -> pd.DataFrame:
                          for i in range(k) for j in range(k)])
 
 
+@experiment
 def robustness(cfg: BaselineConfig, model, test_set, n_examples: int = 4):
     """FGSM and PGD accuracy over the epsilon grid; returns ``(frame, examples)`` (see attacks.robustness_curve)."""
     x, y = test_set.tensors(cfg.n_attack)

@@ -42,7 +42,7 @@ from robustnb import distributed as D
 from robustnb import ensembles as E
 from robustnb import plots, stats, widgets
 from robustnb.attacks import TRANSFER_ATTACKS, make_transfer_attack, perturb
-from robustnb.cache import cached_tensors, dataset_fingerprint
+from robustnb.cache import cached_tensors, dataset_fingerprint, experiment
 from robustnb.config import ConfigError, Run, in_colab, pick
 from robustnb.train import TrainConfig, predict
 
@@ -312,6 +312,7 @@ def craft(cfg: HeteroConfig, surrogates, splits: Splits) -> dict:
     return out
 
 
+@experiment
 def _node_logits(models: dict, splits: Splits, adv: dict, cfg: HeteroConfig) -> dict:
     """Logits of every distinct node on the clean test set and on every adversarial set."""
     x_test, _ = splits.test.tensors()
@@ -482,6 +483,7 @@ def pareto_figure(points: pd.DataFrame, title: str):
     return fig
 
 
+@experiment
 def similarity(models: dict, surrogates, nodes: dict, splits: Splits, n_images: int = 128,
                axes=("ENS", "all")) -> pd.DataFrame:
     """Input-gradient cosine similarity (mean over test images) between surrogates and the nodes of ``axes``.

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from robustnb import data, plots, stats
+from robustnb.cache import experiment
 from robustnb.config import Run, pick
 from robustnb.split import key_columns, load_split_models, model_grid, rate
 from robustnb.train import predict
@@ -80,6 +81,7 @@ def load_models(cfg: SplitComputingConfig, run: Run) -> dict:
     return load_split_models(cfg.archs, cfg.entropy_models, cfg.lambdas, run)
 
 
+@experiment
 def image_rates(cfg: SplitComputingConfig, models: dict, test_set) -> pd.DataFrame:
     """One row per (model, test image): real and estimated bytes, number of streams, 0/1 correctness.
 
@@ -180,12 +182,14 @@ def numbers(images: pd.DataFrame, agree: pd.DataFrame | None = None, arch: str |
     return out
 
 
+@experiment
 def rate_agreement(cfg: SplitComputingConfig, models: dict, test_set) -> pd.DataFrame:
     """Estimated vs real rate per model (see :func:`robustnb.split.rate.rate_agreement`)."""
     x, _ = test_set.tensors()
     return rate.rate_agreement(models, x)
 
 
+@experiment
 def per_image_rates(models: dict, key, test_set, n: int = 500) -> pd.DataFrame:
     """Per-image estimated and real bytes for one model (for the scatter of the two)."""
     x, _ = test_set.tensors(n)

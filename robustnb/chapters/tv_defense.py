@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from robustnb import cache, data, plots, stats, widgets
 from robustnb.attacks import adaptive_entropy_attack, entropy_attack
+from robustnb.cache import experiment
 from robustnb.config import pick
 from robustnb.corruptions import corrupt
 from robustnb.defenses import (DEFENSES, DefenseSettings, apply, grad_cam, likelihood_mask, make_defense,
@@ -181,6 +182,7 @@ def cifar_images(cfg: DefenseConfig, run):
     return data.cifar10_test_images(cfg.n_images, run.seed)
 
 
+@experiment
 def evaluate(cfg: DefenseConfig, models: dict, x: torch.Tensor, y: torch.Tensor, tuned: dict | None = None):
     """The chapter's measurements: for each entropy model, defense and input (clean, corrupted,
     entropy-attacked at each epsilon, adaptive-attacked), the real bytes and the 0/1 correctness *per image*.
@@ -243,6 +245,7 @@ def _settings(settings, em: str) -> DefenseSettings:
     return settings.get(em, DefenseSettings()) if isinstance(settings, dict) else settings
 
 
+@experiment
 def lambda_tv_sweep(cfg: DefenseConfig, models: dict, x, y, attacked: dict, tuned: dict | None = None) -> pd.DataFrame:
     """Rate/accuracy trade-off of the disentangled defense over ``cfg.lambda_tv_grid`` (the other settings
     those of ``tuned``) on clean and attacked inputs (``attacked[em]`` = entropy-attacked ``x``). Columns:
@@ -260,6 +263,7 @@ def lambda_tv_sweep(cfg: DefenseConfig, models: dict, x, y, attacked: dict, tune
     return pd.DataFrame(rows)
 
 
+@experiment
 def mask_comparison(models: dict, x: torch.Tensor, settings=DefenseSettings()) -> pd.DataFrame:
     """Likelihood mask vs Grad-CAM per image and entropy model (rank correlation, top-half IoU);
     ``settings`` one DefenseSettings or one per entropy model."""

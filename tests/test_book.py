@@ -1,0 +1,34 @@
+"""The book tools (robustnb.book): which notebooks a rebuild re-executes."""
+
+import yaml
+
+from robustnb import book
+from conftest import ROOT
+
+
+def test_execution_cache_is_per_preset_and_package_source(tmp_path):
+    root = tmp_path / "repo"
+    (root / "robustnb").mkdir(parents=True)
+    (root / "robustnb" / "a.py").write_text("x = 1\n")
+    smoke = book.execution_cache_path(tmp_path / "_build", "smoke", root)
+    assert smoke.parent == tmp_path / "_build" / ".jupyter_cache"
+    assert book.execution_cache_path(tmp_path / "_build", "smoke", root) == smoke  # a prose edit: same cache
+    assert book.execution_cache_path(tmp_path / "_build", "cpu", root) != smoke
+    (root / "robustnb" / "a.py").write_text("x = 2\n")  # a code edit: every notebook re-executes
+    assert book.execution_cache_path(tmp_path / "_build", "smoke", root) != smoke
+
+
+def test_the_book_uses_the_cache_keyed_by_preset():
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert cfg["execute"]["execute_notebooks"] == "cache" and not cfg["execute"].get("cache")
+    assert "robustnb.book" in cfg["sphinx"]["extra_extensions"]
+
+    class Config:
+        nb_execution_mode, nb_execution_cache_path = "cache", ""
+
+    class App:
+        outdir = "/x/_build/html"
+
+    c = Config()
+    book._set_execution_cache(App(), c)
+    assert c.nb_execution_cache_path.startswith("/x/_build/.jupyter_cache/")
