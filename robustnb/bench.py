@@ -24,8 +24,13 @@ import pandas as pd
 import papermill as pm
 import torch
 
+from robustnb import data
 from robustnb.book import ROOT, chapters
 from robustnb.config import resolve_preset
+from robustnb.models import for_dataset
+from robustnb.split import LAMBDAS, build_split_model
+from robustnb.split.rate import rate_bpp
+from robustnb.train import TrainConfig, accuracy, fit
 
 
 def _run_one(notebook: str, preset: str, out: str) -> None:
@@ -88,16 +93,53 @@ def save_runtimes(df: pd.DataFrame, preset: str, path: Path = RUNTIMES) -> Path:
     return path
 
 
+SPEED_SETTINGS = (("fp32", False), ("fp32", True), ("bf16", True))
+
+
+def training_speed(model: str = "cnn", n_train: int = 4096, epochs: int = 2, n_test: int = 2000, seed: int = 0,
+                   settings=SPEED_SETTINGS) -> pd.DataFrame:
+    """Throughput of the training loop and the accuracy it buys, per speed setting (``precision``,
+    ``channels_last``), same model, data, seed and recipe: one row per setting with images/s (the last
+    epoch), the final training loss and the test accuracy. ``model``: a classifier name (``cnn``, ``resnet18``
+    ...) or ``split-<arch>-<entropy model>`` (trained with the rate term at the smallest lambda, as the zoo)."""
+    train_set = data.load_cifar10("train").subset(n_train, seed)
+    test_set = data.load_cifar10("test").subset(n_test, seed)
+    rows = []
+    for precision, channels_last in settings:
+        cfg = TrainConfig(epochs=epochs, optimizer="adam", lr=2e-3, weight_decay=0.0, scheduler="onecycle",
+                          seed=seed, precision=precision, channels_last=channels_last)
+        torch.manual_seed(seed)
+        if model.startswith("split-"):
+            _, arch, em = model.split("-")
+            m, terms = build_split_model(arch, em, train_set), {"rate": (min(LAMBDAS), rate_bpp)}
+        else:
+            m, terms = for_dataset(model, train_set), None
+        hist = fit(m, train_set, cfg, extra_terms=terms, desc=f"{model} {precision} channels_last={channels_last}")
+        last = hist.iloc[-1]
+        rows.append({"model": model, "precision": precision, "channels_last": channels_last,
+                     "images_per_s": n_train / last["seconds"], "train_loss": last["ce"],
+                     "test_acc": accuracy(m, test_set), "n_train": n_train, "epochs": epochs,
+                     "threads": torch.get_num_threads()})
+    return pd.DataFrame(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m robustnb.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default=None, help="smoke | cpu | full (default: $ROBUSTNB_PRESET or cpu)")
     ap.add_argument("--chapters", nargs="*", help="chapter file stems (default: every chapter in _toc.yml)")
     ap.add_argument("--fresh-cache", action="store_true", help="train everything again in an empty cache")
+    ap.add_argument("--speed", nargs="*", metavar="MODEL",
+                    help="instead: training throughput and accuracy per speed setting (fp32, channels_last, "
+                         "bf16) for these models (default: cnn split-resnet-hyperprior)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         _run_one(args.one, args.preset, args.out)
+        return 0
+    if args.speed is not None:
+        frames = [training_speed(m) for m in (args.speed or ["cnn", "split-resnet-hyperprior"])]
+        print(pd.concat(frames, ignore_index=True).round(3).to_markdown(index=False))
         return 0
     preset = resolve_preset(args.preset)
     print(f"robustnb.bench: preset={preset}, {os.cpu_count()} CPUs, torch {torch.__version__}, "

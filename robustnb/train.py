@@ -30,6 +30,8 @@ from robustnb.progress import note
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULERS = ("none", "cosine", "step", "onecycle")
+PRECISIONS = ("fp32", "bf16")
+SPEED_DEFAULTS = {"precision": "fp32", "channels_last": False}
 
 LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
@@ -48,6 +50,8 @@ class TrainConfig:
     augment: bool = True
     label_smoothing: float = 0.0
     seed: int = 0
+    precision: str = "fp32"  # "bf16": bfloat16 autocast of the forward pass (loss, BatchNorm stats, optimizer: fp32)
+    channels_last: bool = False  # NHWC memory layout (faster convolutions on CPUs with oneDNN)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -63,8 +67,11 @@ class TrainConfig:
             "label_smoothing": check_number(self.label_smoothing, "label_smoothing", 0, 1, hi_open=True),
             "seed": check_seed(self.seed),
         }
-        if not isinstance(self.augment, bool):
-            raise ConfigError(f"augment must be True or False, got {self.augment!r}.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"Unknown precision {self.precision!r}: choose one of {PRECISIONS}.")
+        for flag in ("augment", "channels_last"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
         for k, v in checked.items():  # numpy integers etc. become plain Python numbers (stable cache keys)
             object.__setattr__(self, k, v)
 
@@ -72,7 +79,13 @@ class TrainConfig:
         return replace(self, **changes)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The fields, for cache keys; the speed options are left out at their defaults, so models trained
+        before they existed keep their keys."""
+        d = asdict(self)
+        for k, default in SPEED_DEFAULTS.items():
+            if d[k] == default:
+                del d[k]
+        return d
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -161,6 +174,8 @@ def fit(model: nn.Module, data, cfg: TrainConfig, *, device: torch.device | str 
     n = len(data[1]) if isinstance(data, (tuple, list)) else len(data)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     sched = make_scheduler(opt, cfg, steps)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
     rows = []
     note(f"{desc}: epoch 1/{cfg.epochs} started", every=0)
     bar = tqdm(range(cfg.epochs), desc=desc, leave=False)
@@ -172,9 +187,10 @@ def fit(model: nn.Module, data, cfg: TrainConfig, *, device: torch.device | str 
         for x, y in _batches(data, cfg.batch_size, True, g):
             if cfg.augment:
                 x = augment_batch(x, g)
-            x, y = x.to(device), y.to(device)
-            out = model(x)
-            logits = logits_of(out)
+            x, y = x.to(device).contiguous(memory_format=layout), y.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                out = model(x)
+            logits = logits_of(out).float()
             ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             loss = ce
             for name, (weight, fn) in extra_terms.items():
@@ -201,6 +217,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, *, device: torch.device | str 
             row["eval_acc"] = accuracy(model, eval_data, device=device)
         rows.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
     return pd.DataFrame(rows)
 

@@ -92,3 +92,47 @@ def test_batched_augmentation_equals_the_per_image_reference():
     x = torch.rand(16, 3, 12, 10)
     assert torch.equal(train.augment_batch(x, torch.Generator().manual_seed(3)),
                        reference(x, torch.Generator().manual_seed(3)))
+
+
+def test_bf16_and_channels_last_learn_like_fp32():
+    """The speed options change the arithmetic, not what is learned: a small CNN reaches the same accuracy,
+    its parameters stay float32 and contiguous after training, and the logits come out float32."""
+    from robustnb.models import build_classifier
+
+    ds = toy_data(n=512)
+    x = ds.images.float().div(255).repeat(1, 3, 4, 4)  # 3 x 32 x 32
+    data = (x, ds.labels)
+    accs = {}
+    for precision, cl in (("fp32", False), ("bf16", True)):
+        torch.manual_seed(0)
+        m = build_classifier("cnn", 2, 3, 32, width=8)
+        cfg = CFG.replace(epochs=3, precision=precision, channels_last=cl, lr=0.05)
+        hist = train.fit(m, data, cfg)
+        assert hist["loss"].iloc[-1] < hist["loss"].iloc[0]
+        assert all(p.dtype == torch.float32 and p.is_contiguous() for p in m.parameters())
+        assert train.predict(m, x[:4]).dtype == torch.float32
+        accs[precision] = train.accuracy(m, data)
+    assert accs["bf16"] > 0.9 and abs(accs["bf16"] - accs["fp32"]) < 0.05, accs
+
+
+def test_speed_options_are_validated_and_keep_old_cache_keys():
+    assert "precision" not in CFG.as_dict() and "channels_last" not in CFG.as_dict()  # old keys still valid
+    assert CFG.replace(precision="bf16").as_dict()["precision"] == "bf16"
+    with pytest.raises(ConfigError, match="'fp16'.*'fp32', 'bf16'"):
+        CFG.replace(precision="fp16")
+    with pytest.raises(ConfigError, match="channels_last must be True or False"):
+        CFG.replace(channels_last="yes")
+
+
+def test_split_model_rate_stays_float32_under_bf16_autocast():
+    from robustnb.split import build_split_model
+
+    torch.manual_seed(0)
+    m = build_split_model("resnet", "hyperprior").eval()
+    x = torch.rand(2, 3, 32, 32)
+    ref = m(x)["likelihoods"]["y"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(x)
+    assert out["likelihoods"]["y"].dtype == torch.float32 and out["likelihoods"]["z"].dtype == torch.float32
+    assert out["logits"].dtype == torch.bfloat16  # the convolutions around it do run in bfloat16
+    assert torch.allclose(out["likelihoods"]["y"].log2().sum(), ref.log2().sum(), rtol=0.05)

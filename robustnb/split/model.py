@@ -143,7 +143,12 @@ class SplitModel(CompressionModel):
         return scales, means
 
     def entropy(self, y: torch.Tensor, noise: bool | None = None):
-        """``(y_hat, likelihoods)`` for a latent, in the entropy model's training (noise) or eval mode."""
+        """``(y_hat, likelihoods)`` for a latent, in the entropy model's training (noise) or eval mode. Always
+        in float32, also under a bfloat16 autocast: the likelihoods are the rate."""
+        with torch.autocast(y.device.type, enabled=False):
+            return self._entropy(y.float(), noise)
+
+    def _entropy(self, y: torch.Tensor, noise: bool | None):
         if self.entropy_model == "factorized":
             y_hat, y_lik = self.entropy_bottleneck(y, training=noise)
             return y_hat, {"y": y_lik}
