@@ -3,6 +3,7 @@ its tests, and the layers contract is in pyproject.toml."""
 
 import importlib
 import pkgutil
+import re
 import tomllib
 from pathlib import Path
 
@@ -50,3 +51,15 @@ def test_every_chapter_declares_its_claims_with_unique_ids():
         for cid in getattr(mod, "PAPER_CLAIMS", {}):
             assert cid not in seen, f"claim id {cid!r} in {nb.stem} and {seen[cid]}"
             seen[cid] = nb.stem
+
+
+def test_every_chapter_caches_its_experiments():
+    """A rebuild reads results back instead of recomputing them: each chapter's expensive measurements are
+    ``robustnb.cache.experiment`` functions (keyed by config, inputs and code)."""
+    for nb in book.chapters():
+        mod = importlib.import_module(f"robustnb.chapters.{nb.stem}")
+        cached = [n for n, f in vars(mod).items() if callable(f) and hasattr(f, "uncached")]
+        assert cached, f"robustnb/chapters/{nb.stem}.py caches no experiment (decorate it with @experiment)"
+        source = nb.read_text() + (ROOT / "robustnb" / "chapters" / f"{nb.stem}.py").read_text()
+        used = [n for n in cached if re.search(rf"(?<!def )\b{n}\(", source)]
+        assert used, f"{nb.stem}: its cached experiments {cached} are never called"
