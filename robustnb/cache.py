@@ -49,6 +49,10 @@ class CacheError(ValueError):
     """A cached file does not hold what its key promises (other spec, damaged, truncated)."""
 
 
+class Unnameable(TypeError):
+    """An experiment's argument has no description for a cache key: the result is computed, not cached."""
+
+
 # ------------------------------------------------------------------------------------------------ keys
 def canonical(spec: Mapping) -> str:
     """The spec as canonical JSON (sorted keys, the cache format included): what the key hashes."""
@@ -277,7 +281,7 @@ def code_fingerprint(module: str, package: str = "robustnb", root: Path | None =
 def describe(value) -> Any:
     """A JSON-able description of an experiment's argument that determines its content: configs by their
     fields, datasets by :func:`data_spec`, cached models by their cache key, tensors and frames by a hash of
-    their bytes. Anything else is a ``TypeError``: a result whose inputs cannot be named is not cached."""
+    their bytes. Anything else raises :class:`Unnameable`: a result whose inputs cannot be named is not cached."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (np.integer, np.floating, np.bool_)):
@@ -287,7 +291,7 @@ def describe(value) -> Any:
     if isinstance(value, nn.Module):
         info = getattr(value, "robustnb_info", None)
         if not info or "key" not in info:
-            raise TypeError(f"{type(value).__name__} has no cache key (robustnb_info['key']): it was not made by "
+            raise Unnameable(f"{type(value).__name__} has no cache key (robustnb_info['key']): it was not made by "
                             "robustnb.cache.cached, so a result computed from it cannot be cached")
         return {"model": info["key"]}
     if isinstance(value, pd.DataFrame):
@@ -301,7 +305,7 @@ def describe(value) -> Any:
         return {"mapping": [[describe(k), describe(v)] for k, v in value.items()]}
     if isinstance(value, (list, tuple)):
         return [describe(v) for v in value]
-    raise TypeError(f"cannot describe a {type(value).__name__} for a cache key; allowed: None, numbers, strings, "
+    raise Unnameable(f"cannot describe a {type(value).__name__} for a cache key; allowed: None, numbers, strings, "
                     "tensors, cached models, frames, datasets, dataclasses, and mappings/sequences of these")
 
 
@@ -428,21 +432,53 @@ def experiment(fn: Callable) -> Callable:
     """Cache a function's result (:func:`cached_result`), keyed by the function, its arguments
     (:func:`describe`) and the source of its module and of every robustnb module that module imports
     (:func:`code_fingerprint`): a rebuild after a prose edit reads the result back; an edit to the code it
-    depends on recomputes it. ``fn(..., cache=False)`` computes without reading or writing the cache."""
+    depends on recomputes it.
+
+    The random draws inside (attack noise, random starts, corruptions) come from torch's and numpy's global
+    generators seeded from the function and its arguments (the caller's generators are left as they were), so
+    a result is a function of its inputs: the same whether it is computed first in a chapter or in a test,
+    cached or not. ``fn(..., cache=False)`` computes without reading or writing the cache; arguments that
+    cannot be named (a model the cache did not make) make the call compute, uncached, from the caller's RNG."""
     sig = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, cache: bool = True, **kwargs):
-        if not cache:
-            return fn(*args, **kwargs)
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
-        spec = experiment_spec(fn, bound.arguments)
-        return cached_result(f"{fn.__module__.rpartition('.')[2]}-{fn.__name__}", spec,
-                             lambda: fn(*bound.args, **bound.kwargs))
+        try:
+            spec = experiment_spec(fn, bound.arguments)
+        except Unnameable:
+            return fn(*bound.args, **bound.kwargs)
+        seed = int(cache_key({k: spec[k] for k in ("function", "args")}), 16) % 2**32
+
+        def compute():
+            with _seeded(seed):
+                return fn(*bound.args, **bound.kwargs)
+
+        if not cache:
+            return compute()
+        return cached_result(f"{fn.__module__.rpartition('.')[2]}-{fn.__name__}", spec, compute)
 
     wrapper.uncached = fn
     return wrapper
+
+
+class _seeded:
+    """Seed torch's (CPU and CUDA) and numpy's global generators; restore them on exit."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __enter__(self):
+        self._torch = torch.random.fork_rng(devices=list(range(torch.cuda.device_count())))
+        self._torch.__enter__()
+        self._numpy = np.random.get_state()
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed)
+
+    def __exit__(self, *exc):
+        np.random.set_state(self._numpy)
+        return self._torch.__exit__(*exc)
 
 
 def experiment_spec(fn: Callable, arguments: Mapping) -> dict:
@@ -451,7 +487,7 @@ def experiment_spec(fn: Callable, arguments: Mapping) -> dict:
             "code": code_fingerprint(fn.__module__), "args": {k: describe(v) for k, v in arguments.items()}}
 
 
-__all__ = ["CACHE_FORMAT", "CacheError", "canonical", "cache_key", "cache_path", "dataset_fingerprint",
+__all__ = ["CACHE_FORMAT", "CacheError", "Unnameable", "canonical", "cache_key", "cache_path", "dataset_fingerprint",
            "data_spec", "atomic_write", "tensor_digest", "save_tensors", "load_tensors", "cached_tensors",
            "cached_json", "save_checkpoint", "load_checkpoint", "cached", "module_sources", "code_fingerprint",
            "describe", "frame_digest", "save_frame", "load_frame", "save_result", "load_result", "cached_result",

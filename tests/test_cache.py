@@ -2,6 +2,7 @@
 
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -148,8 +149,32 @@ def test_experiment_never_trusts_a_damaged_or_unfinished_result(tmp_env):
     assert CALLS == [3, 3, 3]
 
 
-def test_experiment_refuses_inputs_it_cannot_name(tmp_env):
-    with pytest.raises(TypeError, match="no cache key"):
-        _toy_experiment({"scale": 2}, torch.nn.Linear(2, 2), torch.ones(4, 2))
-    with pytest.raises(TypeError, match="cannot describe a object"):
+def test_experiment_computes_uncached_when_it_cannot_name_an_input(tmp_env):
+    CALLS.clear()
+    bare = torch.nn.Linear(2, 2)  # not made by the cache: no key
+    _toy_experiment({"scale": 2}, bare, torch.ones(4, 2))
+    _toy_experiment({"scale": 2}, bare, torch.ones(4, 2))
+    assert CALLS == [3, 3] and not (tmp_env[1] / "results").exists()
+    with pytest.raises(cache.Unnameable, match="cannot describe a object"):
         cache.describe(object())
+
+
+@cache.experiment
+def _random_experiment(n: int):
+    return {"torch": torch.rand(n), "numpy": torch.from_numpy(np.random.rand(n))}
+
+
+def test_experiment_randomness_is_a_function_of_its_inputs(tmp_env):
+    """The same inputs give the same draws whatever ran before (a test or another chapter), cached or not;
+    the caller's generators continue as if nothing had run."""
+    torch.manual_seed(1)
+    np.random.seed(1)
+    a = _random_experiment(5, cache=False)
+    after_torch, after_numpy = torch.rand(1), np.random.rand()
+    torch.manual_seed(1)
+    np.random.seed(1)
+    assert torch.rand(1) == after_torch and np.random.rand() == after_numpy  # caller's RNG untouched
+    torch.manual_seed(99)
+    b = _random_experiment(5)
+    assert torch.equal(a["torch"], b["torch"]) and torch.equal(a["numpy"], b["numpy"])
+    assert not torch.equal(_random_experiment(6)["torch"][:5], a["torch"])  # other inputs, other draws
