@@ -7,7 +7,6 @@ the chapters; ``python -m robustnb.book new book/x.ipynb "Title"`` starts a chap
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import json
@@ -23,6 +22,7 @@ import nbformat
 import yaml
 from IPython.display import Markdown
 
+from robustnb.cache import sources_digest
 from robustnb.config import resolve_preset
 from robustnb.progress import log_path
 
@@ -324,11 +324,8 @@ def scaffold(path: Path, title: str) -> Path:
 # ------------------------------------------------------------------------ Sphinx: what a rebuild re-executes
 def package_fingerprint(root: Path = ROOT) -> str:
     """A hash of every source file of the robustnb package."""
-    h = hashlib.sha256()
     pkg = root / "robustnb"
-    for path in sorted(pkg.rglob("*.py")):
-        h.update(str(path.relative_to(pkg)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:12]
+    return sources_digest(sorted(pkg.rglob("*.py")), pkg)[:12]
 
 
 def execution_cache_path(build_dir: Path, preset: str | None = None, root: Path = ROOT) -> Path:

@@ -271,11 +271,16 @@ def module_sources(module: str, package: str = "robustnb", root: Path | None = N
 def code_fingerprint(module: str, package: str = "robustnb", root: Path | None = None) -> str:
     """A hash of the source of ``module`` and of the robustnb modules it depends on (:func:`module_sources`):
     editing any of them changes the fingerprint, editing an unrelated module or a notebook does not."""
-    h = hashlib.sha256()
     root = Path(root) if root is not None else Path(__file__).resolve().parent
-    for path in module_sources(module, package, root):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    return sources_digest(module_sources(module, package, root), root)[:16]
+
+
+def sources_digest(paths, root: Path) -> str:
+    """SHA-256 over source files: each one's path relative to ``root`` and its bytes."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(str(Path(path).relative_to(root)).encode() + b"\0" + Path(path).read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def describe(value) -> Any:
@@ -490,5 +495,5 @@ def experiment_spec(fn: Callable, arguments: Mapping) -> dict:
 __all__ = ["CACHE_FORMAT", "CacheError", "Unnameable", "canonical", "cache_key", "cache_path", "dataset_fingerprint",
            "data_spec", "atomic_write", "tensor_digest", "save_tensors", "load_tensors", "cached_tensors",
            "cached_json", "save_checkpoint", "load_checkpoint", "cached", "module_sources", "code_fingerprint",
-           "describe", "frame_digest", "save_frame", "load_frame", "save_result", "load_result", "cached_result",
+           "sources_digest", "describe", "frame_digest", "save_frame", "load_frame", "save_result", "load_result", "cached_result",
            "experiment", "experiment_spec"]
