@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from robustnb.cache import cache_key, cache_path, cached, cached_json
@@ -110,12 +111,29 @@ def _check_backend(backend: str) -> None:
         raise ConfigError(f"Unknown backend {backend!r}: choose one of {', '.join(map(repr, BACKENDS))}.")
 
 
+def training_cost(node: NodeSpec) -> float:
+    """A node's training work in forward FLOPs (one image's forward pass x images x epochs), for scheduling."""
+    x = node.data.images[:1].float()
+    with torch.random.fork_rng(devices=[]):
+        model = for_dataset(node.arch, node.data, **dict(node.model_kw)).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return float(counter.get_total_flops()) * len(node.data) * node.train.epochs
+
+
+def longest_first(nodes: Sequence[NodeSpec]) -> list[NodeSpec]:
+    """The nodes in decreasing training cost: parallel workers then finish together (longest processing
+    time first), instead of one worker training the last large model while the other cores idle."""
+    return sorted(nodes, key=training_cost, reverse=True)
+
+
 def train_nodes(nodes: Sequence[NodeSpec], backend: str = "local", device="cpu", address: str | None = None,
                 num_cpus: int | None = None) -> dict[str, nn.Module]:
     """Train every distinct node (by cache key) and return ``{key: model}``.
 
-    ``backend="ray"`` trains the nodes that are not cached yet as parallel Ray tasks (one CPU each), then
-    loads everything from the cache here; ``"local"`` trains them one after the other in this process.
+    ``backend="ray"`` trains the nodes that are not cached yet as parallel Ray tasks (one CPU each, the
+    costliest first: :func:`longest_first`), then loads everything from the cache here; ``"local"`` trains
+    them one after the other in this process.
     """
     _check_backend(backend)
     unique = {}
@@ -125,7 +143,7 @@ def train_nodes(nodes: Sequence[NodeSpec], backend: str = "local", device="cpu",
     if todo and backend == "ray" and torch.device(device).type == "cpu":
         ray = ray_init(address, num_cpus)
         remote = ray.remote(num_cpus=1)(_train_in_worker)
-        pending = [remote.remote(n) for n in todo]
+        pending = [remote.remote(n) for n in longest_first(todo)]
         with tqdm(total=len(pending), desc=f"training {len(todo)} nodes on Ray") as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
@@ -252,5 +270,6 @@ def ray_shutdown() -> None:
         ray.shutdown()
 
 
-__all__ = ["BACKENDS", "NodeSpec", "default_train", "train_node", "train_nodes", "tune_node", "tuned",
+__all__ = ["BACKENDS", "NodeSpec", "default_train", "longest_first", "train_node", "train_nodes", "training_cost",
+           "tune_node", "tuned",
            "ray_init", "ray_shutdown", "node_table"]

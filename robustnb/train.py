@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from robustnb.cache import cached, data_spec
 from robustnb.checks import check_number
-from robustnb.config import ConfigError, check_seed
+from robustnb.config import ConfigError, check_seed, pick
 from robustnb.models import for_dataset
 from robustnb.progress import note
 
@@ -86,6 +86,16 @@ class TrainConfig:
             if d[k] == default:
                 del d[k]
         return d
+
+
+def speed_options(preset: str) -> dict:
+    """The training speed options of a preset, for ``TrainConfig(**speed_options(preset))``.
+
+    ``cpu`` trains under bfloat16 autocast in the channels-last layout (``python -m robustnb.bench --speed``
+    measures images/s and accuracy per setting on your machine); ``smoke`` keeps float32 (its outputs are the
+    ones nbval checks) and so does ``full`` (not yet run on a GPU: float32 is the path tested there).
+    """
+    return dict(pick(preset, smoke={}, cpu={"precision": "bf16", "channels_last": True}, full={}))
 
 
 # -------------------------------------------------------------------------------------------- helpers

@@ -136,3 +136,12 @@ def test_split_model_rate_stays_float32_under_bf16_autocast():
     assert out["likelihoods"]["y"].dtype == torch.float32 and out["likelihoods"]["z"].dtype == torch.float32
     assert out["logits"].dtype == torch.bfloat16  # the convolutions around it do run in bfloat16
     assert torch.allclose(out["likelihoods"]["y"].log2().sum(), ref.log2().sum(), rtol=0.05)
+
+
+def test_speed_options_per_preset():
+    assert train.TrainConfig(**train.speed_options("cpu")).precision == "bf16"
+    assert train.TrainConfig(**train.speed_options("cpu")).channels_last is True
+    smoke = train.TrainConfig(**train.speed_options("smoke"))
+    assert smoke.as_dict() == train.TrainConfig().as_dict()  # smoke keys (and nbval outputs) unchanged
+    with pytest.raises(ConfigError, match="gpu"):
+        train.speed_options("gpu")

@@ -17,7 +17,7 @@ import numpy as np
 from robustnb import attacks, data, plots, stats, widgets
 from robustnb.cache import experiment
 from robustnb.config import Run, pick
-from robustnb.train import TrainConfig, predict, train_classifier
+from robustnb.train import TrainConfig, predict, speed_options, train_classifier
 
 
 #: numbers the prose may type: none (the chapter tests no paper claim; everything measured is glued)
@@ -37,12 +37,13 @@ class BaselineConfig:
     def from_preset(cls, preset: str, seed: int = 0) -> "BaselineConfig":
         return cls(
             arch=pick(preset, smoke="cnn", cpu="cnn", full="resnet18"),
-            n_train=pick(preset, smoke=1_000, cpu=15_000, full=50_000),
+            n_train=pick(preset, smoke=1_000, cpu=50_000, full=50_000),
             n_test=pick(preset, smoke=200, cpu=2_000, full=10_000),
             n_attack=pick(preset, smoke=64, cpu=500, full=2_000),
             epsilons_255=pick(preset, smoke=(0, 2, 8), cpu=(0, 1, 2, 4, 8, 16), full=(0, 1, 2, 4, 8, 16)),
-            train=TrainConfig(epochs=pick(preset, smoke=1, cpu=8, full=30), batch_size=128, lr=0.05,
-                              optimizer="sgd", scheduler="cosine", seed=seed),
+            train=TrainConfig(epochs=pick(preset, smoke=1, cpu=6, full=30), batch_size=128, lr=0.05,
+                              optimizer="sgd", scheduler="cosine", seed=seed,
+                              label_smoothing=pick(preset, smoke=0.0, cpu=0.1, full=0.1), **speed_options(preset)),
         )
 
 

@@ -248,10 +248,12 @@ def plan(cfg: HeteroConfig, splits: Splits, seed: int = 0) -> dict[str, list[D.N
     return out
 
 
-def build_nodes(cfg: HeteroConfig, run: Run, splits: Splits, seeds=None):
+def build_nodes(cfg: HeteroConfig, run: Run, splits: Splits, seeds=None, also=()):
     """Tune (every axis but ENS) and train every node, for every training seed.
 
-    Returns ``(plans, models, tuning frame)`` with ``plans[seed][axis]`` the node specs (tuned)."""
+    ``also``: more node specs (the attacker's surrogates) trained in the same pool, so that the workers stay
+    busy until the last model is done. Returns ``(plans, models, tuning frame)`` with ``plans[seed][axis]``
+    the node specs (tuned)."""
     plans, rows = {}, []
     for seed in (cfg.seeds if seeds is None else seeds):
         nodes = plan(cfg, splits, seed)
@@ -264,18 +266,24 @@ def build_nodes(cfg: HeteroConfig, run: Run, splits: Splits, seeds=None):
                              "optimizer": node.train.optimizer, **best})
         plans[seed] = nodes
     flat = [n for nodes in plans.values() for ns in nodes.values() for n in ns]
-    models = D.train_nodes(flat, cfg.backend, run.device, cfg.ray_address, cfg.num_cpus)
+    models = D.train_nodes([*flat, *also], cfg.backend, run.device, cfg.ray_address, cfg.num_cpus)
     return plans, models, pd.DataFrame(rows)
 
 
-def train_surrogates(cfg: HeteroConfig, run: Run, splits: Splits) -> list:
-    """The attacker's own models, trained on its own data (through the cache)."""
+def surrogate_specs(cfg: HeteroConfig, splits: Splits) -> list[D.NodeSpec]:
+    """The attacker's own models: node specs on the attacker's data, which no node sees."""
     specs = []
     for j, (arch, width) in enumerate(cfg.surrogates):
         kw = (("width", width),) if arch == "cnn" else ()
         train = TrainConfig(epochs=cfg.surrogate_epochs, batch_size=cfg.batch_size, optimizer="sgd", lr=0.05,
                             scheduler="cosine", seed=cfg.seed + 1000 + j)
         specs.append(D.NodeSpec(arch, train, splits.attacker, kw, label=f"surrogate {arch}"))
+    return specs
+
+
+def train_surrogates(cfg: HeteroConfig, run: Run, splits: Splits) -> list:
+    """The attacker's own models, trained on its own data (through the cache)."""
+    specs = surrogate_specs(cfg, splits)
     models = D.train_nodes(specs, cfg.backend, run.device, cfg.ray_address, cfg.num_cpus)
     return [models[s.key] for s in specs]
 
@@ -386,8 +394,9 @@ def run_study(cfg: HeteroConfig, run: Run):
     # 40x slower); crafting and evaluating afterwards have the cores to themselves and use all of them
     with torch_threads(cfg.threads if cfg.backend == "ray" else None):
         try:
-            plans, models, tuning = build_nodes(cfg, run, splits)
-            surrogates = train_surrogates(cfg, run, splits)
+            # nodes and surrogates in one pool, costliest first (the VGG surrogate last kept one core idle)
+            plans, models, tuning = build_nodes(cfg, run, splits, also=surrogate_specs(cfg, splits))
+            surrogates = train_surrogates(cfg, run, splits)  # loads them from the model cache
         finally:
             D.ray_shutdown()
     adv = craft(cfg, surrogates, splits)
