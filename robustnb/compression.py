@@ -139,10 +139,10 @@ def kd_terms(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9) -
     def kd(model, x, y, out):
         with torch.no_grad():
             t_logits = logits_of(teacher(x))
-        return kd_loss(logits_of(out), t_logits, temperature)
+        return kd_loss(logits_of(out).float(), t_logits.float(), temperature)  # float32 under bf16 autocast too
 
     def ce(model, x, y, out):
-        return F.cross_entropy(logits_of(out), y)
+        return F.cross_entropy(logits_of(out).float(), y)
 
     return {"kd": (alpha, kd), "ce_scale": (-alpha, ce)}
 

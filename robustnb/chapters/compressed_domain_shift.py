@@ -39,7 +39,7 @@ from robustnb.attacks.noise import correct_at_budget
 from robustnb.cache import cached, data_spec, experiment
 from robustnb.config import Run, pick
 from robustnb.models import build_classifier, count_parameters
-from robustnb.train import TrainConfig, accuracy, fit, predict
+from robustnb.train import TrainConfig, accuracy, fit, predict, speed_options
 
 METHODS = ("baseline", "pruned", "distilled", "int8")
 #: model names that are a robustnb architecture with keyword arguments (tiny models for the smoke preset)
@@ -91,7 +91,8 @@ class StudyConfig:
     @classmethod
     def from_preset(cls, preset: str, seed: int = 0) -> "StudyConfig":
         p = preset
-        train = TrainConfig(epochs=1, batch_size=128, lr=0.05, optimizer="sgd", scheduler="cosine", seed=seed)
+        train = TrainConfig(epochs=1, batch_size=128, lr=0.05, optimizer="sgd", scheduler="cosine", seed=seed,
+                            **speed_options(p))
         return cls(
             base_archs=pick(p, smoke=("cnn8", "cnn16"), cpu=("resnet18", "resnet34", "resnet50"),
                             full=("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")),
@@ -104,7 +105,7 @@ class StudyConfig:
             matched_ratio=0.5,
             quantize_archs=pick(p, smoke=("cnn8",), cpu=("resnet18", "resnet34", "resnet50"),
                                 full=("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")),
-            n_train=pick(p, smoke=256, cpu=6_000, full=None),
+            n_train=pick(p, smoke=256, cpu=12_000, full=None),
             n_eval=pick(p, smoke=48, cpu=1000, full=None),
             n_attack=pick(p, smoke=16, cpu=300, full=500),
             image_size=pick(p, smoke=32, cpu=64, full=224),
