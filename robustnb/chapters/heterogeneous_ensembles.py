@@ -266,7 +266,8 @@ def build_nodes(cfg: HeteroConfig, run: Run, splits: Splits, seeds=None, also=()
                              "optimizer": node.train.optimizer, **best})
         plans[seed] = nodes
     flat = [n for nodes in plans.values() for ns in nodes.values() for n in ns]
-    models = D.train_nodes([*flat, *also], cfg.backend, run.device, cfg.ray_address, cfg.num_cpus)
+    trained = D.train_nodes([*flat, *also], cfg.backend, run.device, cfg.ray_address, cfg.num_cpus)
+    models = {n.key: trained[n.key] for n in flat}  # the nodes only: ``also`` is loaded by its own caller
     return plans, models, pd.DataFrame(rows)
 
 

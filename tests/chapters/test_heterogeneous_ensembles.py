@@ -92,6 +92,20 @@ def test_every_axis_but_ens_is_tuned_per_node(monkeypatch):
     assert not {s.key for s in plans[0]["ENS"]} & {s.key for s in plans[1]["ENS"]}
 
 
+def test_surrogates_train_in_the_nodes_pool_but_are_not_nodes(monkeypatch):
+    cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2), seeds=(0,))
+    splits = _toy_splits(2)
+    calls = []
+    monkeypatch.setattr(H.D, "tune_node", lambda node, *a, **k: {"lr": 0.01, "momentum": 0.9,
+                                                                  "weight_decay": 1e-4, "val_acc": 0.5})
+    monkeypatch.setattr(H.D, "train_nodes", lambda nodes, *a, **k: calls.append(nodes) or {n.key: n for n in nodes})
+    surrogates = H.surrogate_specs(cfg, splits)
+    plans, models, _ = H.build_nodes(cfg, SimpleNamespace(device="cpu"), splits, also=surrogates)
+    assert len(calls) == 1 and {s.key for s in surrogates} <= {n.key for n in calls[0]}  # one pool
+    assert not {s.key for s in surrogates} & set(models)  # the nodes' predictions never include a surrogate
+    assert set(models) == {n.key for ns in plans[0].values() for n in ns}
+
+
 def test_seeds_per_preset():
     assert H.HeteroConfig.from_preset("smoke").seeds == (0,)
     assert H.HeteroConfig.from_preset("cpu").seeds == (0, 1, 2)
