@@ -70,26 +70,33 @@ def test_ens_and_every_axis_use_disjoint_shards():
     assert len({(s.train.lr, s.train.momentum, s.train.weight_decay) for s in ens}) == 1  # shared default HP
 
 
-def test_every_axis_but_ens_is_tuned_per_node(monkeypatch):
-    """Each heterogeneous flavour = disjoint shards + per-node tuning + its axis (old: only 'tuned HP', 'all')."""
+def test_every_axis_but_ens_is_tuned_once_per_node_and_shared_by_the_seeds(monkeypatch):
+    """Each heterogeneous flavour = disjoint shards + per-node tuning + its axis (old: only 'tuned HP', 'all');
+    a node is tuned once (first seed's spec) and every training seed trains with that node's values."""
     cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2), seeds=(0, 1))
     tuned_calls = []
 
     def fake_tune(node, *a, **k):
-        tuned_calls.append(node.label)
-        return {"lr": 0.0123, "momentum": 0.85, "weight_decay": 1e-4, "val_acc": 0.5}
+        tuned_calls.append((node.label, node.train.seed))
+        return {"lr": 0.01 + 0.001 * len(tuned_calls), "momentum": 0.85, "weight_decay": 1e-4, "val_acc": 0.5}
 
     monkeypatch.setattr(H.D, "tune_node", fake_tune)
     monkeypatch.setattr(H.D, "train_nodes", lambda nodes, *a, **k: {n.key: None for n in nodes})
     plans, models, tuning = H.build_nodes(cfg, SimpleNamespace(device="cpu"), _toy_splits(2))
+    n_tuned = len(H.tuned_axes(cfg)) * cfg.n_max
+    assert len(tuned_calls) == n_tuned == len(tuning)  # once per node, not once per node and seed
+    assert {seed for _, seed in tuned_calls} == {H.node_seed(cfg, i, 0) for i in range(cfg.n_max)}
     assert set(plans) == {0, 1}
-    for seed, nodes in plans.items():
-        for axis, specs in nodes.items():
-            lrs = {s.train.lr for s in specs}
-            assert (lrs == {0.0123}) == (axis != "ENS"), (seed, axis, lrs)
-    assert set(tuning.axis) == set(cfg.axes) - {"ENS"} and set(tuning.seed) == {0, 1}
+    for axis in H.tuned_axes(cfg):
+        for i in range(cfg.n_max):
+            want = tuning[(tuning.axis == axis) & (tuning.node == i)].lr.item()
+            assert plans[0][axis][i].train.lr == plans[1][axis][i].train.lr == want, (axis, i)
+    default_lr = plans[0]["ENS"][0].train.lr
+    assert {s.train.lr for seed in plans for s in plans[seed]["ENS"]} == {default_lr}  # ENS: never tuned
+    assert set(tuning.axis) == set(cfg.axes) - {"ENS"}
     # the training seed is part of every node's cache key: seed 1 trains other models than seed 0
     assert not {s.key for s in plans[0]["ENS"]} & {s.key for s in plans[1]["ENS"]}
+    assert not {s.key for s in plans[0]["all"]} & {s.key for s in plans[1]["all"]}
 
 
 def test_surrogates_train_in_the_nodes_pool_but_are_not_nodes(monkeypatch):
@@ -219,3 +226,13 @@ def test_votes_are_per_sample_confidence_not_training_accuracy():
     frame = H.evaluate_grid(cfg, nodes, models, splits, {("clean", 0): x, ("cwa", 8): x.clone()})
     acc = frame.set_index("vote").clean_acc
     assert acc["hard"] == 0.0 and acc["weighted"] == 1.0 and acc["soft"] == 1.0
+
+
+def test_nodes_and_surrogates_train_with_the_presets_speed_options():
+    """cpu: bfloat16 autocast + channels-last for every node and surrogate; smoke keeps float32."""
+    splits = _toy_splits(2)
+    for preset, want in (("smoke", ("fp32", False)), ("cpu", ("bf16", True))):
+        cfg = H.HeteroConfig.from_preset(preset)
+        specs = [H._node(cfg, splits, "ENS", 0), H._node(cfg, splits, "all", 1, arch="vgg11", optimizer="adam"),
+                 *H.surrogate_specs(cfg, splits)]
+        assert {(s.train.precision, s.train.channels_last) for s in specs} == {want}, preset
