@@ -146,7 +146,7 @@ class HeteroConfig:
             dataset=dataset,
             n_values=pick(preset, smoke=(1, 2), cpu=(1, 3, 5), full=(1, 3, 5, 7, 10)),
             # cpu: the small CNN node reaches 48% on 1,600 images, 58% on 4,000, 63% on 8,000 (6 epochs, bf16,
-            # measured); 4,000 is what the session's time allowed with the tuning shared across seeds
+            # measured); 4,000 keeps the chapter at about an hour from an empty cache on 2 cores
             per_node=pick(preset, smoke=200, cpu=4_000, full=4_000),
             n_attacker=pick(preset, smoke=300, cpu=4_000, full=10_000),
             n_test=pick(preset, smoke=200, cpu=2_000, full=10_000),
