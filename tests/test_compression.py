@@ -82,6 +82,18 @@ def test_int8_model_shape_size_and_kernels(cnn):
         q(xg).sum().backward()
 
 
+def test_int8_activations_use_all_8_bits(cnn):
+    """The input quantizer spreads the calibrated range over 256 levels, not 128: torch's ``x86`` mapping
+    (``reduce_range=True``) would double the step and cost the deeper ResNets many points of accuracy."""
+    x = torch.rand(64, 3, 32, 32)
+    q = C.quantize_int8(cnn, x)
+    z = cnn[0](x)
+    width = float(z.max() - z.min())
+    scale = float(q[1].features_0_0_input_scale_0)
+    assert 0.8 * width / 255 < scale < 1.2 * width / 255  # 7-bit activations would give width / 127
+    assert float(C.quantize_int8(cnn, x, backend="x86")[1].features_0_0_input_scale_0) > 1.8 * width / 255
+
+
 def test_int8_model_is_named_after_its_parent_and_calibration(cnn):
     """Results computed from an int8 model are cached under a key naming its fp32 parent and calibration."""
     x = torch.rand(16, 3, 32, 32)

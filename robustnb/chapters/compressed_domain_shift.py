@@ -202,7 +202,7 @@ def compress_all(cfg: StudyConfig, run: Run, doms: D.Domains, zoo: Zoo) -> Zoo:
     calib = doms.train.tensors(cfg.n_calibration, cfg.seed + 1)[0]
     for arch in tqdm(cfg.quantize_archs, desc="int8 quantization"):
         q = C.quantize_int8(zoo.models[arch].cpu(), calib)
-        add(f"{arch} int8", q, "int8", arch, "static, x86 qconfig")
+        add(f"{arch} int8", q, "int8", arch, "static, onednn qconfig")
         zoo.info[-1]["params"] = count_parameters(zoo.models[arch])  # same weights, stored as int8
         zoo.fp32_of[f"{arch} int8"] = arch
         zoo.models[arch].to(run.device)
