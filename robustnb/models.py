@@ -87,11 +87,15 @@ def _first_conv_to(model: nn.Module, in_channels: int, small_input: bool) -> Non
 
 
 def build_classifier(arch: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
-                     mean=None, std=None, pretrained: bool = False, width: int = 32) -> nn.Sequential:
+                     mean=None, std=None, pretrained: bool = False, width: int = 32,
+                     zero_init_residual: bool = False) -> nn.Sequential:
     """``Normalize`` followed by the named architecture, ready for ``image_size`` inputs.
 
     ``pretrained=True`` loads torchvision's ImageNet weights (a download) and replaces the head;
     it needs 3-channel inputs and keeps the ImageNet stem, so use it with 64 px or larger images.
+    ``zero_init_residual=True`` (ResNets trained from scratch) is torchvision's option that starts the last
+    BatchNorm of every residual block at zero, so each block starts as the identity (Goyal et al., 2017):
+    deep ResNets then train in few steps.
     """
     ctor = registry.ARCHITECTURES.get(arch)
     mean = mean if mean is not None else (0.5,) * in_channels
@@ -105,7 +109,16 @@ def build_classifier(arch: str, num_classes: int = 10, in_channels: int = 3, ima
         weights = "DEFAULT" if pretrained else None
         if pretrained and in_channels != 3:
             raise ConfigError("pretrained ImageNet weights need 3-channel inputs.")
-        net = ctor(weights=weights)
+        extra = {}
+        if zero_init_residual:
+            if not arch.startswith(("resnet", "wide_resnet", "resnext")):
+                raise ConfigError(f"zero_init_residual is a ResNet option; {arch!r} has no residual blocks "
+                                  "to zero-initialise (use it with resnet18, resnet34, resnet50, ...).")
+            if pretrained:
+                raise ConfigError("zero_init_residual only affects a network trained from scratch; "
+                                  "with pretrained=True the ImageNet weights replace it (pass one or the other).")
+            extra["zero_init_residual"] = True
+        net = ctor(weights=weights, **extra)
         _first_conv_to(net, in_channels, small)
         _replace_head(net, num_classes)
     return nn.Sequential(Normalize(mean, std), net)

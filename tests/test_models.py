@@ -26,3 +26,17 @@ def test_normalize_layer_and_errors():
         models.build_classifier("alexnet")
     with pytest.raises(ConfigError):
         models.build_classifier("cnn", in_channels=1, mean=(0.1, 0.2, 0.3))
+
+
+@pytest.mark.parametrize("arch,last_bn", [("resnet18", "bn2"), ("resnet50", "bn3")])
+def test_zero_init_residual_starts_every_block_as_the_identity(arch, last_bn):
+    m = models.build_classifier(arch, image_size=64, zero_init_residual=True)
+    blocks = [b for b in m.modules() if hasattr(b, last_bn) and hasattr(b, "conv1")]
+    assert len(blocks) >= 8 and all(getattr(b, last_bn).weight.abs().sum() == 0 for b in blocks)
+    plain = models.build_classifier(arch, image_size=64)
+    assert all(getattr(b, last_bn).weight.abs().sum() > 0 for b in plain.modules()
+               if hasattr(b, last_bn) and hasattr(b, "conv1"))
+    with pytest.raises(ConfigError, match="'vgg11'"):
+        models.build_classifier("vgg11", zero_init_residual=True)
+    with pytest.raises(ConfigError, match="pretrained"):
+        models.build_classifier("resnet18", pretrained=True, zero_init_residual=True)

@@ -48,7 +48,11 @@ VARIANTS = {"cnn8": ("cnn", {"width": 8}), "cnn16": ("cnn", {"width": 16})}
 
 def arch_and_kwargs(name: str, cfg: "StudyConfig") -> tuple[str, dict]:
     arch, kw = VARIANTS.get(name, (name, {}))
-    return arch, ({**kw, "pretrained": True} if cfg.pretrained else dict(kw))
+    if cfg.pretrained:
+        return arch, {**kw, "pretrained": True}
+    if cfg.zero_init_residual and arch.startswith("resnet"):
+        return arch, {**kw, "zero_init_residual": True}
+    return arch, dict(kw)
 
 
 def build(name: str, cfg: "StudyConfig", data):
@@ -74,6 +78,7 @@ class StudyConfig:
     image_size: int
     pretrained: bool
     imagenet_stem: bool
+    zero_init_residual: bool             # ResNets from scratch: every residual block starts as the identity
     train: TrainConfig
     finetune: TrainConfig
     temperature: float = 4.0
@@ -91,7 +96,10 @@ class StudyConfig:
     @classmethod
     def from_preset(cls, preset: str, seed: int = 0) -> "StudyConfig":
         p = preset
-        train = TrainConfig(epochs=1, batch_size=128, lr=0.05, optimizer="sgd", scheduler="cosine", seed=seed,
+        # from scratch (smoke, cpu): one-cycle to lr 0.1 (warm-up, then anneal); fine-tuning pretrained
+        # ResNets (full): cosine from 0.05
+        train = TrainConfig(epochs=1, batch_size=128, lr=pick(p, smoke=0.1, cpu=0.1, full=0.05), optimizer="sgd",
+                            scheduler=pick(p, smoke="onecycle", cpu="onecycle", full="cosine"), seed=seed,
                             **speed_options(p))
         return cls(
             base_archs=pick(p, smoke=("cnn8", "cnn16"), cpu=("resnet18", "resnet34", "resnet50"),
@@ -105,12 +113,13 @@ class StudyConfig:
             matched_ratio=0.5,
             quantize_archs=pick(p, smoke=("cnn8",), cpu=("resnet18", "resnet34", "resnet50"),
                                 full=("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")),
-            n_train=pick(p, smoke=256, cpu=12_000, full=None),
+            n_train=pick(p, smoke=256, cpu=16_000, full=None),
             n_eval=pick(p, smoke=48, cpu=1000, full=None),
             n_attack=pick(p, smoke=16, cpu=300, full=500),
             image_size=pick(p, smoke=32, cpu=64, full=224),
             pretrained=pick(p, smoke=False, cpu=False, full=True),
             imagenet_stem=pick(p, smoke=False, cpu=True, full=True),
+            zero_init_residual=pick(p, smoke=True, cpu=True, full=False),
             train=train,
             finetune=train.replace(epochs=pick(p, smoke=1, cpu=2, full=5), lr=0.01),
             pgd_steps=pick(p, smoke=3, cpu=5, full=10),
@@ -479,6 +488,8 @@ def claim_numbers(df: pd.DataFrame, cfg: StudyConfig) -> dict[str, str]:
         if arch in info.index:
             out[f"cd_base{i}_source"] = stats.mean_ci(per_image(df, arch, "clean", "source")).fmt(unit="%")
             out[f"cd_base{i}_target"] = stats.mean_ci(per_image(df, arch, "clean", "target")).fmt(unit="%")
+    out["cd_bases_source"] = "; ".join(f"{arch} {out[f'cd_base{i}_source']}" for i, arch in enumerate(cfg.base_archs)
+                                       if f"cd_base{i}_source" in out)
     return out
 
 
