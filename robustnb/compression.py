@@ -14,16 +14,18 @@
   ``1 - alpha``). ``fit``'s CE must then be plain cross-entropy (``label_smoothing=0``; checked).
 * **Post-training static int8 quantization** (:func:`quantize_int8`): observers are inserted with
   ``torch.ao.quantization.quantize_fx.prepare_fx`` and the ``onednn`` qconfig mapping (per-channel int8
-  weights, uint8 activations over the full 8-bit range), calibrated on training images, and converted with ``convert_fx`` into a
-  graph that calls the int8 kernels of FBGEMM/oneDNN (``quantized::conv2d``, ``quantized::linear``,
-  ``quantized::add_relu``). The input normalisation layer stays in fp32 in front of it. The converted model
-  cannot be differentiated. :func:`int8_kernels` shows which int8 operators actually ran (from the
-  profiler), :func:`state_dict_bytes` and :func:`latency` give the size and CPU speed.
+  weights, uint8 activations over the full 8-bit range), calibrated on training images, and converted
+  with ``convert_fx`` into a graph that calls the int8 kernels of FBGEMM/oneDNN (``quantized::conv2d``,
+  ``quantized::linear``, ``quantized::add_relu``). The input normalisation layer stays in fp32 in front
+  of it. The converted model cannot be differentiated. :func:`int8_kernels` shows which int8 operators
+  actually ran (from the profiler), :func:`state_dict_bytes` and :func:`latency` give the size and CPU
+  speed.
   Why ``onednn`` and not ``x86``: torch's ``x86`` mapping observes activations with ``reduce_range=True``
   (7 bits, a guard against 16-bit overflow in FBGEMM's kernels on CPUs without VNNI); the ``onednn``
-  mapping uses all 8 bits (oneDNN handles CPUs without VNNI itself). On this book's ``cpu`` ResNets the
-  7-bit activations cost ResNet-34 7.7 and ResNet-50 19.1 points of source accuracy, the full range 1.4 and
-  11.6 (1,000 source test images); the latency is the same.
+  mapping uses all 8 bits (oneDNN handles CPUs without VNNI itself). On an earlier build's weaker ``cpu``
+  ResNets (trained without zero-initialised residual blocks), 7-bit activations cost ResNet-34 7.7 and
+  ResNet-50 19.1 points of source accuracy against fp32, all 8 bits 1.4 and 11.6 (1,000 source test images);
+  the latency was the same.
 
 The FX quantization API prints deprecation warnings on torch 2.14 (it points to torchao's pt2e flow);
 they are silenced here, the API still works and runs the same kernels.
