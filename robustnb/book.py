@@ -125,7 +125,8 @@ def record(claims=None, **numbers):
     for row in claims.itertuples():
         glue(row.claim_id, row.ours)
         glue(f"{row.claim_id}_verdict", row.verdict)
-    return claims[["claim", "paper", "source", "measure", "ours", "verdict"]].reset_index(drop=True)
+        glue(f"{row.claim_id}_holm", row.holm or "not tested")
+    return claims[["claim", "paper", "source", "measure", "ours", "verdict", "holm"]].reset_index(drop=True)
 
 
 NOT_MEASURED = "not measured at this preset"
@@ -145,7 +146,8 @@ def with_undeclared_filled(claims):
                 rows.append({"chapter": chapter, "claim_id": cid, "claim": pc.claim, "paper": pc.paper,
                              "source": pc.source, "measure": pc.measure, "ours": NOT_MEASURED,
                              "value": float("nan"), "low": float("nan"), "high": float("nan"),
-                             "verdict": "inconclusive at this size", "n": 0, "unit": ""})
+                             "verdict": "inconclusive at this size", "n": 0, "unit": pc.unit,
+                             "form": pc.form, "p": float("nan"), "holm": ""})
     return pd.concat([claims, pd.DataFrame(rows)], ignore_index=True) if rows else claims
 
 
@@ -158,7 +160,12 @@ def ledger_markdown(root: Path = ROOT) -> str:
     so the ledger cannot disagree with the chapters. ``python -m robustnb.book ledger`` rewrites the page."""
     lines = ["# Claims ledger", "",
              "Every claim of the three papers that this book tests, with the paper's figure, ours with its 95%",
-             "interval, and the verdict of the rule in `robustnb.stats.verdict`. The measured columns are pasted",
+             "interval, and the verdict of the rule for the claim's form in `robustnb.stats.verdict` (an increase",
+             "or decrease, of the paper's size or not; a difference between two of our measurements; an upper or",
+             "lower bound; no change within a margin). *Holm* reads the chapter's claims together: a claim",
+             "\"holds\" when its one-sided test still rejects \"the claim is false\" after Holm's adjustment over",
+             "all the chapter's claims (family-wise 2.5%). Claims marked *(book)* are the book's own additions,",
+             "not the paper's. The measured columns are pasted",
              "from each chapter's own run in this build (same preset, same seed), so they always agree with the",
              "chapters' tables. Data: the offline CIFAR-10 archive is a JPEG re-encoding at quality 75 (see the",
              "introduction); chapters say where they use a stand-in for the paper's data.", ""]
@@ -170,10 +177,12 @@ def ledger_markdown(root: Path = ROOT) -> str:
         title = next(iter(json.loads(nb.read_text())["cells"]))["source"]
         title = "".join(title).splitlines()[0].lstrip("# ").strip()
         rel = nb.name
-        lines += [f"## [{title}]({rel})", "", "| claim | paper | ours (95% interval) | verdict |", "|---|---|---|---|"]
+        lines += [f"## [{title}]({rel})", "", "| claim | paper | ours (95% interval) | verdict | Holm |",
+                  "|---|---|---|---|---|"]
         for cid, pc in claims.items():
-            lines.append(f"| {pc.claim} | {pc.paper} ({pc.source}) | {{glue:text}}`{rel}::{cid}:s` | "
-                         f"{{glue:text}}`{rel}::{cid}_verdict:s` |")
+            mark = " *(book)*" if pc.addition else ""
+            lines.append(f"| {pc.claim}{mark} | {pc.paper} ({pc.source}) | {{glue:text}}`{rel}::{cid}:s` | "
+                         f"{{glue:text}}`{rel}::{cid}_verdict:s` | {{glue:text}}`{rel}::{cid}_holm:s` |")
         lines.append("")
     return "\n".join(lines)
 

@@ -17,7 +17,8 @@
   weights, uint8 activations over the full 8-bit range), calibrated on training images, and converted
   with ``convert_fx`` into a graph that calls the int8 kernels of FBGEMM/oneDNN (``quantized::conv2d``,
   ``quantized::linear``, ``quantized::add_relu``). The input normalisation layer stays in fp32 in front
-  of it. The converted model cannot be differentiated. :func:`int8_kernels` shows which int8 operators
+  of it. The converted model cannot be differentiated. Two gradient paths for attacking it white-box
+  (:func:`int8_own_gradient`, :func:`int8_bpda`) are defined below. :func:`int8_kernels` shows which int8 operators
   actually ran (from the profiler), :func:`state_dict_bytes` and :func:`latency` give the size and CPU
   speed.
   Why ``onednn`` and not ``x86``: torch's ``x86`` mapping observes activations with ``reduce_range=True``
@@ -207,6 +208,61 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch_size: int =
                                                "calibration": tensor_digest({"x": calibration})}),
                              "from_cache": False, "train_seconds": 0.0}
     return out
+
+
+class _Int8Attackable(nn.Module):
+    """An int8 classifier as a gradient attack sees it: its own logits forward (on the CPU, where its kernels
+    run), and a chosen gradient backward."""
+
+    def __init__(self, qmodel: nn.Module):
+        super().__init__()
+        self.qmodel = qmodel
+
+    def int8_logits(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.qmodel(x.detach().cpu()).to(x.device)
+
+
+class Int8OwnGradient(_Int8Attackable):
+    """The int8 model with its *own* input gradient: that of the function it computes. Every activation of
+    the int8 graph is rounded to an integer grid and the derivative of a rounding is zero almost everywhere,
+    so this gradient is exactly zero (torch has no backward for the int8 kernels; this is the value that
+    backward would give). A gradient attack through it keeps the **gradient masking** of the quantizer in its
+    purest form: FGSM returns the clean image (sign(0) = 0), PGD stays at its random start."""
+
+    def __init__(self, qmodel: nn.Module):
+        super().__init__(qmodel)
+        self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)  # torchattacks reads the device here
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        zero = 0.0 * x.flatten(1).sum(1, keepdim=True)  # keeps x in the graph with a zero derivative
+        return logits_of(self.int8_logits(x)) + zero
+
+
+class Int8BPDA(_Int8Attackable):
+    """BPDA / straight-through through the quantizer (Athalye et al., 2018): the forward value is the int8
+    model's logits (the attack follows the deployed model's decision and loss), the backward is the gradient
+    of its fp32 parent at the same input (every quantize / round step is replaced by the identity in the
+    backward pass). This removes the masking while attacking the int8 model itself."""
+
+    def __init__(self, qmodel: nn.Module, fp32: nn.Module):
+        super().__init__(qmodel)
+        self.fp32 = fp32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = logits_of(self.fp32(x)).float()
+        return logits_of(self.int8_logits(x)) + (f - f.detach())
+
+
+def int8_own_gradient(qmodel: nn.Module) -> Int8OwnGradient:
+    """``qmodel`` for a white-box gradient attack that keeps its gradient masking (see :class:`Int8OwnGradient`)."""
+    return Int8OwnGradient(qmodel).eval()
+
+
+def int8_bpda(qmodel: nn.Module, fp32: nn.Module) -> Int8BPDA:
+    """``qmodel`` for a white-box gradient attack that removes its gradient masking: int8 forward, fp32
+    parent backward (see :class:`Int8BPDA`)."""
+    return Int8BPDA(qmodel, fp32.eval()).eval()
 
 
 @contextlib.contextmanager

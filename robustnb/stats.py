@@ -1,28 +1,40 @@
-"""Uncertainty and verdicts: 95% intervals for what the book measures, and the one rule that turns an interval
-into a verdict on a paper's claim.
+"""Uncertainty and verdicts: 95% intervals for what the book measures, and one rule per *form* of claim that
+turns an interval into a verdict on a paper's claim.
 
 Intervals (all 95%, from :func:`scipy.stats.bootstrap` unless said otherwise):
 
 * :func:`mean_ci` a mean over images (accuracy is the mean of 0/1 hits, a rate the mean of bytes);
 * :func:`paired_diff_ci` the mean difference of two measurements *on the same images* (resampled together);
 * :func:`ratio_ci` ``mean(b) / mean(a) - 1`` on the same images (an overhead: attacked vs clean bytes);
-* :func:`seeds_ci` a mean over training seeds (Student's t interval: a handful of seeds is too few to
-  bootstrap); use it where instantiations are compared, with one paired value per seed.
+* :func:`seeds_ci` a mean over independent rounds (Student's t interval: a handful of seeds is too few to
+  bootstrap); use it where instantiations are compared, with one paired value per round.
 
-:class:`Estimate` holds a value with its interval. :func:`verdict` decides, from the interval alone:
+:class:`Estimate` holds a value with its interval. A :class:`PaperClaim` declares its logical form (one of
+:data:`FORMS`), and :func:`verdict` applies that form's rule to the interval alone:
 
-``reproduced``                 the interval excludes "no effect" on the paper's side and is compatible with the
-                               paper's size (contains it, or the paper gives no size, or ``size_tolerance`` says so)
-``reproduced in direction``    the interval excludes "no effect" on the paper's side, but the effect is clearly
-                               smaller (or larger) than the paper's
-``not reproduced``             the interval excludes the paper's side (no effect of that sign, or the opposite one),
-                               or contains "no effect" while excluding an effect of the paper's size (for a
-                               "no change" claim: the interval lies outside the margin)
-``inconclusive at this size``  the interval contains "no effect" and still reaches the paper's side, or rests on
-                               fewer than :data:`MIN_ITEMS` images
+``increase`` / ``decrease`` (optionally of the paper's size ``paper_value``)
+    *reproduced*: the interval excludes "no effect" on the paper's side and is compatible with the paper's size
+    (contains it, or the estimate is within ``size_tolerance`` of it, or the paper gives none);
+    *reproduced in direction*: the effect is of the paper's sign but clearly smaller or larger;
+    *not reproduced*: the interval excludes the paper's side, or contains "no effect" while excluding an effect
+    of the paper's size; *inconclusive at this size* otherwise.
+``greater`` / ``less``
+    a difference between two of our own measurements (``a - b``: is ``a`` larger / smaller?), read like an
+    increase / decrease without a size; for claims that compare two of the paper's effects.
+``at_most`` / ``at_least`` (a bound ``paper_value``, loosened by ``margin`` where the paper says "about")
+    *reproduced*: the whole interval lies on the bound's side ("costs only about 2 points": no cost and a small
+    cost both qualify); *not reproduced*: the whole interval lies beyond it; *inconclusive*: it straddles it.
+``no_change`` (within ``margin``)
+    *reproduced*: the interval lies inside ``[-margin, margin]``; *not reproduced*: it lies outside;
+    *inconclusive* otherwise.
 
-:func:`claim` builds one row of a chapter's paper-vs-ours table with that verdict; every chapter's claims table
-has the columns of :data:`CLAIM_COLUMNS`.
+Any estimate resting on fewer than :data:`MIN_ITEMS` images (a bootstrap's items, or ``support``: the fewest
+images behind one of a t interval's values, such as the clean-correct images of a robust accuracy) is
+*inconclusive at this size*.
+
+:func:`judge` builds one row of a chapter's paper-vs-ours table; :func:`claims_table` builds the whole table
+(columns :data:`CLAIM_COLUMNS`) and adds a multiplicity-aware reading: Holm's step-down adjustment of each
+claim's one-sided p-value over the chapter's claims (:func:`holm`).
 """
 
 from __future__ import annotations
@@ -34,24 +46,32 @@ import numpy as np
 from scipy import stats as sps
 
 CONFIDENCE = 0.95
+#: one-sided level that matches a two-sided 95% interval (an interval excluding 0 <=> p < 0.025)
+ALPHA = (1 - CONFIDENCE) / 2
 N_RESAMPLES = 2000
 #: fewer images than this decide nothing: a bootstrap over a handful of identical values gives a zero-width
 #: interval that would read as certainty (a smoke run's 6 images, all wrong, say)
 MIN_ITEMS = 20
 VERDICTS = ("reproduced", "reproduced in direction", "not reproduced", "inconclusive at this size")
+INCONCLUSIVE = VERDICTS[3]
+FORMS = ("increase", "decrease", "greater", "less", "at_most", "at_least", "no_change")
+HOLM = ("holds", "does not hold")
 CLAIM_COLUMNS = ("chapter", "claim_id", "claim", "paper", "source", "measure", "ours", "value", "low", "high",
-                 "verdict", "n", "unit")
+                 "verdict", "n", "unit", "form", "p", "holm")
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A measured value with its 95% interval ``[low, high]`` over ``n`` items (images or seeds)."""
+    """A measured value with its 95% interval ``[low, high]`` over ``n`` items (images or seeds).
+    ``support``: for a t interval over seeds, the fewest images behind any one seed's value (None: not known
+    or not applicable)."""
 
     value: float
     low: float
     high: float
     n: int
     method: str = "bootstrap"
+    support: int | None = None
 
     def fmt(self, scale: float = 100.0, digits: int = 1, unit: str = "%", signed: bool = False) -> str:
         """``"+12.3% [8.1, 16.0]"`` (value and interval times ``scale``)."""
@@ -63,6 +83,15 @@ class Estimate:
 
     def excludes(self, x: float = 0.0) -> bool:
         return not (self.low <= x <= self.high)
+
+    def shifted(self, by: float) -> "Estimate":
+        """The same interval moved by ``by`` (e.g. a share measured against one half)."""
+        return Estimate(self.value + by, self.low + by, self.high + by, self.n, self.method, self.support)
+
+    @property
+    def too_small(self) -> bool:
+        return (self.method == "bootstrap" and self.n < MIN_ITEMS) or (
+            self.support is not None and self.support < MIN_ITEMS)
 
 
 def _clean(x) -> np.ndarray:
@@ -96,19 +125,26 @@ def mean_ci(x, seed: int = 0) -> Estimate:
     return Estimate(float(a.mean()), lo, hi, len(a))
 
 
-def paired_diff_ci(a, b, seed: int = 0) -> Estimate:
-    """``mean(b - a)`` over shared images, resampling the pairs together (``a``, ``b``: one value per image)."""
+def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Two per-image samples as float arrays of the same length, with every pair holding a NaN dropped."""
     a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
     if len(a) != len(b):
         raise ValueError(f"paired samples need the same images: {len(a)} vs {len(b)} values")
+    keep = np.isfinite(a) & np.isfinite(b)
+    return a[keep], b[keep]
+
+
+def paired_diff_ci(a, b, seed: int = 0) -> Estimate:
+    """``mean(b - a)`` over shared images, resampling the pairs together (``a``, ``b``: one value per image;
+    pairs with a NaN are dropped)."""
+    a, b = _pairs(a, b)
     return mean_ci(b - a, seed)
 
 
 def ratio_ci(a, b, seed: int = 0) -> Estimate:
-    """``mean(b) / mean(a) - 1`` over shared images (e.g. attacked vs clean bytes), paired bootstrap."""
-    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
-    if len(a) != len(b):
-        raise ValueError(f"paired samples need the same images: {len(a)} vs {len(b)} values")
+    """``mean(b) / mean(a) - 1`` over shared images (e.g. attacked vs clean bytes), paired bootstrap; pairs
+    with a NaN are dropped."""
+    a, b = _pairs(a, b)
     if len(a) == 0 or a.mean() == 0:
         return _nan(len(a), "bootstrap")
 
@@ -119,92 +155,203 @@ def ratio_ci(a, b, seed: int = 0) -> Estimate:
     return Estimate(float(stat(a, b)), lo, hi, len(a))
 
 
-def seeds_ci(values) -> Estimate:
-    """Mean over training seeds with Student's t interval (one value per seed; needs 2 or more)."""
+def paired_stat_ci(samples: tuple, statistic, seed: int = 0) -> Estimate:
+    """``statistic(*samples)`` with a paired percentile bootstrap over shared images (``samples``: arrays of
+    one value per image, resampled together; images with a NaN in any sample are dropped). For statistics of
+    three or more measurements on the same images, such as the growth of an overhead from one budget to the
+    next."""
+    arrays = [np.asarray(a, dtype=float).ravel() for a in samples]
+    if len({len(a) for a in arrays}) != 1:
+        raise ValueError(f"paired samples need the same images: {[len(a) for a in arrays]} values")
+    keep = np.all([np.isfinite(a) for a in arrays], axis=0)
+    arrays = tuple(a[keep] for a in arrays)
+    if len(arrays[0]) == 0:
+        return _nan(0, "bootstrap")
+    point = float(statistic(*arrays))
+    if not math.isfinite(point):
+        return _nan(len(arrays[0]), "bootstrap")
+    lo, hi = _bootstrap(arrays, statistic, paired=True, seed=seed)
+    return Estimate(point, lo, hi, len(arrays[0]))
+
+
+def seeds_ci(values, support: int | None = None) -> Estimate:
+    """Mean over independent rounds with Student's t interval (one value per round; needs 2 or more).
+    Values without any spread give no interval (NaN: identical seeds mean the rounds did not re-draw
+    anything, not that the mean is certain). ``support``: the fewest images behind one value."""
     a = _clean(values)
-    if len(a) < 2:
-        v = float(a.mean()) if len(a) else float("nan")
-        return Estimate(v, float("nan"), float("nan"), len(a), "t")
-    m, se = float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a)))
+    v = float(a.mean()) if len(a) else float("nan")
+    if len(a) < 2 or np.ptp(a) == 0:
+        return Estimate(v, float("nan"), float("nan"), len(a), "t", support)
+    se = float(a.std(ddof=1) / math.sqrt(len(a)))
     h = float(sps.t.ppf(0.5 + CONFIDENCE / 2, len(a) - 1)) * se
-    return Estimate(m, m - h, m + h, len(a), "t")
+    return Estimate(v, v - h, v + h, len(a), "t", support)
 
 
-def verdict(est: Estimate, direction: int = 1, paper: float | None = None, size_tolerance: float = 0.5,
-            margin: float | None = None) -> str:
-    """The verdict on a claim from our interval (see the module docstring).
+def _check_form(form: str, paper_value, margin) -> None:
+    if form not in FORMS:
+        raise ValueError(f"Unknown claim form {form!r}: choose one of {FORMS}.")
+    if form in ("at_most", "at_least") and paper_value is None:
+        raise ValueError(f"an {form!r} claim needs its bound as paper_value")
+    if form == "no_change" and margin is None:
+        raise ValueError("a 'no_change' claim needs a margin")
 
-    ``direction``: +1 if the paper claims an increase (or a positive difference), -1 a decrease, 0 "no
-    change"; with 0, ``margin`` is the largest change that still counts as none. ``paper``: the paper's value
-    in the same units, when it gives one; the effect is "of the paper's size" when the interval contains it or
-    when the estimate is within ``size_tolerance`` (a fraction) of it.
-    """
-    if any(math.isnan(t) for t in (est.value, est.low, est.high)):
-        return "inconclusive at this size"
-    if direction == 0 and margin is None:
-        raise ValueError("a 'no change' claim needs a margin")
-    if est.method == "bootstrap" and est.n < MIN_ITEMS:
-        return "inconclusive at this size"
-    if direction == 0:
+
+def verdict(est: Estimate, form: str = "increase", paper_value: float | None = None, margin: float | None = None,
+            size_tolerance: float = 0.5) -> str:
+    """The verdict on a claim of the given ``form`` from our interval (see the module docstring).
+    ``paper_value``: the paper's size (``increase``/``decrease``) or the bound (``at_most``/``at_least``), in
+    the estimate's units; ``margin``: the "no change" margin, or the slack added to a bound the paper states as
+    "about"."""
+    _check_form(form, paper_value, margin)
+    if any(math.isnan(t) for t in (est.value, est.low, est.high)) or est.too_small:
+        return INCONCLUSIVE
+    if form == "no_change":
         if -margin <= est.low and est.high <= margin:
             return "reproduced"
         if est.low > margin or est.high < -margin:
             return "not reproduced"
-        return "inconclusive at this size"
-    lo, hi = (est.low, est.high) if direction > 0 else (-est.high, -est.low)
-    value = est.value * direction
-    if lo > 0:
-        if paper is None:
+        return INCONCLUSIVE
+    if form in ("at_most", "at_least"):
+        sign = 1 if form == "at_most" else -1
+        bound = paper_value + sign * (margin or 0.0)
+        lo, hi = sorted((sign * est.low, sign * est.high))
+        if hi <= sign * bound:
             return "reproduced"
-        p = paper * direction
-        if est.low <= paper <= est.high or abs(value - p) <= size_tolerance * abs(p):
+        if lo > sign * bound:
+            return "not reproduced"
+        return INCONCLUSIVE
+    direction = 1 if form in ("increase", "greater") else -1
+    if form in ("greater", "less"):
+        paper_value = None
+    lo, hi = (est.low, est.high) if direction > 0 else (-est.high, -est.low)
+    if lo > 0:
+        if paper_value is None:
+            return "reproduced"
+        p, value = paper_value * direction, est.value * direction
+        if est.low <= paper_value <= est.high or abs(value - p) <= size_tolerance * abs(p):
             return "reproduced"
         return "reproduced in direction"
     if hi <= 0:
         return "not reproduced"
-    if paper is not None and hi < (1 - size_tolerance) * abs(paper):
+    if paper_value is not None and hi < (1 - size_tolerance) * abs(paper_value):
         return "not reproduced"  # no effect is possible, and one of the paper's size is excluded
-    return "inconclusive at this size"
+    return INCONCLUSIVE
+
+
+def _z(est: Estimate) -> tuple[float, object]:
+    """The standard error behind ``est``'s interval and the reference distribution (t with n-1 degrees of
+    freedom for a t interval, normal for a bootstrap)."""
+    dist = sps.t(est.n - 1) if est.method == "t" and est.n > 1 else sps.norm()
+    half = (est.high - est.low) / 2
+    return half / float(dist.ppf(0.5 + CONFIDENCE / 2)), dist
+
+
+def p_value(est: Estimate, form: str = "increase", paper_value: float | None = None,
+            margin: float | None = None) -> float:
+    """One-sided p-value of the claim's null hypothesis (the claim is false), from the interval's standard
+    error: "no increase" for an increase, "above the bound" for ``at_most``, "outside the margin" for
+    ``no_change`` (two one-sided tests, the larger p). NaN where the interval is missing or too small; a
+    claim whose p is below :data:`ALPHA` has an interval that excludes its null, as :func:`verdict` reads it."""
+    _check_form(form, paper_value, margin)
+    if any(math.isnan(t) for t in (est.value, est.low, est.high)) or est.too_small:
+        return float("nan")
+    se, dist = _z(est)
+
+    def above(x):  # p of "the effect is <= x" against est above it
+        if se == 0:
+            return 0.0 if est.value > x else 1.0
+        return float(dist.sf((est.value - x) / se))
+
+    def below(x):
+        if se == 0:
+            return 0.0 if est.value < x else 1.0
+        return float(dist.cdf((est.value - x) / se))
+
+    if form in ("increase", "greater"):
+        return above(0.0)
+    if form in ("decrease", "less"):
+        return below(0.0)
+    if form == "at_most":
+        return below(paper_value + (margin or 0.0))
+    if form == "at_least":
+        return above(paper_value - (margin or 0.0))
+    return max(above(-margin), below(margin))
+
+
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count as a test)."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = len(idx)
+    running = 0.0
+    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
 
 
 @dataclass(frozen=True)
 class PaperClaim:
     """A paper's claim as a chapter tests it: the words, the paper's figure (quoted) and where it is, what we
-    measure for it, and how the verdict reads the interval (see :func:`verdict`; values in the units of the
-    estimate, e.g. 0.468 for +46.8 %). Chapter modules list theirs in ``PAPER_CLAIMS``: the one place per
-    chapter where the papers' numbers are typed."""
+    measure for it, and its logical form (one of :data:`FORMS`; see :func:`verdict`; values in the units of the
+    estimate, e.g. 0.468 for +46.8 %). ``unit``, ``scale``, ``digits`` and ``signed`` say how the estimate is
+    shown; ``addition``: a claim of the book's own, not the paper's. Chapter modules list theirs in
+    ``PAPER_CLAIMS``: the one place per chapter where the papers' numbers are typed."""
 
     claim: str
     paper: str
     source: str
     measure: str
-    direction: int = 1
+    form: str = "increase"
     paper_value: float | None = None
     margin: float | None = None
     size_tolerance: float = 0.5
+    unit: str = "%"
+    scale: float = 100.0
+    digits: int = 1
+    signed: bool = True
+    addition: bool = False
+
+    def __post_init__(self):
+        _check_form(self.form, self.paper_value, self.margin)
+
+    def verdict(self, est: Estimate) -> str:
+        return verdict(est, self.form, self.paper_value, self.margin, self.size_tolerance)
+
+    def p_value(self, est: Estimate) -> float:
+        return p_value(est, self.form, self.paper_value, self.margin)
+
+    def fmt(self, est: Estimate) -> str:
+        return est.fmt(self.scale, self.digits, self.unit, self.signed)
 
 
-def judge(chapter: str, claim_id: str, pc: PaperClaim, est: Estimate, scale: float = 100.0, unit: str = "%",
-          signed: bool = True, digits: int = 1, verdict_override: str | None = None) -> dict:
-    """:func:`claim` for a declared :class:`PaperClaim`."""
-    return claim(chapter, claim_id, pc.claim, pc.paper, pc.source, pc.measure, est, pc.direction, pc.paper_value,
-                 scale, unit, signed, digits, pc.size_tolerance, pc.margin, verdict_override)
+def judge(chapter: str, claim_id: str, pc: PaperClaim, est: Estimate) -> dict:
+    """One row of a paper-vs-ours table (columns :data:`CLAIM_COLUMNS`, ``holm`` left to :func:`claims_table`):
+    the paper's figure (quoted, with its source), ours with its interval, the verdict of the claim's form and
+    its one-sided p-value."""
+    return {"chapter": chapter, "claim_id": claim_id, "claim": pc.claim, "paper": pc.paper, "source": pc.source,
+            "measure": pc.measure, "ours": pc.fmt(est), "value": est.value, "low": est.low, "high": est.high,
+            "verdict": pc.verdict(est), "n": est.n, "unit": pc.unit, "form": pc.form, "p": pc.p_value(est),
+            "holm": ""}
 
 
-def claim(chapter: str, claim_id: str, claim_text: str, paper: str, source: str, measure: str, est: Estimate,
-          direction: int = 1, paper_value: float | None = None, scale: float = 100.0, unit: str = "%",
-          signed: bool = True, digits: int = 1, size_tolerance: float = 0.5, margin: float | None = None,
-          verdict_override: str | None = None) -> dict:
-    """One row of a paper-vs-ours table: the paper's figure (quoted, with its source), ours with its interval,
-    and the verdict of :func:`verdict` (``paper_value`` and ``margin`` in the estimate's units).
-    ``verdict_override`` is for a claim the interval cannot decide by construction (say why in ``measure``)."""
-    v = verdict_override or verdict(est, direction, paper_value, size_tolerance, margin)
-    if v not in VERDICTS:
-        raise ValueError(f"Unknown verdict {v!r}: choose one of {VERDICTS}.")
-    return {"chapter": chapter, "claim_id": claim_id, "claim": claim_text, "paper": paper, "source": source,
-            "measure": measure, "ours": est.fmt(scale, digits, unit, signed), "value": est.value, "low": est.low,
-            "high": est.high, "verdict": v, "n": est.n, "unit": unit}
+def claims_table(chapter: str, claims: dict, estimates: dict):
+    """A chapter's paper-vs-ours table: one :func:`judge` row per claim of ``claims`` (id -> PaperClaim) that
+    ``estimates`` (id -> Estimate) measured, in the order of ``claims``, with Holm's reading over the chapter:
+    ``holm`` is "holds" where the claim's null is rejected at one-sided :data:`ALPHA` after Holm's adjustment
+    over every tested claim of the chapter, "does not hold" where it is not, empty where nothing was tested."""
+    import pandas as pd
+
+    rows = [judge(chapter, cid, pc, estimates[cid]) for cid, pc in claims.items() if cid in estimates]
+    frame = pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
+    if len(frame):
+        adj = holm(frame["p"].to_numpy(dtype=float))
+        frame["holm"] = [HOLM[0] if a < ALPHA else HOLM[1] if np.isfinite(a) else "" for a in adj]
+    return frame
 
 
-__all__ = ["CONFIDENCE", "VERDICTS", "CLAIM_COLUMNS", "Estimate", "PaperClaim", "judge", "mean_ci", "paired_diff_ci", "ratio_ci",
-           "seeds_ci", "verdict", "claim"]
+__all__ = ["ALPHA", "CONFIDENCE", "VERDICTS", "FORMS", "HOLM", "CLAIM_COLUMNS", "MIN_ITEMS", "Estimate",
+           "PaperClaim", "judge", "claims_table", "holm", "p_value", "mean_ci", "paired_diff_ci", "paired_stat_ci",
+           "ratio_ci",
+           "seeds_ci", "verdict"]

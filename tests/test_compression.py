@@ -104,3 +104,29 @@ def test_int8_model_is_named_after_its_parent_and_calibration(cnn):
     assert C.quantize_int8(cnn, x * 0.9).robustnb_info["key"] != k1
     cnn.robustnb_info = {"key": "another parent"}
     assert C.quantize_int8(cnn, x).robustnb_info["key"] != k1
+
+
+def test_int8_own_gradient_is_zero_and_bpda_takes_the_fp32_gradient(cnn):
+    """The two white-box paths into an int8 model: its own gradient (exactly zero: the masked attack; FGSM
+    returns the clean image) and BPDA (int8 value forward, the fp32 parent's gradient backward)."""
+    from robustnb.attacks import make_attack
+
+    x = torch.rand(16, 3, 32, 32)
+    q = C.quantize_int8(cnn, x)
+    y = cnn(x[:4]).argmax(1)
+    own, bpda = C.int8_own_gradient(q), C.int8_bpda(q, cnn)
+    with torch.no_grad():
+        ref = q(x[:4])
+    for wrapped in (own, bpda):
+        assert torch.equal(wrapped(x[:4]).detach(), ref)  # both attack the int8 decision itself
+    xg = x[:4].clone().requires_grad_(True)
+    F.cross_entropy(own(xg), y).backward()
+    assert torch.count_nonzero(xg.grad) == 0
+    xb, xf = x[:4].clone().requires_grad_(True), x[:4].clone().requires_grad_(True)
+    F.cross_entropy(bpda(xb), y).backward()
+    # the fp32 gradient of the loss taken at the int8 logits: softmax(int8) - onehot, through the fp32 Jacobian
+    p = torch.softmax(ref, 1) - F.one_hot(y, 10).float()
+    (cnn(xf) * p / 4).sum().backward()
+    assert torch.allclose(xb.grad, xf.grad, atol=1e-6) and xb.grad.abs().sum() > 0
+    assert torch.equal(make_attack("fgsm", own, 4 / 255)(x[:4], y), x[:4])  # masked: sign(0) = 0
+    assert not torch.equal(make_attack("fgsm", bpda, 4 / 255)(x[:4], y), x[:4])

@@ -97,6 +97,21 @@ def test_bad_arguments_are_named():
         make_transfer_attack("cwa", [])
 
 
+def test_steps_equal_the_reference_codes_at_its_own_budget():
+    """The module docstring's table: at eps 16/255 on 224x224x3 inputs the book's outer, reverse and CWA inner
+    steps are the authors' absolute numbers (16/255/5, 16/255/10 or /15, 250); at 8/255 they halve (the
+    authors' code keeps them fixed); CSE takes CWA's inner step, not the authors' 50."""
+    eps, models, big = 16 / 255, [_model(1)], torch.zeros(1, 3, 224, 224)
+    sam, cwa, cse = (make_transfer_attack(n, models, eps) for n in ("sam", "cwa", "cse"))
+    assert sam.alpha == cwa.alpha == cse.alpha == pytest.approx(16 / 255 / 5)
+    assert sam.reverse_step == pytest.approx(16 / 255 / 10) and cwa.reverse_step == pytest.approx(16 / 255 / 15)
+    assert cwa._beta(big) == pytest.approx(250.0) and cse._beta(big) == pytest.approx(250.0)
+    assert make_transfer_attack("cwa", models, eps / 2).alpha == pytest.approx(16 / 255 / 10)
+    assert cwa._beta(torch.zeros(1, 3, 32, 32)) == pytest.approx(250 * (3 * 32 * 32 / 150528) ** 0.5)
+    doc = " ".join(__import__("robustnb.attacks.transfer", fromlist=["x"]).__doc__.split())
+    assert "ksi" in doc and "50 (CSE)" in doc and "mean* logits" in doc
+
+
 def test_reverse_step_follows_the_reference_code():
     """MI_SAM's reverse (flattening) step is eps/10 in the authors' code; MI_CommonWeakness uses eps/15."""
     models = [_model(1)]

@@ -36,14 +36,37 @@ and ``[0, 1]``; momentum ``m`` starts at 0, ``mu`` is the decay)::
           m = mu * m + d / ||d||_1
           x_{t+1} = Pi(x_t + alpha * sign(m))
 
-This follows the authors' code (``MI_SAM``, ``MI_CosineSimilarityEncourager`` and ``MI_CommonWeakness`` in
-github.com/huanranchen/AdversarialAttacks) with two documented differences: the ensemble loss uses the
-*mean* of the logits (the authors sum them; the sign steps are unchanged, the softmax is sharper with the
-sum), and the outer L1 normalisation is per image (the authors divide by the L1 norm of the whole batch,
-which makes an image's update depend on its batch mates). Defaults scale the authors' ImageNet settings
-(epsilon 16/255, alpha = eps/5, beta = 250 for 224x224x3 inputs; the reverse step r = eps/10 in ``MI_SAM``
-and r = eps/15 in ``MI_CommonWeakness``) to any input size: alpha = eps/5, r = eps/10 (SAM) or eps/15 (CWA)
-and beta = 250 * sqrt(d / 150528) for d input values, which keeps the same step per pixel.
+What the book uses, next to the authors' code (``MI_SAM`` in ``SharpnessAware.py``,
+``MI_CosineSimilarityEncourager`` and ``MI_CommonWeakness`` in ``CommonWeakness.py`` of
+github.com/huanranchen/AdversarialAttacks, read at commit 1e29ebe). The update rules above are theirs; the
+step sizes and two details differ, on purpose:
+
+============================  =====================================  ===========================================
+setting                       authors' code (ImageNet, eps 16/255)   this book
+============================  =====================================  ===========================================
+outer step of SAM             ``step_size`` = 16/255/5                alpha = eps/5
+outer step of CSE and CWA     ``end_attack``'s ``ksi`` = 16/255/5,    alpha = eps/5 (the same step as SAM's)
+                              fixed: the class's ``step_size`` is
+                              not used, whatever the epsilon
+reverse (flattening) step     16/255/10 (SAM), 16/255/15 (CWA)        eps/10 (SAM), eps/15 (CWA)
+inner step beta               50 (CSE), 250 (CWA), for 224x224x3      250 * sqrt(d / 150528) for both, d input
+                                                                      values (CIFAR-10: 250 * 0.14 = 35)
+ensemble loss                 cross-entropy of the *summed* logits    of the *mean* logits (sign steps unchanged)
+outer L1 normalisation        SAM per image; CSE/CWA over the whole   per image for all three
+                              batch
+SAM's second gradient         accumulates onto the first (``x.grad``  the gradient at the flattened point alone
+                              is not cleared between the two steps)
+============================  =====================================  ===========================================
+
+Why: every default of the authors' code is an absolute number set for epsilon 16/255; the chapters attack at
+8/255 and sweep epsilon, and fixed steps would make the attack at a small budget a two-step sign attack and
+at 16/255 the authors' one. Steps proportional to epsilon equal the authors' at 16/255 and keep the same
+number of steps to cross the ball at every budget. beta is scaled to the input size so that the inner step
+per pixel is the authors' (CWA's 250; CSE therefore takes a larger inner step than the authors' 50, the same
+as CWA's, so that the two differ only by SAM's flattening step, which is the comparison Chen et al. draw).
+Per-image normalisation makes an image's update independent of its batch mates (with the whole-batch L1
+norm the result would depend on the batch size, which differs between presets). At eps 16/255 on 224x224
+images, SAM and CWA here take the authors' step sizes; CSE's inner step is 5x theirs.
 """
 
 from __future__ import annotations
@@ -174,7 +197,8 @@ def make_transfer_attack(name: str, surrogates: Sequence[nn.Module], eps: float 
                          alpha: float | None = None, decay: float = 1.0, **kw) -> torchattacks.attack.Attack:
     """A transfer attack on a list of surrogate models by name: ``mifgsm``, ``sam``, ``cse`` or ``cwa``.
 
-    ``alpha`` (outer step) defaults to ``eps / 5`` for all four, as in the authors' code; ``kw`` goes to
+    ``alpha`` (outer step) defaults to ``eps / 5`` for all four (the authors' 16/255/5 at eps 16/255; see
+    the module docstring for how the book's steps relate to theirs); ``kw`` goes to
     SAM/CSE/CWA (``reverse_step``, ``inner_step``).
     """
     key = registry.TRANSFER_ATTACKS.check(name.lower() if isinstance(name, str) else name)

@@ -65,8 +65,8 @@ def _gain_claim(axis: str, n: int) -> stats.PaperClaim:
     what = "every axis at once" if axis == "all" else f"the {axis} axis"
     return stats.PaperClaim(
         claim=f"heterogeneity ({what}) raises robust accuracy against transfer attacks over ENS, N = {n}",
-        paper=_PAPER_GAIN, source=_PAPER_SOURCE, measure=_GAIN_MEASURE.format(axis=axis, n=n), direction=+1,
-        paper_value=None)  # "up to" is the best case over settings, not a size every axis should reach
+        paper=_PAPER_GAIN, source=_PAPER_SOURCE, measure=_GAIN_MEASURE.format(axis=axis, n=n), form="increase",
+        paper_value=None, unit=" points")  # "up to" is a best case over settings, not a size for every axis
 
 
 #: claim id -> the claim (the one place where the paper's figures are typed, with QUOTED_NUMBERS)
@@ -78,7 +78,7 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
         paper="a small clean-accuracy cost", source=_PAPER_SOURCE,
         measure=f"ENS clean accuracy minus {a}'s at N = 5 (test subset, majority vote), mean over training seeds "
                 "of the per-seed difference, t interval; 'no change' = within 5 points",
-        direction=0, margin=0.05) for a in ("all", "tuned HP")},
+        form="no_change", margin=0.05, unit=" points") for a in ("all", "tuned HP")},
 }
 #: the papers' figures and the book's fixed settings that the prose may type
 QUOTED_NUMBERS = ("+40", "+40%", "40%", "5 points", "0.9", "75", "20%", "95%")
@@ -623,8 +623,7 @@ def claim_estimate(frame: pd.DataFrame, cfg: HeteroConfig, claim_id: str) -> sta
 def claims(frame: pd.DataFrame, cfg: HeteroConfig) -> pd.DataFrame:
     """The chapter's claims table (columns ``stats.CLAIM_COLUMNS``, one row per ``PAPER_CLAIMS`` entry);
     verdicts by ``stats.verdict`` (with one training seed every interval is NaN: inconclusive)."""
-    rows = [stats.judge(CHAPTER, cid, pc, claim_estimate(frame, cfg, cid)) for cid, pc in PAPER_CLAIMS.items()]
-    return pd.DataFrame(rows, columns=list(stats.CLAIM_COLUMNS))
+    return stats.claims_table(CHAPTER, PAPER_CLAIMS, {cid: claim_estimate(frame, cfg, cid) for cid in PAPER_CLAIMS})
 
 
 def _pct(x: float, signed: bool = False) -> str:

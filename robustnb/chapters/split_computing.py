@@ -33,26 +33,26 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
     "sc_lambda_rate_factorized": stats.PaperClaim(
         claim="Factorized prior: a larger lambda buys fewer bytes on the wire",
         paper="rate falls as lambda grows (the CE + lambda * rate trade-off)", source="method: training objective",
-        measure="real bytes per image, largest vs smallest lambda, paired over images (ratio - 1)", direction=-1),
+        measure="real bytes per image, largest vs smallest lambda, paired over images (ratio - 1)", form="decrease"),
     "sc_lambda_rate_hyperprior": stats.PaperClaim(
         claim="Mean-scale hyperprior: a larger lambda buys fewer bytes on the wire",
         paper="rate falls as lambda grows (the CE + lambda * rate trade-off)", source="method: training objective",
-        measure="real bytes per image, largest vs smallest lambda, paired over images (ratio - 1)", direction=-1),
+        measure="real bytes per image, largest vs smallest lambda, paired over images (ratio - 1)", form="decrease"),
     "sc_hyperprior_fewer_bytes": stats.PaperClaim(
         claim="The hyperprior sends fewer bytes than the factorized prior at the same lambda",
         paper="the hyperprior's image-adaptive density is the stronger entropy model", source="method: entropy models",
         measure="real bytes per image averaged over the lambda grid, hyperprior vs factorized, paired over images "
-                "(ratio - 1)", direction=-1),
+                "(ratio - 1)", form="decrease"),
     "sc_stream_constant_factorized": stats.PaperClaim(
         claim="Factorized prior: real bytes = the entropy model's estimate plus a small constant per stream",
         paper="rates reported as coded bytes (clean: 9.62 KB per image)", source="experiments: set-up",
         measure="(real - estimated bytes) per stream, smallest lambda, mean over images; 'small' = within 8 bytes",
-        direction=0, margin=STREAM_MARGIN_BYTES),
+        form="no_change", margin=STREAM_MARGIN_BYTES, unit=" bytes", scale=1.0),
     "sc_stream_constant_hyperprior": stats.PaperClaim(
         claim="Hyperprior: real bytes = the entropy model's estimate plus a small constant per stream",
         paper="rates reported as coded bytes (clean: 9.62 KB per image)", source="experiments: set-up",
         measure="(real - estimated bytes) per stream, smallest lambda, mean over images; 'small' = within 8 bytes",
-        direction=0, margin=STREAM_MARGIN_BYTES),
+        form="no_change", margin=STREAM_MARGIN_BYTES, unit=" bytes", scale=1.0),
 }
 # Numbers the prose may type: the paper's figures and the book's fixed settings.
 QUOTED_NUMBERS = ("9.62 KB", "5 %", "8 bytes", "95%")
@@ -150,14 +150,7 @@ def claim_estimates(images: pd.DataFrame, arch: str | None = None) -> dict[str, 
 def claims(images: pd.DataFrame, arch: str | None = None) -> pd.DataFrame:
     """The chapter's claims table (columns :data:`robustnb.stats.CLAIM_COLUMNS`, one row per claim of
     :data:`PAPER_CLAIMS`), verdicts by :func:`robustnb.stats.verdict`."""
-    est = claim_estimates(images, arch)
-    rows = []
-    for cid, pc in PAPER_CLAIMS.items():
-        if cid.startswith("sc_stream_constant"):
-            rows.append(stats.judge(CHAPTER, cid, pc, est[cid], scale=1.0, unit=" bytes", signed=True))
-        else:
-            rows.append(stats.judge(CHAPTER, cid, pc, est[cid]))
-    return pd.DataFrame(rows, columns=list(stats.CLAIM_COLUMNS))
+    return stats.claims_table(CHAPTER, PAPER_CLAIMS, claim_estimates(images, arch))
 
 
 def numbers(images: pd.DataFrame, agree: pd.DataFrame | None = None, arch: str | None = None) -> dict[str, str]:

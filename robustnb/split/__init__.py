@@ -5,10 +5,12 @@
                                 the backbones and entropy models (registered by name)
 ``robustnb.split.rate``         bits from likelihoods (:func:`bits`, the one place), real rANS bytes,
                                 bit maps, the training rate term
-``robustnb.split.zoo``          how split models are trained per preset; the cached loaders
+``robustnb.split.zoo``          how split models are trained per preset; the cached loaders;
+                                the tuning hold-out no split model trains on
 ==============================  =====================================================================
 """
 
 from robustnb.split.model import (ENTROPY_MODELS, LAMBDAS, SPLIT_ARCHITECTURES, LogitsOnly,  # noqa: F401
                                   SplitModel, build_split_model, check_entropy_model, check_split_arch)
-from robustnb.split.zoo import SplitTrainConfig, get_split_model, key_columns, load_split_models, model_grid  # noqa: F401
+from robustnb.split.zoo import (TUNING_HOLDOUT_PER_CLASS, SplitTrainConfig, get_split_model, key_columns,  # noqa: F401
+                                load_split_models, model_grid, training_pool, tuning_holdout)

@@ -53,20 +53,31 @@ def _hits(p, n, rng):
 
 def _frame(acc: dict, n=400, seed=0):
     """A synthetic evaluate_all frame: ``acc[model] = (method, base, source, target, adversarial, s&p)``
-    accuracies; per-image hits drawn independently per model (so differences carry sampling noise)."""
+    accuracies, optionally followed by a dict of overrides (``compression``, and the adversarial accuracy per
+    protocol); per-image hits drawn independently per model (so differences carry sampling noise). Protocols
+    as evaluate_all writes them: transfer and white-box for every model, bpda for int8, transfer-arch for
+    distilled students."""
     rng = np.random.default_rng(seed)
     rows = []
-    for model, (method, base, src, tgt, adv, sp) in acc.items():
+    for model, spec in acc.items():
+        method, base, src, tgt, adv, sp = spec[:6]
+        extra = spec[6] if len(spec) > 6 else {}
+        protocols = {"transfer": adv, "white-box": adv / 2}
+        if method == "int8":
+            protocols["bpda"] = adv / 2
+        if method == "distilled":
+            protocols["transfer-arch"] = adv
+        protocols.update({k: v for k, v in extra.items() if k in ch.PROTOCOLS})
         for dom, role, clean in (("src", "source", src), ("t1", "target", tgt), ("t2", "target", tgt)):
             b = {"model": model, "method": method, "base": base, "domain": dom, "role": role, "params": 1e6,
-                 "size_mb": 1.0, "compression": 1.0, "detail": ""}
+                 "size_mb": 1.0, "compression": extra.get("compression", 1.0), "detail": ""}
             h = _hits(clean, n, rng)
             rows.append({**b, "attack": "clean", "strength": "none", "budget": 0.0, "protocol": "clean",
                          "accuracy": h.mean(), "crafted_on": "-", "hits": h})
             for atk in ("fgsm", "pgd"):
                 for strength in ("light", "heavy"):
-                    for protocol in ("transfer", "white-box"):
-                        h = _hits(adv if protocol == "transfer" else adv / 2, n, rng)
+                    for protocol, p in protocols.items():
+                        h = _hits(p, n, rng)
                         rows.append({**b, "attack": atk, "strength": strength, "budget": 1 / 255,
                                      "protocol": protocol, "accuracy": h.mean(), "crafted_on": base, "hits": h})
             for strength, bud in (("light", 0.01), ("heavy", 0.05)):
@@ -76,13 +87,22 @@ def _frame(acc: dict, n=400, seed=0):
     return pd.DataFrame(rows)
 
 
-def _zoo_acc(int8=(0.5, 0.45, 0.3, 0.3), pruned=(0.5, 0.35, 0.2, 0.2)):
+def _zoo_acc(int8=(0.5, 0.45, 0.3, 0.3), pruned=(0.5, 0.35, 0.2, 0.2), int8_protocols=None):
+    """Pruned 30% / 50% / 70% of the small base (robustness falling with the ratio), a larger base pruned to
+    the matched size, students of two teachers (the larger teacher's less robust), an int8 small base whose
+    white-box robustness is masked (high under its own gradient, low under BPDA)."""
     return {SMALL: ("baseline", SMALL, 0.5, 0.45, 0.3, 0.3),
             LARGE: ("baseline", LARGE, 0.6, 0.55, 0.35, 0.35),
+            f"{SMALL} pruned 30%": ("pruned", SMALL, 0.5, 0.4, 0.3, 0.25),
             MATCHED: ("pruned", SMALL, *pruned),
+            f"{SMALL} pruned 70%": ("pruned", SMALL, 0.4, 0.3, 0.1, 0.15),
             f"{LARGE} pruned 60%": ("pruned", LARGE, 0.4, 0.25, 0.15, 0.15),
-            f"{SMALL} distilled from {LARGE}": ("distilled", LARGE, 0.5, 0.45, 0.3, 0.3),
-            f"{SMALL} int8": ("int8", SMALL, *int8)}
+            f"{SMALL} distilled from {LARGE}": ("distilled", LARGE, 0.5, 0.45, 0.3, 0.3,
+                                                {"compression": 2.0, "transfer-arch": 0.35}),
+            f"{SMALL} distilled from XL": ("distilled", "XL", 0.5, 0.45, 0.3, 0.3,
+                                           {"compression": 4.0, "transfer-arch": 0.15}),
+            f"{SMALL} int8": ("int8", SMALL, *int8,
+                              int8_protocols or {"white-box": 0.45, "bpda": 0.1, "transfer": int8[2]})}
 
 
 def test_claims_table_has_every_declared_claim_with_intervals():
@@ -98,6 +118,47 @@ def test_claims_table_has_every_declared_claim_with_intervals():
     assert v["cd_int8_vs_pruned_adv"] == "reproduced" and v["cd_int8_vs_pruned_sp"] == "reproduced"
     assert v["cd_larger_loses_more_target"] == "reproduced"
     assert v["cd_distilled_vs_pruned_shift"] == "reproduced"
+    assert out.holm.isin(stats.HOLM).all()
+    assert dict(zip(out.claim_id, out.form)) == {k: c.form for k, c in ch.PAPER_CLAIMS.items()}
+
+
+def test_gradient_masking_and_compression_trend_claims_exist_and_are_computed():
+    """Issue 21, item 12: the paper's "robust because of gradient masking" is a claim on int8 under its own
+    (masked) gradient minus under BPDA; "pruned and distilled lose adversarial robustness as the compression
+    ratio grows" are two trend claims (largest ratio minus smallest, paired over the attacked images)."""
+    forms = {k: c.form for k, c in ch.PAPER_CLAIMS.items()}
+    assert forms["cd_int8_gradient_masking"] == "greater"
+    assert forms["cd_int8_robust_whitebox"] == "increase"
+    assert forms["cd_pruned_adv_trend"] == forms["cd_distilled_adv_trend"] == "decrease"
+    df = _frame(_zoo_acc())
+    est = ch.claim_estimates(df, CFG)
+    q = f"{SMALL} int8"
+    masked = ch.per_image(df, q, "adversarial", protocol="white-box")
+    bpda = ch.per_image(df, q, "adversarial", protocol="bpda")
+    assert est["cd_int8_gradient_masking"].value == pytest.approx((masked - bpda).mean())
+    assert est["cd_int8_gradient_masking"].value > 0.25
+    lo, hi = (ch.per_image(df, f"{SMALL} pruned {r}%", "adversarial") for r in (30, 70))
+    assert est["cd_pruned_adv_trend"].value == pytest.approx((hi - lo).mean())
+    # the students are ordered by compression ratio and read on the shared same-architecture attacker
+    s_small = ch.per_image(df, f"{SMALL} distilled from {LARGE}", "adversarial", protocol="transfer-arch")
+    s_large = ch.per_image(df, f"{SMALL} distilled from XL", "adversarial", protocol="transfer-arch")
+    assert est["cd_distilled_adv_trend"].value == pytest.approx((s_large - s_small).mean())
+    v = ch.claims(df, CFG).set_index("claim_id").verdict
+    assert v["cd_int8_gradient_masking"] == v["cd_pruned_adv_trend"] == v["cd_distilled_adv_trend"] == "reproduced"
+    assert v["cd_int8_robust_whitebox"] == "reproduced"
+    # no masking: BPDA as strong as the int8's own gradient -> the masking claim does not hold
+    flat = _frame(_zoo_acc(int8_protocols={"white-box": 0.3, "bpda": 0.3}))
+    assert ch.claims(flat, CFG).set_index("claim_id").verdict["cd_int8_gradient_masking"] != "reproduced"
+
+
+def test_claims_a_run_cannot_measure_are_left_out():
+    """One teacher (the smoke preset): no distillation trend; no bpda rows: no masking claim."""
+    acc = _zoo_acc()
+    del acc[f"{SMALL} distilled from XL"]
+    df = _frame(acc)
+    est = ch.claim_estimates(df[df.protocol != "bpda"], CFG)
+    assert "cd_distilled_adv_trend" not in est and "cd_int8_gradient_masking" not in est
+    assert "cd_pruned_adv_trend" in est
 
 
 def test_a_small_difference_on_few_images_is_inconclusive():
@@ -112,7 +173,8 @@ def test_claims_are_paired_over_the_same_images():
     """Two models with identical per-image hits differ by exactly zero with a zero-width interval."""
     df = _frame(_zoo_acc())
     q, p = f"{SMALL} int8", MATCHED
-    df.loc[df.model == q, "hits"] = df.loc[df.model == p, "hits"].values
+    same = df.protocol != "bpda"  # int8 alone has bpda rows
+    df.loc[(df.model == q) & same, "hits"] = df.loc[(df.model == p) & same, "hits"].values
     e = ch.claim_estimates(df, CFG)["cd_int8_vs_pruned_adv"]
     assert e.value == 0 and e.low == 0 and e.high == 0
 
@@ -145,28 +207,73 @@ def _tiny_domains(n=12):
     return SimpleNamespace(eval={"src": ds("src"), "tgt": ds("tgt")}, source="src")
 
 
-def test_every_compressed_model_is_attacked_on_its_fp32_parent():
-    """Old protocol: pruned and distilled models were attacked white-box, int8 by transfer. Now the headline
-    (transfer) rows are crafted on the fp32 parent for every method, white-box rows are a second protocol."""
+def _tiny_zoo():
     zoo = ch.Zoo()
-    for name, method, base in (("s", "baseline", "s"), ("L", "baseline", "L"), ("s pruned 50%", "pruned", "s"),
-                               ("s distilled from L", "distilled", "L"), ("s int8", "int8", "s")):
-        zoo.add(name, _Linear(len(zoo.models)), method=method, base=base, params=1, size_mb=1.0, compression=1.0,
-                detail="")
+    for name, method, base, arch in (("s", "baseline", "s", "s"), ("L", "baseline", "L", "L"),
+                                     ("s pruned 50%", "pruned", "s", "s"), ("s distilled from L", "distilled", "L", "s"),
+                                     ("s int8", "int8", "s", "s")):
+        zoo.add(name, _Linear(len(zoo.models)), method=method, base=base, arch=arch, params=1, size_mb=1.0,
+                compression=1.0, detail="")
     zoo.fp32_of["s int8"] = "s"
+    zoo.attackers = {"s": _Linear(100), "L": _Linear(101)}
+    return zoo
+
+
+def test_one_independent_attacker_per_base_for_every_model_derived_from_it():
+    """Issue 21, item 11. Old protocol: transfer attacks were crafted on ``parent_of(model)``: a base's own
+    "transfer" row was white-box, int8 was attacked from its own fp32 weights. Now the transfer attacker is
+    neither the evaluated model nor its ancestor, and a base, its pruned, distilled and int8 versions all face
+    the same one."""
+    zoo = _tiny_zoo()
     cfg = ch.StudyConfig.from_preset("smoke")
     df = ch.evaluate_all(cfg, zoo, _tiny_domains())
     adv = df[df.attack.isin(["fgsm", "pgd"])]
-    t = adv[adv.protocol == "transfer"].groupby("model").crafted_on.unique()
-    assert {m: list(v) for m, v in t.items()} == {"s": ["s"], "L": ["L"], "s pruned 50%": ["s"],
-                                                 "s distilled from L": ["L"], "s int8": ["s"]}
+    t = {m: list(v) for m, v in adv[adv.protocol == "transfer"].groupby("model").crafted_on.unique().items()}
+    assert t == {"s": ["s attacker"], "L": ["L attacker"], "s pruned 50%": ["s attacker"],
+                 "s distilled from L": ["L attacker"], "s int8": ["s attacker"]}
+    for m, (on,) in t.items():
+        assert on not in (m, ch.parent_of(m, zoo)) and on not in zoo.models
+        attacker = zoo.attackers[ch.attacker_of(m, zoo)]
+        assert all(attacker is not model for model in zoo.models.values())
+    # the same adversarial images for the base and every model derived from it
+    x = adv[(adv.protocol == "transfer") & (adv.domain == "src") & (adv.attack == "fgsm") & (adv.strength == "heavy")]
+    assert x.groupby("crafted_on").model.apply(set).to_dict() == {"s attacker": {"s", "s pruned 50%", "s int8"},
+                                                                   "L attacker": {"L", "s distilled from L"}}
+    # white-box for every model (int8 through its own gradient), BPDA for int8, the students' own-arch attacker
     w = adv[adv.protocol == "white-box"].groupby("model").crafted_on.unique()
-    assert set(w.index) == {"s", "L", "s pruned 50%", "s distilled from L"}  # int8: no gradient, no white-box
-    assert all(list(v) == [m] for m, v in w.items())
+    assert set(w.index) == set(zoo.models)
+    assert list(w["s int8"]) == ["s int8 (own gradient)"] and list(w["s"]) == ["s"]
+    assert set(adv[adv.protocol == "bpda"].model) == {"s int8"}
+    assert set(adv[adv.protocol == "transfer-arch"].crafted_on) == {"s attacker"}
+    assert set(adv[adv.protocol == "transfer-arch"].model) == {"s distilled from L"}
     # per-image correctness is kept for every scored row
     scored = df[df.strength != "median_min_p"]
     assert all(len(h) == 12 for h in scored[scored.attack == "clean"].hits)
     assert all(len(h) == min(12, cfg.n_attack) for h in scored[scored.attack != "clean"].hits)
+
+
+def test_a_zoo_without_attackers_is_refused():
+    zoo = _tiny_zoo()
+    zoo.attackers = {}
+    with pytest.raises(ValueError, match="no attacker"):
+        ch.attack_plan("s", zoo)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_the_attacker_is_its_base_recipe_from_another_seed(preset):
+    """The attacker trains with exactly its base's recipe and images (same spec but for the training seed),
+    so it has its own cache key: it is another model, not a copy of the base."""
+    from robustnb.cache import cache_key
+    cfg = ch.StudyConfig.from_preset(preset)
+    data = _tiny_domains().eval["src"]
+    for arch in cfg.base_archs:
+        name, spec, tcfg = ch.base_spec(arch, cfg, data)
+        aname, aspec, atcfg = ch.base_spec(arch, cfg, data, ch.attacker_seed(cfg))
+        assert aname == name and atcfg == tcfg.replace(seed=ch.attacker_seed(cfg)) != tcfg
+        assert {**aspec, "train": None} == {**spec, "train": None}
+        assert {**aspec["train"], "seed": None} == {**spec["train"], "seed": None}
+        assert cache_key(aspec) != cache_key(spec)
+    assert ch.attacker_seed(cfg) != cfg.train.seed
 
 
 @pytest.mark.parametrize("preset", PRESETS)
