@@ -26,6 +26,7 @@ Notebooks tell the story; this package does the work. Its layers, each importing
 ``robustnb.data``                  CIFAR-10, Fashion-MNIST and Office-31 loaders
 ``robustnb.models``                classifiers adapted to small inputs (registered by name)
 **foundation**
+``robustnb.cpus``                  usable CPUs and the OpenMP set-up (run before torch loads)
 ``robustnb.config``                presets (smoke / cpu / full), device, seeding, folders, errors
 ``robustnb.registry``              the one registry of everything chosen by name
 ``robustnb.checks``                input checks: image batches and numeric settings
@@ -37,6 +38,11 @@ Notebooks tell the story; this package does the work. Its layers, each importing
 """
 
 __version__ = "0.1.0"
+
+# before anything imports torch: OpenMP reads its wait policy and thread count once, when torch loads it
+from robustnb import cpus as _cpus  # noqa: E402
+
+_cpus.prepare()
 
 from robustnb import plots as _plots  # noqa: E402,F401  (the book's plotly template and renderer)
 from robustnb.config import Run, setup  # noqa: E402,F401

@@ -24,7 +24,7 @@ import pandas as pd
 import papermill as pm
 import torch
 
-from robustnb import data
+from robustnb import cpus, data
 from robustnb.book import ROOT, chapters
 from robustnb.config import resolve_preset
 from robustnb.models import for_dataset
@@ -123,6 +123,43 @@ def training_speed(model: str = "cnn", n_train: int = 4096, epochs: int = 2, n_t
     return pd.DataFrame(rows)
 
 
+# ------------------------------------------------------------------------------------------- contention
+_CHILD = ("import json, sys{first}\nfrom robustnb.bench import training_speed\n"
+          "df = training_speed({model!r}, n_train={n}, epochs=2, n_test=200, settings=(('bf16', True),))\n"
+          "print(json.dumps({{'images_per_s': float(df.images_per_s.iloc[0]), 'threads': int(df.threads.iloc[0])}}))")
+
+
+def _spinners(n: int) -> list[subprocess.Popen]:
+    """``n`` processes that keep one core busy each: the competing CPU load."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def contention(models=("cnn", "split-resnet-hyperprior"), n_train: int = 1024, load_threads: int = 2) -> pd.DataFrame:
+    """Training throughput alone and beside a competing ``load_threads``-thread CPU load, for the OpenMP set-up
+    robustnb makes on import (:mod:`robustnb.cpus`) and for torch's defaults (torch imported before robustnb).
+
+    Each measurement is a fresh process (OpenMP reads its settings when torch loads), bfloat16 + channels-last as
+    at ``cpu``, images/s of the second of two epochs; ``slowdown`` = alone / loaded."""
+    env = {k: v for k, v in os.environ.items() if k not in cpus.MANAGED}  # as a new shell would start
+    rows = []
+    for model in models:
+        for setup, first in (("robustnb (passive wait)", ""), ("torch defaults", "\nimport torch")):
+            speed = {}
+            for loaded in (False, True):
+                load = _spinners(load_threads) if loaded else []
+                try:
+                    out = subprocess.run([sys.executable, "-c", _CHILD.format(first=first, model=model, n=n_train)],
+                                         env=env, capture_output=True, text=True, check=True).stdout
+                finally:
+                    for p in load:
+                        p.kill()
+                speed[loaded] = json.loads(out.strip().splitlines()[-1])
+            rows.append({"model": model, "setup": setup, "threads": speed[False]["threads"],
+                         "alone_img_s": speed[False]["images_per_s"], "loaded_img_s": speed[True]["images_per_s"],
+                         "slowdown": speed[False]["images_per_s"] / speed[True]["images_per_s"]})
+    return pd.DataFrame(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m robustnb.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default=None, help="smoke | cpu | full (default: $ROBUSTNB_PRESET or cpu)")
@@ -131,11 +168,17 @@ def main(argv=None) -> int:
     ap.add_argument("--speed", nargs="*", metavar="MODEL",
                     help="instead: training throughput and accuracy per speed setting (fp32, channels_last, "
                          "bf16) for these models (default: cnn split-resnet-hyperprior)")
+    ap.add_argument("--contention", action="store_true",
+                    help="instead: training images/s alone and beside a 2-thread CPU load (robustnb's OpenMP set-up "
+                         "vs torch's defaults)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         _run_one(args.one, args.preset, args.out)
+        return 0
+    if args.contention:
+        print(contention().round(2).to_markdown(index=False))
         return 0
     if args.speed is not None:
         frames = [training_speed(m) for m in (args.speed or ["cnn", "split-resnet-hyperprior"])]

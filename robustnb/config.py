@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robustnb import cpus
+
 PRESETS = ("smoke", "cpu", "full")
 DEFAULT_PRESET = "cpu"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -159,6 +161,10 @@ def setup(preset: str | None = None, seed: int = 0, device: str = "auto", verbos
     """
     run = Run(preset=resolve_preset(preset), seed=check_seed(seed), device=get_device(device))
     seed_everything(run.seed)
+    if torch.get_num_threads() > cpus.usable_cpus():  # torch loaded before robustnb could set OMP_NUM_THREADS
+        torch.set_num_threads(cpus.usable_cpus())
     if verbose:
         print(run)
+        if cpus.late_note():
+            print(cpus.late_note())
     return run

@@ -4,8 +4,9 @@ A *node* is one classifier with its own data shard, architecture, optimizer, lea
 hyperparameters (:class:`NodeSpec`). Nodes are independent jobs: :func:`train_nodes` trains them through
 the model cache (:func:`robustnb.cache.cached`), in-process (``backend="local"``) or as parallel Ray tasks
 (``backend="ray"``: a local Ray instance by default, a cluster when ``address`` or ``$RAY_ADDRESS`` is
-given). :func:`tune_node` tunes a node's learning rate, momentum and weight decay on its own data, with
-Ray Tune and the ASHA scheduler (``backend="ray"``) or an in-process random search (``backend="local"``).
+given). :func:`tune_node` tunes a node's learning rate, weight decay and (where its optimizer and schedule use
+it) momentum on its own data, each trial training the node as it will be trained, with Ray Tune and the ASHA
+scheduler (``backend="ray"``) or an in-process random search (``backend="local"``).
 Ray is imported only when the ``ray`` backend is used (it is heavy and optional on a laptop).
 
 How the nodes vote is :mod:`robustnb.ensembles`.
@@ -25,6 +26,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
+from robustnb import cpus
 from robustnb.cache import cache_key, cache_path, cached, cached_json
 from robustnb.config import ConfigError, cache_dir, data_dir
 from robustnb.models import for_dataset
@@ -97,11 +99,11 @@ def ray_init(address: str | None = None, num_cpus: int | None = None):
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env = {"ROBUSTNB_CACHE": str(cache_dir()), "ROBUSTNB_DATA": str(data_dir()), "OMP_NUM_THREADS": "1"}
+    env = {"ROBUSTNB_CACHE": str(cache_dir()), "ROBUSTNB_DATA": str(data_dir()), **cpus.worker_env(1)}
     kw = dict(runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False,
               logging_level="ERROR", configure_logging=True)
     if address is None:
-        kw["num_cpus"] = num_cpus or max(1, (os.cpu_count() or 1))
+        kw["num_cpus"] = num_cpus or cpus.usable_cpus()
     ray.init(address=address, **kw)
     return ray
 
@@ -156,6 +158,23 @@ def train_nodes(nodes: Sequence[NodeSpec], backend: str = "local", device="cpu",
 
 
 # -------------------------------------------------------------------------------------------- tuning
+def tuned_params(train: TrainConfig) -> tuple[str, ...]:
+    """The hyperparameters tuned for a node with this optimizer and schedule (each one reaches training):
+
+    ``lr`` and ``weight_decay`` always; ``momentum`` only where the optimizer uses it (SGD, RMSprop: Adam and
+    AdamW have no momentum argument) and the schedule leaves it alone (one-cycle cycles momentum 0.95 -> 0.85
+    itself and would overwrite a tuned value)."""
+    uses_momentum = train.optimizer in ("sgd", "rmsprop") and train.scheduler != "onecycle"
+    return ("lr", "momentum", "weight_decay") if uses_momentum else ("lr", "weight_decay")
+
+
+def search_space(train: TrainConfig) -> dict:
+    """The ranges searched for this node: ``{name: (low, high, scale)}`` (log scale for lr and weight decay)."""
+    ranges = {"lr": (*LR_RANGES[train.optimizer], "log"), "momentum": (*MOMENTUM_RANGE, "linear"),
+              "weight_decay": (*WEIGHT_DECAY_RANGE, "log")}
+    return {k: ranges[k] for k in tuned_params(train)}
+
+
 def _split(data, seed: int, frac: float = 0.8):
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data), generator=g)
@@ -163,64 +182,60 @@ def _split(data, seed: int, frac: float = 0.8):
     return data.select(order[:cut]), data.select(order[cut:])
 
 
-def _trial(config: dict, node: NodeSpec, max_epochs: int, report) -> float:
-    """Train ``node`` with ``config``'s hyperparameters on 80% of its shard; report val accuracy per epoch.
-
-    ``fit`` is called once per epoch (constant learning rate, fresh optimizer state each epoch) so that a
-    scheduler like ASHA can stop a trial after any epoch.
-    """
+def _trial(config: dict, node: NodeSpec, report) -> float:
+    """Train ``node`` with ``config``'s hyperparameters on 80% of its shard, exactly as it will train (its own
+    optimizer, schedule over all its epochs, precision); ``report`` gets the validation accuracy after every
+    epoch (so ASHA can stop a poor trial early). Returns the last epoch's validation accuracy."""
     train, val = _split(node.data, node.train.seed)
     with torch.random.fork_rng(devices=[]):  # the trial's initial weights depend on the node's seed only
         torch.manual_seed(node.train.seed)
         model = for_dataset(node.arch, node.data, **dict(node.model_kw))
-    acc = 0.0
-    for epoch in range(max_epochs):
-        cfg = node.train.replace(epochs=1, scheduler="none", seed=node.train.seed + epoch,
-                                 lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"])
-        fit(model, train, cfg, desc="trial")
-        acc = accuracy(model, val)
-        report({"val_acc": acc, "epoch": epoch + 1})
-    return acc
+    hist = fit(model, train, tuned(node, config).train, eval_data=val, desc="trial",
+               on_epoch=lambda row: report({"val_acc": row["eval_acc"], "epoch": row["epoch"]}))
+    return float(hist["eval_acc"].iloc[-1]) if len(hist) else float("nan")
 
 
-def _ray_trainable(config, node=None, max_epochs=1):
+def _ray_trainable(config, node=None):
     from ray import tune
 
     torch.set_num_threads(1)
-    _trial(config, node, max_epochs, tune.report)
+    _trial(config, node, tune.report)
 
 
-def _sample_space(optimizer: str, rng: np.random.Generator) -> dict:
-    lo, hi = LR_RANGES[optimizer]
-    return {"lr": float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
-            "momentum": float(rng.uniform(*MOMENTUM_RANGE)),
-            "weight_decay": float(np.exp(rng.uniform(*np.log(WEIGHT_DECAY_RANGE))))}
+def _sample_space(space: dict, rng: np.random.Generator) -> dict:
+    out = {}
+    for name, (lo, hi, scale) in space.items():
+        out[name] = float(np.exp(rng.uniform(np.log(lo), np.log(hi))) if scale == "log" else rng.uniform(lo, hi))
+    return out
 
 
-def tune_node(node: NodeSpec, trials: int = 4, max_epochs: int = 2, backend: str = "local",
-              address: str | None = None, num_cpus: int | None = None) -> dict:
-    """Tune lr, momentum and weight decay for ``node`` on its own shard (80/20 split); cached as JSON.
+def tune_node(node: NodeSpec, trials: int = 4, backend: str = "local", address: str | None = None,
+              num_cpus: int | None = None) -> dict:
+    """Tune a node's hyperparameters (:func:`tuned_params`) on its own shard (80/20 split); cached as JSON.
 
-    ``ray``: Ray Tune, ``trials`` random samples, ASHA stopping (grace period 1 epoch, halving);
-    ``local``: the same number of random samples, each trained ``max_epochs``, in this process.
-    Returns ``{"lr", "momentum", "weight_decay", "val_acc"}``.
+    Every trial trains the node as it will be trained (:func:`_trial`), with ``trials`` random samples of
+    :func:`search_space` drawn from the node's seed (so each training round re-draws them). ``ray``: Ray Tune
+    with ASHA early stopping (grace period 1 epoch, reduction factor 2, as in the authors' tuning); parallel
+    trials make ASHA's choices depend on timing, and the cached result is the one used. ``local``: every
+    trial runs to the end, in this process. Returns the tuned values and ``val_acc``.
     """
     _check_backend(backend)
     name, spec = node.cache_name_spec()
-    tspec = {"kind": "tuning", **spec, "trials": trials, "max_epochs": max_epochs, "backend": backend,
-             "space": [LR_RANGES[node.train.optimizer], MOMENTUM_RANGE, WEIGHT_DECAY_RANGE]}
-    return cached_json(name, tspec, lambda: _tune(node, trials, max_epochs, backend, address, num_cpus,
+    space = search_space(node.train)
+    tspec = {"kind": "tuning", **spec, "trials": trials, "backend": backend, "protocol": "full-schedule",
+             "space": {k: list(v) for k, v in space.items()}}
+    return cached_json(name, tspec, lambda: _tune(node, space, trials, backend, address, num_cpus,
                                                   cache_key(tspec)), folder="tuning")
 
 
-def _tune(node: NodeSpec, trials: int, max_epochs: int, backend: str, address, num_cpus, key: str) -> dict:
+def _tune(node: NodeSpec, space: dict, trials: int, backend: str, address, num_cpus, key: str) -> dict:
     seed = node.train.seed
     if backend == "local":
         rng = np.random.default_rng(seed)
         results = []
         for _ in tqdm(range(trials), desc=f"tuning {node.label or node.arch}", leave=False):
-            config = _sample_space(node.train.optimizer, rng)
-            results.append({**config, "val_acc": _trial(config, node, max_epochs, lambda _: None)})
+            config = _sample_space(space, rng)
+            results.append({**config, "val_acc": _trial(config, node, lambda _: None)})
         return max(results, key=lambda r: r["val_acc"])
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter honours verbose=0
     ray_init(address, num_cpus)
@@ -228,28 +243,25 @@ def _tune(node: NodeSpec, trials: int, max_epochs: int, backend: str, address, n
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    lo, hi = LR_RANGES[node.train.optimizer]
-    space = {"lr": tune.loguniform(lo, hi), "momentum": tune.uniform(*MOMENTUM_RANGE),
-             "weight_decay": tune.loguniform(*WEIGHT_DECAY_RANGE)}
+    param_space = {k: (tune.loguniform(lo, hi) if scale == "log" else tune.uniform(lo, hi))
+                   for k, (lo, hi, scale) in space.items()}
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_ray_trainable, node=node, max_epochs=max_epochs), {"cpu": 1}),
-        param_space=space,
+        tune.with_resources(tune.with_parameters(_ray_trainable, node=node), {"cpu": 1}),
+        param_space=param_space,
         tune_config=tune.TuneConfig(metric="val_acc", mode="max", num_samples=trials,
-                                    scheduler=ASHAScheduler(max_t=max_epochs, grace_period=1,
+                                    scheduler=ASHAScheduler(max_t=node.train.epochs, grace_period=1,
                                                             reduction_factor=2, time_attr="epoch"),
                                     search_alg=BasicVariantGenerator(random_state=seed)),
         run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="robustnb-tune-"), verbose=0,
                                   name=f"tune-{key}"),
     )
     result = tuner.fit().get_best_result()
-    return {**{k: float(result.config[k]) for k in ("lr", "momentum", "weight_decay")},
-            "val_acc": float(result.metrics["val_acc"])}
+    return {**{k: float(result.config[k]) for k in space}, "val_acc": float(result.metrics["val_acc"])}
 
 
 def tuned(node: NodeSpec, params: dict) -> NodeSpec:
-    """``node`` with the tuned learning rate, momentum and weight decay."""
-    return replace(node, train=node.train.replace(lr=params["lr"], momentum=params["momentum"],
-                                                  weight_decay=params["weight_decay"]))
+    """``node`` with its tuned hyperparameters (the ones in ``params`` that :func:`tuned_params` names)."""
+    return replace(node, train=node.train.replace(**{k: params[k] for k in tuned_params(node.train) if k in params}))
 
 
 def node_table(nodes: dict[str, NodeSpec]) -> pd.DataFrame:
@@ -271,5 +283,5 @@ def ray_shutdown() -> None:
 
 
 __all__ = ["BACKENDS", "NodeSpec", "default_train", "longest_first", "train_node", "train_nodes", "training_cost",
-           "tune_node", "tuned",
+           "tune_node", "tuned", "tuned_params", "search_space",
            "ray_init", "ray_shutdown", "node_table"]

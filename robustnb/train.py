@@ -164,12 +164,13 @@ def _batches(data, batch_size: int, shuffle: bool, g: torch.Generator | None = N
 # ---------------------------------------------------------------------------------------------- train
 def fit(model: nn.Module, data, cfg: TrainConfig, *, device: torch.device | str = "cpu",
         extra_terms: Mapping[str, tuple[float, LossTerm]] | None = None, eval_data=None,
-        desc: str = "training") -> pd.DataFrame:
+        desc: str = "training", on_epoch: Callable[[dict], None] | None = None) -> pd.DataFrame:
     """Train ``model`` in place; returns the per-epoch history as a tidy DataFrame.
 
     ``extra_terms`` maps a name to ``(weight, fn)`` with ``fn(model, x, y, out) -> scalar tensor``; the
     loss is ``CE + sum(weight * fn(...))`` and each term's mean is logged. ``eval_data`` (an ImageDataset
-    or ``(x, y)``) adds a held-out accuracy column.
+    or ``(x, y)``) adds a held-out accuracy column. ``on_epoch(row)`` is called with each epoch's row (a
+    tuning trial reports its validation accuracy through it).
     """
     device = torch.device(device)
     extra_terms = dict(extra_terms or {})
@@ -226,6 +227,8 @@ def fit(model: nn.Module, data, cfg: TrainConfig, *, device: torch.device | str 
         if eval_data is not None:
             row["eval_acc"] = accuracy(model, eval_data, device=device)
         rows.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
     model.to(memory_format=torch.contiguous_format)
     model.eval()

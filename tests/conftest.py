@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+import robustnb  # noqa: F401  (first: sets OpenMP's passive wait policy before any test module loads torch)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -47,10 +47,20 @@ def test_longest_first_orders_by_forward_flops_times_images_times_epochs():
 def test_tune_node_local_is_cached_and_in_range(tmp_env):
     _, cache = tmp_env
     node = _node(0)
-    best = E.tune_node(node, trials=2, max_epochs=1, backend="local")
+    best = E.tune_node(node, trials=2, backend="local")
     lo, hi = E.LR_RANGES["sgd"]
     assert lo <= best["lr"] <= hi and 0.8 <= best["momentum"] <= 0.95 and 0.0 <= best["val_acc"] <= 1.0
     files = list((cache / "tuning").glob("*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["value"] == best
-    assert E.tune_node(node, trials=2, max_epochs=1, backend="local") == best
+    assert E.tune_node(node, trials=2, backend="local") == best
     assert E.tuned(node, best).train.lr == best["lr"]
+
+
+def test_tuning_is_redrawn_by_the_nodes_seed_and_momentum_only_where_used(tmp_env):
+    """Each round re-draws the tuning (samples from the node's seed); Adam / one-cycle nodes get no momentum."""
+    a, b = E.tune_node(_node(0), trials=2, backend="local"), E.tune_node(_node(1), trials=2, backend="local")
+    assert a["lr"] != b["lr"]
+    adam = E.tune_node(_node(0, optimizer="adam", lr=2e-3), trials=2, backend="local")
+    assert set(adam) == {"lr", "weight_decay", "val_acc"}
+    lo, hi = E.LR_RANGES["adam"]
+    assert lo <= adam["lr"] <= hi

@@ -39,7 +39,7 @@ def test_robust_accuracy_uses_the_labels_of_the_attacked_images():
     assert len(y) == 12 and len(y.unique()) == N_CLASSES, "the attacked images are a stratified subset"
     # an "attack" that changes nothing: a perfect classifier must keep 100% robust accuracy on it
     adv = {("clean", 0): x, ("mifgsm", 8): x.clone()}
-    nodes = {"ENS": [SimpleNamespace(key="node0", arch="cnn")]}
+    nodes = {1: {"ENS": [SimpleNamespace(key="node0", arch="cnn")]}}
     frame = H.evaluate_grid(cfg, nodes, {"node0": LabelReader()}, splits, adv)
     assert set(frame["vote"]) == set(cfg.votes)
     assert (frame["clean_acc"] == 1.0).all()
@@ -48,69 +48,115 @@ def test_robust_accuracy_uses_the_labels_of_the_attacked_images():
 
 
 # ----------------------------------------------------------------------------- the authors' protocol
-def _toy_splits(n_nodes=3, per_node=8):
-    test = _sorted_test_set()
-    shards = {mode: [test.subset(per_node, seed=10 * i + k) for i in range(n_nodes)]
-              for k, mode in enumerate(("shared", "disjoint", "dirichlet"))}
-    shards["shared"] = [shards["shared"][0]] * n_nodes
-    return H.Splits(pool=test, attacker=test, test=test, shards=shards)
+def _toy_splits(pool=40):
+    big = _sorted_test_set(per_class=pool // N_CLASSES)
+    return H.Splits(pool=big, attacker=big, test=_sorted_test_set())
 
 
-def test_ens_and_every_axis_use_disjoint_shards():
-    """ENS is N identical nodes on DISJOINT 1/N shards (the old protocol gave ENS one shared shard)."""
-    cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 3))
-    splits = _toy_splits()
-    nodes = H.plan(cfg, splits)
-    assert "data" not in nodes, "the old 'data' axis is the paper's ENS"
-    for axis, specs in nodes.items():
-        want = splits.shards["dirichlet" if axis == "data non-IID" else "disjoint"]
-        assert all(s.data is want[i] for i, s in enumerate(specs)), axis
-    ens = nodes["ENS"]
-    assert {s.arch for s in ens} == {"cnn"} and {s.train.optimizer for s in ens} == {"sgd"}
-    assert len({(s.train.lr, s.train.momentum, s.train.weight_decay) for s in ens}) == 1  # shared default HP
+def _fake_tune(calls):
+    """A tuner whose values depend on the node's seed and shard (as a real search's do)."""
+    def tune(node, *a, **k):
+        calls.append(node)
+        h = (node.train.seed * 7919 + int(node.data.labels.sum()) * 31 + len(node.data)) % 997
+        return {"lr": 0.01 + h * 1e-5, "momentum": 0.8 + h * 1e-4, "weight_decay": 1e-5 + h * 1e-8, "val_acc": 0.5}
+    return tune
 
 
-def test_every_axis_but_ens_is_tuned_once_per_node_and_shared_by_the_seeds(monkeypatch):
-    """Each heterogeneous flavour = disjoint shards + per-node tuning + its axis (old: only 'tuned HP', 'all');
-    a node is tuned once (first seed's spec) and every training seed trains with that node's values."""
-    cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2), seeds=(0, 1))
-    tuned_calls = []
-
-    def fake_tune(node, *a, **k):
-        tuned_calls.append((node.label, node.train.seed))
-        return {"lr": 0.01 + 0.001 * len(tuned_calls), "momentum": 0.85, "weight_decay": 1e-4, "val_acc": 0.5}
-
-    monkeypatch.setattr(H.D, "tune_node", fake_tune)
+def _build(monkeypatch, cfg, splits=None):
+    calls = []
+    monkeypatch.setattr(H.D, "tune_node", _fake_tune(calls))
     monkeypatch.setattr(H.D, "train_nodes", lambda nodes, *a, **k: {n.key: None for n in nodes})
-    plans, models, tuning = H.build_nodes(cfg, SimpleNamespace(device="cpu"), _toy_splits(2))
-    n_tuned = len(H.tuned_axes(cfg)) * cfg.n_max
-    assert len(tuned_calls) == n_tuned == len(tuning)  # once per node, not once per node and seed
-    assert {seed for _, seed in tuned_calls} == {H.node_seed(cfg, i, 0) for i in range(cfg.n_max)}
-    assert set(plans) == {0, 1}
-    for axis in H.tuned_axes(cfg):
-        for i in range(cfg.n_max):
-            want = tuning[(tuning.axis == axis) & (tuning.node == i)].lr.item()
-            assert plans[0][axis][i].train.lr == plans[1][axis][i].train.lr == want, (axis, i)
-    default_lr = plans[0]["ENS"][0].train.lr
-    assert {s.train.lr for seed in plans for s in plans[seed]["ENS"]} == {default_lr}  # ENS: never tuned
-    assert set(tuning.axis) == set(cfg.axes) - {"ENS"}
-    # the training seed is part of every node's cache key: seed 1 trains other models than seed 0
-    assert not {s.key for s in plans[0]["ENS"]} & {s.key for s in plans[1]["ENS"]}
-    assert not {s.key for s in plans[0]["all"]} & {s.key for s in plans[1]["all"]}
+    plans, models, tuning = H.build_nodes(cfg, SimpleNamespace(device="cpu"), splits or _toy_splits())
+    return plans, tuning, calls
+
+
+def test_shards_are_one_nth_of_one_pool_and_disjoint():
+    """Item 3: N nodes split one pool (more nodes, less data each), not a fixed number of images per node."""
+    cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2, 4), pool=80)
+    splits = _toy_splits(80)
+    for n in (1, 2, 4):
+        nodes = H.plan(cfg, splits, 0, n)
+        assert set(nodes) == ({"ENS"} if n == 1 else set(cfg.axes))
+        for axis, specs in nodes.items():
+            assert len(specs) == n
+            if axis != "data non-IID":
+                assert {len(s.data) for s in specs} == {80 // n}, (axis, n)
+            assert sum(len(s.data) for s in specs) == 80, (axis, n)  # the whole pool, split (non-IID too)
+        ens = nodes["ENS"]
+        assert {s.arch for s in ens} == {"cnn"} and {s.train.optimizer for s in ens} == {"sgd"}
+
+
+def test_ens_shares_one_tuned_configuration_with_a_nodes_budget(monkeypatch):
+    """Item 1: ENS nodes train on ONE tuned master configuration (not the hand-set defaults), tuned once with one
+    node's budget on a shard of the size they train on; tuned HP tunes every node on its own shard."""
+    cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2), seeds=(0,), pool=40)
+    plans, tuning, calls = _build(monkeypatch, cfg)
+    ens = plans[0][2]["ENS"]
+    hp = {(s.train.lr, s.train.momentum, s.train.weight_decay) for s in ens}
+    default = H.D.OPTIMIZER_DEFAULTS["sgd"]
+    assert len(hp) == 1 and hp != {default}, "one shared, tuned configuration"
+    ens_tuned = [n for n in calls if n.label.startswith("ENS")]
+    assert len(ens_tuned) == len(cfg.n_values)  # once per (round, N), on node 0's shard
+    assert all(len(n.data) == cfg.pool // n_ for n, n_ in zip(ens_tuned, cfg.n_values))
+    tuned_hp = plans[0][2]["tuned HP"]
+    assert len({s.train.lr for s in tuned_hp}) == 2, "each tuned-HP node has its own values"
+    assert len(tuning[(tuning.axis == "ENS")]) == len(cfg.n_values)
+
+
+def test_every_round_redraws_shards_and_tuning(monkeypatch):
+    """Item 2: a seed is a round: the same node differs between rounds in its shard, its tuned values and its
+    initialisation (so the t interval over rounds covers the tuning and the data split)."""
+    cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2), seeds=(0, 1), pool=40)
+    plans, tuning, _ = _build(monkeypatch, cfg)
+    for axis in ("ENS", "tuned HP", "all"):
+        a, b = plans[0][2][axis][1], plans[1][2][axis][1]
+        assert not torch.equal(a.data.images, b.data.images), axis
+        assert a.train.lr != b.train.lr and a.train.seed != b.train.seed, axis
+    assert set(tuning.seed) == {0, 1}
+    assert not {s.key for s in plans[0][2]["all"]} & {s.key for s in plans[1][2]["all"]}
+
+
+def test_tuning_trains_the_node_as_it_will_train(monkeypatch):
+    """Item 4: a trial runs the node's own optimizer and schedule over all its epochs (the old trials ran a
+    constant learning rate with a fresh optimizer each epoch), and every tuned value reaches training."""
+    from robustnb import distributed as D
+
+    seen = []
+
+    def fake_fit(model, data, cfg, **kw):
+        seen.append(cfg)
+        for epoch in range(cfg.epochs):
+            kw["on_epoch"]({"epoch": epoch + 1, "eval_acc": 0.1 * epoch})
+        return pd.DataFrame({"epoch": [cfg.epochs], "eval_acc": [0.5]})
+
+    monkeypatch.setattr(D, "fit", fake_fit)
+    cfg = H.HeteroConfig.from_preset("smoke", pool=40, epochs=3)
+    node = H._node(cfg, _toy_splits().pool, "all", 2, optimizer="adam", scheduler="onecycle")
+    reports = []
+    D._trial({"lr": 1e-3, "weight_decay": 1e-4}, node, reports.append)
+    assert len(seen) == 1 and (seen[0].epochs, seen[0].optimizer, seen[0].scheduler) == (3, "adam", "onecycle")
+    assert seen[0].lr == 1e-3 and seen[0].weight_decay == 1e-4 and [r["epoch"] for r in reports] == [1, 2, 3]
+    # momentum is tuned only where training uses it
+    assert "momentum" not in D.tuned_params(node.train)  # Adam has none; one-cycle cycles it itself
+    sgd_step = H._node(cfg, _toy_splits().pool, "all", 0, scheduler="step").train
+    assert "momentum" in D.tuned_params(sgd_step)
+    assert "momentum" not in D.tuned_params(sgd_step.replace(scheduler="onecycle"))
+    params = {"lr": 0.02, "momentum": 0.83, "weight_decay": 3e-4}
+    t = D.tuned(H._node(cfg, _toy_splits().pool, "all", 0, scheduler="step"), params).train
+    assert (t.lr, t.momentum, t.weight_decay) == (0.02, 0.83, 3e-4)
 
 
 def test_surrogates_train_in_the_nodes_pool_but_are_not_nodes(monkeypatch):
-    cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2), seeds=(0,))
-    splits = _toy_splits(2)
+    cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2), seeds=(0,), pool=40)
+    splits = _toy_splits()
     calls = []
-    monkeypatch.setattr(H.D, "tune_node", lambda node, *a, **k: {"lr": 0.01, "momentum": 0.9,
-                                                                  "weight_decay": 1e-4, "val_acc": 0.5})
+    monkeypatch.setattr(H.D, "tune_node", _fake_tune([]))
     monkeypatch.setattr(H.D, "train_nodes", lambda nodes, *a, **k: calls.append(nodes) or {n.key: n for n in nodes})
     surrogates = H.surrogate_specs(cfg, splits)
     plans, models, _ = H.build_nodes(cfg, SimpleNamespace(device="cpu"), splits, also=surrogates)
     assert len(calls) == 1 and {s.key for s in surrogates} <= {n.key for n in calls[0]}  # one pool
     assert not {s.key for s in surrogates} & set(models)  # the nodes' predictions never include a surrogate
-    assert set(models) == {n.key for ns in plans[0].values() for n in ns}
+    assert set(models) == {n.key for by_n in plans[0].values() for ns in by_n.values() for n in ns}
 
 
 def test_seeds_per_preset():
@@ -148,7 +194,7 @@ def test_robust_accuracy_is_on_clean_correct_images():
         return len(t), round(float(t.mean()), 4)
 
     model = Fixed({key(x): wrong_clean, key(x_adv): after, key(x_test): y_test})
-    frame = H.evaluate_grid(cfg, {"ENS": [SimpleNamespace(key="m", arch="cnn")]}, {"m": model}, splits,
+    frame = H.evaluate_grid(cfg, {1: {"ENS": [SimpleNamespace(key="m", arch="cnn")]}}, {"m": model}, splits,
                             {("clean", 0): x, ("cwa", 8): x_adv})
     row = frame[frame.vote == "hard"].iloc[0]
     assert row.n_clean_correct == 4
@@ -158,14 +204,18 @@ def test_robust_accuracy_is_on_clean_correct_images():
 
 
 # ---------------------------------------------------------------------------------------------- claims
-def _synthetic_frame(seeds, gain=0.10, cost=0.0):
+def _synthetic_frame(seeds, gain=0.10, cost=0.0, tuned_extra=0.05):
+    """ENS at 0.3; every axis gains ``gain`` over ENS, tuned HP ``gain + tuned_extra`` (so the "lesser role" axes
+    add less than tuning); gains grow with N by 0.01 per node."""
     rows = []
     for seed in seeds:
         for axis in H.AXES:
             for n in (1, 3, 5):
                 for attack in ("cwa", "mifgsm"):
                     base = 0.3 + 0.01 * seed
-                    up = gain + 0.005 * seed if axis != "ENS" else 0.0
+                    jitter = (0.0, 0.002, -0.001, 0.001)[seed % 4] * (1 + H.AXES.index(axis))  # rounds differ
+                    up = 0.0 if axis == "ENS" else gain + jitter + 0.01 * n + (
+                        tuned_extra if axis == "tuned HP" else 0.0)
                     rows.append({"seed": seed, "dataset": "cifar10", "instantiation": axis, "n_nodes": n,
                                  "vote": "hard", "attack": attack, "eps_255": 8,
                                  "clean_acc": 0.5 - (cost + 0.003 * seed if axis != "ENS" else 0.0),
@@ -174,25 +224,46 @@ def _synthetic_frame(seeds, gain=0.10, cost=0.0):
     return pd.DataFrame(rows)
 
 
-def test_claims_table_from_seeds():
+def test_claims_table_from_rounds():
     from robustnb import stats
 
     cfg = H.HeteroConfig.from_preset("cpu", attacks=("mifgsm", "cwa"))
     out = H.claims(_synthetic_frame((0, 1, 2)), cfg)
     assert tuple(out.columns) == stats.CLAIM_COLUMNS
     assert list(out.claim_id) == list(H.PAPER_CLAIMS)
-    assert all(c.startswith("he_") for c in out.claim_id)
-    row = out.set_index("claim_id").loc["he_gain_all_n5"]
-    assert abs(row.value - 0.105) < 1e-9 and row.n == 3 and row.verdict == "reproduced"
-    assert out.set_index("claim_id").loc["he_clean_cost_all_n5", "verdict"] == "reproduced"
+    assert set(out.holm) <= set(stats.HOLM) and out.holm.notna().all()  # item 5: a multiplicity-aware reading
+    rows = out.set_index("claim_id")
+    assert abs(rows.loc["he_gain_all_n5", "value"] - (0.10 + 0.05 + 7 * 0.001 / 3)) < 1e-9
+    assert rows.loc["he_gain_all_n5", "verdict"] == "reproduced"
+    for axis in ("arch", "optimizer", "scheduler"):  # the paper's "lesser role": less than tuned HP
+        assert rows.loc[f"he_vs_tuned_{axis}_n5", "verdict"] == "reproduced", axis
+    assert rows.loc["he_tuned_hp_largest_n5", "verdict"] == "reproduced"
+    assert rows.loc["he_growth_all_n5", "verdict"] == "reproduced"  # +0.02 from N = 3 to 5 in every round
+    assert rows.loc["he_clean_cost_all_n5", "verdict"] == "reproduced"
     costly = H.claims(_synthetic_frame((0, 1, 2), cost=0.2), cfg).set_index("claim_id")
     assert costly.loc["he_clean_cost_all_n5", "verdict"] == "not reproduced"
-    # one seed (smoke): no interval, so the rule says inconclusive
+    # tuning adds nothing while the other axes do: tuned HP is not the largest axis, the "lesser role" fails
+    flat = H.claims(_synthetic_frame((0, 1, 2), tuned_extra=-0.05), cfg).set_index("claim_id")
+    assert flat.loc["he_tuned_hp_largest_n5", "verdict"] == "not reproduced"
+    assert flat.loc["he_vs_tuned_arch_n5", "verdict"] == "not reproduced"
+    # one round (smoke): no interval, so the rule says inconclusive
     one = H.claims(_synthetic_frame((0,)), cfg)
     assert (one.verdict == "inconclusive at this size").all()
     nums = H.claim_numbers(_synthetic_frame((0, 1, 2)), cfg)
-    assert nums["he_seeds"] == "3" and nums["he_n_large"] == "5"
-    assert nums["he_best_axis"].startswith("the largest mean CWA gain at N = 5")
+    assert nums["he_seeds"] == "3" and nums["he_n_large"] == "5" and nums["he_per_node_large"] == "2,400"
+    assert nums["he_best_axis"].startswith("the largest mean CWA gain at N = 5 is tuned HP's")
+
+
+def test_ledger_lists_every_axis_against_ens_and_tuned_hp_at_each_n():
+    """Acceptance: per heterogeneous axis at each N, the gain over ENS and over tuned HP are claims."""
+    for n in (3, 5):
+        for slug in ("non_iid", "arch", "optimizer", "scheduler", "all"):
+            assert f"he_gain_{slug}_n{n}" in H.PAPER_CLAIMS and f"he_vs_tuned_{slug}_n{n}" in H.PAPER_CLAIMS
+        assert f"he_gain_tuned_hp_n{n}" in H.PAPER_CLAIMS
+    lesser = [H.PAPER_CLAIMS[f"he_vs_tuned_{a}_n5"] for a in ("arch", "optimizer", "scheduler")]
+    assert {c.form for c in lesser} == {"less"} and not any(c.addition for c in lesser)
+    assert H.PAPER_CLAIMS["he_vs_tuned_all_n5"].addition and H.PAPER_CLAIMS["he_gain_non_iid_n5"].addition
+    assert H.PAPER_CLAIMS["he_clean_cost_all_n5"].form == "at_most"
 
 
 def test_claim_n_falls_back_at_smoke():
@@ -222,7 +293,7 @@ def test_votes_are_per_sample_confidence_not_training_accuracy():
     splits = H.Splits(pool=test, attacker=test, test=test)
     x, _ = H.attack_set(cfg, splits)
     models = {"a": Shifted(0, 3.0, 0.01), "b": Shifted(1, 0.1, 1.0), "c": Shifted(1, 0.1, 1.0)}
-    nodes = {"ENS": [SimpleNamespace(key=k, arch="cnn") for k in models]}
+    nodes = {3: {"ENS": [SimpleNamespace(key=k, arch="cnn") for k in models]}}
     frame = H.evaluate_grid(cfg, nodes, models, splits, {("clean", 0): x, ("cwa", 8): x.clone()})
     acc = frame.set_index("vote").clean_acc
     assert acc["hard"] == 0.0 and acc["weighted"] == 1.0 and acc["soft"] == 1.0
@@ -230,9 +301,9 @@ def test_votes_are_per_sample_confidence_not_training_accuracy():
 
 def test_nodes_and_surrogates_train_with_the_presets_speed_options():
     """cpu: bfloat16 autocast + channels-last for every node and surrogate; smoke keeps float32."""
-    splits = _toy_splits(2)
+    splits = _toy_splits()
     for preset, want in (("smoke", ("fp32", False)), ("cpu", ("bf16", True))):
         cfg = H.HeteroConfig.from_preset(preset)
-        specs = [H._node(cfg, splits, "ENS", 0), H._node(cfg, splits, "all", 1, arch="vgg11", optimizer="adam"),
+        specs = [H._node(cfg, splits.pool, "ENS", 0), H._node(cfg, splits.pool, "all", 1, arch="vgg11", optimizer="adam"),
                  *H.surrogate_specs(cfg, splits)]
         assert {(s.train.precision, s.train.channels_last) for s in specs} == {want}, preset
