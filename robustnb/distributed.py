@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -27,8 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from robustnb import cpus
-from robustnb.cache import cache_key, cache_path, cached, cached_json
-from robustnb.config import ConfigError, cache_dir, data_dir
+from robustnb.cache import atomic_write, cache_key, cache_path, cached, cached_json
+from robustnb.config import ConfigError, data_dir
 from robustnb.models import for_dataset
 from robustnb.train import TrainConfig, accuracy, classifier_spec, fit
 
@@ -82,24 +83,40 @@ def train_node(node: NodeSpec, device="cpu", verbose: bool = False) -> nn.Module
                   device=device, verbose=verbose)
 
 
-def _train_in_worker(node: NodeSpec) -> str:
+def _train_in_worker(node: NodeSpec) -> bytes:
+    """A Ray task: train ``node`` (into the worker's own scratch cache) and return its checkpoint file's bytes,
+    which travel back through Ray's object store: the driver needs no file system shared with the worker."""
     torch.set_num_threads(1)
     model = train_node(node, "cpu")
-    return model.robustnb_info["path"]
+    return Path(model.robustnb_info["path"]).read_bytes()
+
+
+def adopt_checkpoint(node: NodeSpec, blob: bytes) -> Path:
+    """Put a checkpoint trained elsewhere into this process's model cache (atomically; a checkpoint already
+    there is kept). :func:`train_node` then loads it, verifying its spec and checksum."""
+    path = cache_path(*node.cache_name_spec())
+    if not path.exists():
+        atomic_write(path, lambda f: f.write(blob))
+    return path
+
+
+#: where Ray workers cache what they train before sending it back (on their own machine, never shared)
+WORKER_CACHE = Path(tempfile.gettempdir()) / "robustnb-ray-worker-cache"
 
 
 def ray_init(address: str | None = None, num_cpus: int | None = None):
     """Start (or join) Ray once: a local instance, or the cluster at ``address`` / ``$RAY_ADDRESS``.
 
-    Workers get this process's ``ROBUSTNB_CACHE`` and ``ROBUSTNB_DATA`` folders (on a cluster these paths
-    must be shared storage); the cache writes checkpoints atomically, so parallel workers are safe.
+    Workers cache what they train in their own scratch folder (:data:`WORKER_CACHE`, on their machine) and
+    send results back through Ray's object store; node specs carry their data, so a cluster needs no shared
+    file system. Workers run one torch thread each with OpenMP's passive wait policy (:mod:`robustnb.cpus`).
     """
     import ray
 
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env = {"ROBUSTNB_CACHE": str(cache_dir()), "ROBUSTNB_DATA": str(data_dir()), **cpus.worker_env(1)}
+    env = {"ROBUSTNB_CACHE": str(WORKER_CACHE), "ROBUSTNB_DATA": str(data_dir()), **cpus.worker_env(1)}
     kw = dict(runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False,
               logging_level="ERROR", configure_logging=True)
     if address is None:
@@ -134,8 +151,10 @@ def train_nodes(nodes: Sequence[NodeSpec], backend: str = "local", device="cpu",
     """Train every distinct node (by cache key) and return ``{key: model}``.
 
     ``backend="ray"`` trains the nodes that are not cached yet as parallel Ray tasks (one CPU each, the
-    costliest first: :func:`longest_first`), then loads everything from the cache here; ``"local"`` trains
-    them one after the other in this process.
+    costliest first: :func:`longest_first`) on a local Ray or the cluster at ``address`` / ``$RAY_ADDRESS``;
+    each trained checkpoint comes back through the object store into this process's cache
+    (:func:`adopt_checkpoint`), and everything is then loaded from there; ``"local"`` trains them one after the
+    other in this process.
     """
     _check_backend(backend)
     unique = {}
@@ -145,12 +164,12 @@ def train_nodes(nodes: Sequence[NodeSpec], backend: str = "local", device="cpu",
     if todo and backend == "ray" and torch.device(device).type == "cpu":
         ray = ray_init(address, num_cpus)
         remote = ray.remote(num_cpus=1)(_train_in_worker)
-        pending = [remote.remote(n) for n in longest_first(todo)]
+        pending = {remote.remote(n): n for n in longest_first(todo)}
         with tqdm(total=len(pending), desc=f"training {len(todo)} nodes on Ray") as bar:
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                ray.get(done)  # re-raises a worker's error here
-                bar.update(len(done))
+                done, _ = ray.wait(list(pending), num_returns=1)
+                adopt_checkpoint(pending.pop(done[0]), ray.get(done[0]))  # re-raises a worker's error here
+                bar.update(1)
     out = {}
     for key, node in tqdm(unique.items(), desc="nodes", leave=False):
         out[key] = train_node(node, device)
@@ -282,6 +301,6 @@ def ray_shutdown() -> None:
         ray.shutdown()
 
 
-__all__ = ["BACKENDS", "NodeSpec", "default_train", "longest_first", "train_node", "train_nodes", "training_cost",
+__all__ = ["BACKENDS", "NodeSpec", "default_train", "adopt_checkpoint", "WORKER_CACHE", "longest_first", "train_node", "train_nodes", "training_cost",
            "tune_node", "tuned", "tuned_params", "search_space",
            "ray_init", "ray_shutdown", "node_table"]

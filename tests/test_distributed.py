@@ -64,3 +64,46 @@ def test_tuning_is_redrawn_by_the_nodes_seed_and_momentum_only_where_used(tmp_en
     assert set(adam) == {"lr", "weight_decay", "val_acc"}
     lo, hi = E.LR_RANGES["adam"]
     assert lo <= adam["lr"] <= hi
+
+
+def test_nodes_trained_on_a_two_node_ray_cluster_equal_local_ones(tmp_path, monkeypatch):
+    """A real Ray cluster (a head and a second node, separate processes on loopback) joined through
+    RAY_ADDRESS: the trained checkpoints come back through the object store into the driver's own cache (the
+    workers cache in their own folder), and the nodes equal the same nodes trained locally."""
+    from ray.cluster_utils import Cluster
+
+    nodes = [_node(seed) for seed in range(3)]
+    monkeypatch.setenv("ROBUSTNB_CACHE", str(tmp_path / "local"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a Ray worker: same kernels, same numbers
+    try:
+        local = E.train_nodes(nodes, backend="local")
+    finally:
+        torch.set_num_threads(threads)
+    driver = tmp_path / "driver"
+    monkeypatch.setenv("ROBUSTNB_CACHE", str(driver))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    try:
+        ray = E.ray_init()
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        remote = E.train_nodes(nodes, backend="ray")
+    finally:
+        E.ray_shutdown()
+        cluster.shutdown()
+    assert E.WORKER_CACHE != driver and len(list((driver / "models").glob("*.pt"))) == len(nodes)
+    for key, model in local.items():
+        a, b = model.state_dict(), remote[key].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), key
+
+
+def test_a_checkpoint_from_elsewhere_is_verified_on_load(tmp_env):
+    node = _node(0)
+    E.train_nodes([node], backend="local")
+    blob = E.cache_path(*node.cache_name_spec()).read_bytes()
+    E.cache_path(*node.cache_name_spec()).unlink()
+    E.adopt_checkpoint(node, blob[:-50] + bytes(50))  # damaged on the way
+    with pytest.warns(UserWarning, match="could not be used"):
+        again = E.train_nodes([node], backend="local")
+    assert not again[node.key].robustnb_info["from_cache"]  # retrained, not read from a damaged file

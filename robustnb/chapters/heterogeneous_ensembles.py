@@ -756,3 +756,10 @@ def claim_numbers(frame: pd.DataFrame, cfg: HeteroConfig) -> dict[str, str]:
         "he_other_attacks": (f"averaged over the axes, the gain under the other attacks is {others}" if others
                              else "no other attack ran"),
     }
+
+
+def reproduce(run: Run) -> pd.DataFrame:
+    """The chapter's experiments as its notebook runs them, without Jupyter (``python -m robustnb reproduce
+    heterogeneous_ensembles``): the claims table. ``$RAY_ADDRESS`` sends the nodes and tuning trials to a cluster."""
+    cfg = HeteroConfig.from_preset(run.preset, run.seed)
+    return claims(run_study(cfg, run)["frame"], cfg)
