@@ -45,7 +45,7 @@ from robustnb import distributed as D
 from robustnb import ensembles as E
 from robustnb import plots, stats, widgets
 from robustnb.attacks import TRANSFER_ATTACKS, make_transfer_attack, perturb
-from robustnb.cache import cached_tensors, dataset_fingerprint, experiment
+from robustnb.cache import experiment
 from robustnb.config import ConfigError, Run, in_colab, pick
 from robustnb.train import TrainConfig, predict, speed_options
 
@@ -378,26 +378,21 @@ def attack_set(cfg: HeteroConfig, splits: Splits) -> tuple[torch.Tensor, torch.T
 def craft(cfg: HeteroConfig, surrogates, splits: Splits) -> dict:
     """Adversarial examples ``{(attack, eps_255): x_adv}`` crafted on the surrogates, plus ``("clean", 0)``.
 
-    Cached under ``$ROBUSTNB_CACHE/adversarial`` by surrogates, attack, budget, steps and test images
-    (:func:`robustnb.cache.cached_tensors`: verified on load, recomputed when damaged).
+    Each set is an :func:`robustnb.cache.experiment` (:func:`crafted`): keyed by the surrogates, attack, budget,
+    steps, images and the code it runs, so an edit to ``robustnb.attacks.transfer`` recrafts it.
     """
     x, y = attack_set(cfg, splits)
     out = {("clean", 0): x}
     eps_values = sorted(set(cfg.sweep_eps_255) | {cfg.eps_255})
-    jobs = [(a, e) for e in eps_values for a in cfg.attacks]
-    sur_keys = [m.robustnb_info["key"] for m in surrogates]
-    for attack, eps in tqdm(jobs, desc="crafting transfer attacks"):
-        spec = {"kind": "transfer_examples", "surrogates": sur_keys, "attack": attack, "eps_255": eps,
-                "steps": cfg.attack_steps, "test_fp": dataset_fingerprint(splits.test), "n": cfg.n_attack}
-
-        atk = make_transfer_attack(attack, surrogates, eps / 255, steps=cfg.attack_steps)
-        spec["reverse_step"] = getattr(atk, "reverse_step", None)  # SAM's changed from eps/15 to eps/10
-
-        def compute(atk=atk):
-            return {"x_adv": perturb(atk, x, y, batch_size=128)}
-
-        out[(attack, eps)] = cached_tensors(attack, spec, compute, folder="adversarial")["x_adv"]
+    for attack, eps in tqdm([(a, e) for e in eps_values for a in cfg.attacks], desc="crafting transfer attacks"):
+        out[(attack, eps)] = crafted(list(surrogates), attack, eps, cfg.attack_steps, x, y)
     return out
+
+
+@experiment
+def crafted(surrogates: list, attack: str, eps_255: float, steps: int, x: torch.Tensor, y: torch.Tensor):
+    """One transfer attack's examples on the surrogates (``robustnb.attacks.make_transfer_attack``)."""
+    return perturb(make_transfer_attack(attack, surrogates, eps_255 / 255, steps=steps), x, y, batch_size=128)
 
 
 @experiment

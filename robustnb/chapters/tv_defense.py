@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from robustnb import cache, data, plots, stats, widgets
+from robustnb import data, plots, stats, widgets
 from robustnb.attacks import adaptive_entropy_attack, entropy_attack
 from robustnb.cache import experiment
 from robustnb.config import pick
@@ -154,37 +154,35 @@ def tune_settings(cfg: DefenseConfig, models: dict, run, eps_255: float | None =
     (:func:`training_images`, which the split models did not train on):
     for every setting of :func:`tuning_grid`, the clean-accuracy cost and the rate of entropy-attacked (at
     ``eps_255``, default ``cfg.claim_eps_255``) and defended images vs clean; pick with :func:`choose_setting`.
-    Cached as JSON (``robustnb.cache.cached_json``). Returns ``({entropy_model: DefenseSettings}, frame)``."""
+    Each model's grid is an experiment (:func:`tuning_frame`, keyed by the model, the images, the settings and the
+    code). Returns ``({entropy_model: DefenseSettings}, frame)``."""
     eps = cfg.claim_eps_255 if eps_255 is None else eps_255
     grid = tuning_grid(cfg)
+    xt, yt = training_images(cfg, run)
     tuned, frames = {}, []
     for em, model in models.items():
-        spec = {"chapter": "tv_defense", "what": "tuning", "arch": cfg.arch, "entropy_model": em, "lam": cfg.lam,
-                "model": getattr(model, "robustnb_info", {}).get("key"), "tuning_set": "split tuning hold-out",
-                "holdout_per_class": TUNING_HOLDOUT_PER_CLASS,
-                "preset": run.preset, "seed": run.seed, "n_train": cfg.n_train, "grid": grid, "eps_255": eps,
-                "steps": cfg.attack_steps, "draws": cfg.attack_draws, "n_iter": cfg.settings.n_iter,
-                "mask_source": cfg.settings.mask_source}
-
-        def compute(model=model):
-            xt, yt = training_images(cfg, run)
-            xa = entropy_attack(model, xt, eps / 255, cfg.attack_steps, cfg.attack_draws)
-            base = _metrics(model, xt, yt)
-            rows = []
-            for g in grid:
-                d = make_defense("disentangled_tv", model_bit_map(model), replace(cfg.settings, **g))
-                clean, att = _metrics(model, apply(d, xt), yt), _metrics(model, apply(d, xa), yt)
-                rows.append({**g, "accuracy_cost": base["accuracy"] - clean["accuracy"],
-                             "clean_overhead": clean["bytes"] / base["bytes"] - 1,
-                             "attacked_overhead": att["bytes"] / base["bytes"] - 1})
-            return rows
-
-        f = pd.DataFrame(cache.cached_json("tv_defense_tuning", spec, compute))
+        f = tuning_frame(model, xt, yt, eps, cfg.attack_steps, cfg.attack_draws, cfg.settings, grid)
         choice = choose_setting(f, cfg.max_accuracy_cost)
         tuned[em] = replace(cfg.settings, **choice)
         f["chosen"] = np.all([np.isclose(f[k], v) for k, v in choice.items()], axis=0)
         frames.append(f.assign(entropy_model=em))
     return tuned, pd.concat(frames, ignore_index=True)
+
+
+@experiment
+def tuning_frame(model, x, y, eps_255: float, steps: int, draws: int, settings, grid: list) -> pd.DataFrame:
+    """One split model's tuning frame on the tuning images ``x, y``: per setting of ``grid`` (changes to
+    ``settings``), the clean-accuracy cost and the rates of defended clean and entropy-attacked images vs clean."""
+    xa = entropy_attack(model, x, eps_255 / 255, steps, draws)
+    base = _metrics(model, x, y)
+    rows = []
+    for g in grid:
+        d = make_defense("disentangled_tv", model_bit_map(model), replace(settings, **g))
+        clean, att = _metrics(model, apply(d, x), y), _metrics(model, apply(d, xa), y)
+        rows.append({**g, "accuracy_cost": base["accuracy"] - clean["accuracy"],
+                     "clean_overhead": clean["bytes"] / base["bytes"] - 1,
+                     "attacked_overhead": att["bytes"] / base["bytes"] - 1})
+    return pd.DataFrame(rows)
 
 
 def tuned_table(tuned: dict) -> pd.DataFrame:
