@@ -34,14 +34,29 @@ def _params():
     return out
 
 
-def command(*args, timeout=120):
+#: what a cluster node or a GPU box need not install: the command runs with these made impossible to import
+NOTEBOOK_TOOLS = ("papermill", "nbformat", "nbclient", "myst_nb", "jupyter_book")
+
+
+@pytest.fixture
+def bare_env(tmp_path) -> dict:
+    """The environment with :data:`NOTEBOOK_TOOLS` shadowed by modules that raise ImportError (as if absent)."""
+    stubs = tmp_path / "no_notebook_tools"
+    stubs.mkdir()
+    for name in NOTEBOOK_TOOLS:
+        (stubs / f"{name}.py").write_text(f"raise ImportError('{name} is not installed (test_cli)')\n")
+    path = os.pathsep.join(p for p in (str(stubs), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path)
+
+
+def command(*args, timeout=120, env=None):
     return subprocess.run([sys.executable, "-m", "robustnb", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=book.ROOT)
+                          timeout=timeout, cwd=book.ROOT, env=env)
 
 
 # ------------------------------------------------------------------------------------------ the command line
-def test_the_command_lists_the_books_chapters():
-    proc = command("reproduce", "--list")
+def test_the_command_lists_the_books_chapters(bare_env):
+    proc = command("reproduce", "--list", env=bare_env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == sorted(NAMES) == cli.chapter_names()
 
@@ -61,6 +76,18 @@ def test_no_chapter_and_bad_settings_are_refused_with_the_allowed_values(capsys)
             cli.main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and all(a in err for a in allowed), err
+
+
+def test_the_command_needs_no_notebook_tools(bare_env):
+    """What a GPU box or a cluster node must install: the command and every chapter module it runs import
+    neither robustnb.book nor any of :data:`NOTEBOOK_TOOLS` (here made impossible to import)."""
+    code = ("import sys; from robustnb import cli; [cli.chapter_module(n) for n in cli.chapter_names() "
+            f"if n != {HETERO!r}]; print('robustnb.book' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=bare_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
+    check = subprocess.run([sys.executable, "-c", "import nbformat"], capture_output=True, text=True, env=bare_env)
+    assert "nbformat is not installed" in check.stderr, "the stand-ins did not shadow the notebook tools"
 
 
 def test_a_chapter_without_reproduce_fails_clearly(monkeypatch, capsys):
@@ -152,14 +179,15 @@ def _squash(s: str) -> str:
 
 @pytest.mark.chapters
 @pytest.mark.parametrize("name", _params())
-def test_reproduce_runs_every_chapter_at_smoke(name, tmp_path):
-    """The command at ``smoke`` for every chapter: its claims table (every declared claim measured or listed as
+def test_reproduce_runs_every_chapter_at_smoke(name, tmp_path, bare_env):
+    """The command at ``smoke`` for every chapter, without the notebook tools: its claims table (every declared claim measured or listed as
     not measured), the same as the book's. After ``make test``'s smoke build (same cache) it must equal what the
     chapter glued and compute nothing (every experiment read from the book's cache); without that build it runs
     twice and the second run must compute nothing and print the same table."""
     module = importlib.import_module(f"robustnb.chapters.{name}")
     before, out = _cache_files(), tmp_path / "claims.csv"
-    proc = command("reproduce", name, "--preset", "smoke", "--seed", "0", "--out", str(out), timeout=1500)
+    proc = command("reproduce", name, "--preset", "smoke", "--seed", "0", "--out", str(out), timeout=1500,
+                   env=bare_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(out, dtype=str, keep_default_na=False)
     declared = getattr(module, "PAPER_CLAIMS", {})
@@ -187,7 +215,7 @@ def test_reproduce_runs_every_chapter_at_smoke(name, tmp_path):
                                          f"{sorted(_cache_files() - before)}"
     else:
         first, middle = out.read_text(), _cache_files()
-        again = command("reproduce", name, "--preset", "smoke", "--out", str(out), timeout=1500)
+        again = command("reproduce", name, "--preset", "smoke", "--out", str(out), timeout=1500, env=bare_env)
         assert again.returncode == 0, again.stderr[-3000:]
         assert _cache_files() == middle, f"{name}: the second run computed {sorted(_cache_files() - middle)}"
         assert out.read_text() == first
