@@ -7,6 +7,8 @@ Notebooks tell the story; this package does the work. Its layers, each importing
 **tools**
 ``robustnb.book``                  the book's table of contents, Colab cells, chapter scaffold, page helpers
 ``robustnb.bench``                 ``python -m robustnb.bench``: wall time and memory per chapter
+``robustnb.cli``                   ``python -m robustnb reproduce <chapter>``: a chapter's claims table without Jupyter
+``robustnb.__main__``              ``python -m robustnb``: runs ``robustnb.cli``
 **chapters**
 ``robustnb.chapters``              one module per notebook: config, experiments, verdicts, figures
 **mechanisms** (one concept each)

@@ -689,3 +689,20 @@ def domain_examples(doms: D.Domains, n: int = 6):
         xs.append(x)
         titles += [f"{dom}: {ds.classes[int(c)]}" for c in y]
     return torch.cat(xs), titles
+
+
+# ------------------------------------------------------------------------------------------ without Jupyter
+def reproduce(run: Run) -> pd.DataFrame:
+    """The chapter's claims table without Jupyter (:func:`claims`, columns
+    :data:`robustnb.stats.CLAIM_COLUMNS`): the calls ``book/compressed_domain_shift.ipynb`` makes on its way to
+    it (bases, then their compressed versions, then every evaluation).
+
+    ``python -m robustnb reproduce compressed_domain_shift`` runs this (:mod:`robustnb.cli`). It makes the notebook's
+    own calls, in its order and with its config, so the book and the command read and fill the same experiment
+    cache (``ROBUSTNB_CACHE``) and give the same table at the same preset and seed."""
+    cfg = StudyConfig.from_preset(run.preset, run.seed)
+    doms = load_domains(cfg)
+    zoo = train_bases(cfg, run, doms)
+    zoo = compress_all(cfg, run, doms, zoo)
+    results = evaluate_all(cfg, zoo, doms)
+    return claims(results, cfg)

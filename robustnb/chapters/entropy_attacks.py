@@ -422,3 +422,19 @@ def explore(cfg: EntropyAttacksConfig, models: dict, test_set, index: int = 0):
     return widgets.explorer(show, epsilon=widgets.epsilon_slider(cfg.eps_255, value=8 if 8 in cfg.eps_255 else None),
                             lam=widgets.lambda_slider(cfg.lambdas),
                             entropy_model=widgets.choice(list(cfg.entropy_models), "entropy model"))
+
+
+# ------------------------------------------------------------------------------------------ without Jupyter
+def reproduce(run: Run) -> pd.DataFrame:
+    """The chapter's claims table without Jupyter (:func:`claims`, columns
+    :data:`robustnb.stats.CLAIM_COLUMNS`): the calls ``book/entropy_attacks.ipynb`` makes on its way to it.
+
+    ``python -m robustnb reproduce entropy_attacks`` runs this (:mod:`robustnb.cli`). It makes the notebook's
+    own calls, in its order and with its config, so the book and the command read and fill the same experiment
+    cache (``ROBUSTNB_CACHE``) and give the same table at the same preset and seed."""
+    cfg = EntropyAttacksConfig.from_preset(run.preset, run.seed)
+    test_set = load_test(cfg, run.seed)
+    models = load_models(cfg, run)
+    images = attack_images(cfg, models, test_set)
+    corr_images = corruption_images(cfg, models, test_set)
+    return claims(images, corr_images)

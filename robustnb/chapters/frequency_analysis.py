@@ -527,3 +527,18 @@ def setup_text(cfg: FrequencyConfig, res: dict) -> str:
             f"({len(cfg.entropy_models)} entropy models x {n_lam} rate weight{'s' if n_lam > 1 else ''}), "
             f"{pi['image'].nunique()} CIFAR-10 test images, entropy attack at {cfg.eps_255:g}/255 with "
             f"{cfg.attack_steps} steps x {draws} draw{'s' if draws > 1 else ''}")
+
+
+# ------------------------------------------------------------------------------------------ without Jupyter
+def reproduce(run) -> pd.DataFrame:
+    """The chapter's claims table without Jupyter (:func:`claims`, columns
+    :data:`robustnb.stats.CLAIM_COLUMNS`): the calls ``book/frequency_analysis.ipynb`` makes on its way to it.
+
+    ``python -m robustnb reproduce frequency_analysis`` runs this (:mod:`robustnb.cli`). It makes the notebook's
+    own calls, in its order and with its config, so the book and the command read and fill the same experiment
+    cache (``ROBUSTNB_CACHE``) and give the same table at the same preset and seed."""
+    cfg = FrequencyConfig.from_preset(run.preset, run.seed)
+    models = load_models(cfg, run)
+    x, y = cifar_images(cfg, run)
+    res = study(cfg, models, x, y)
+    return claims(res)

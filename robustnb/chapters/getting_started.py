@@ -146,3 +146,20 @@ def summary(cfg: BaselineConfig, model, test_set, curve: pd.DataFrame) -> dict[s
                                  "budget" if not weaker else "PGD leaves more accuracy than FGSM at "
                                  + ", ".join(f"{e:g}/255" for e in weaker) + " (too few images, or too few steps)")
     return out
+
+
+# ------------------------------------------------------------------------------------------ without Jupyter
+def reproduce(run: Run) -> pd.DataFrame:
+    """The chapter's measurements without Jupyter: the calls ``book/getting_started.ipynb`` makes on its way
+    to the numbers its prose quotes. The chapter tests no paper claim, so the table is those numbers, one row
+    each (``number``, ``ours``: the name the prose glues and the value, with its 95% interval where it has one).
+
+    ``python -m robustnb reproduce getting_started`` runs this (:mod:`robustnb.cli`). It makes the notebook's
+    own calls, in its order and with its config, so the book and the command read and fill the same experiment
+    cache (``ROBUSTNB_CACHE``) and give the same table at the same preset and seed."""
+    cfg = BaselineConfig.from_preset(run.preset, run.seed)
+    train_set, test_set = load_data(cfg, run.seed)
+    model = train_baseline(cfg, run, train_set, test_set)
+    curve, _ = robustness(cfg, model, test_set)
+    numbers = summary(cfg, model, test_set, curve)
+    return pd.DataFrame({"number": list(numbers), "ours": list(numbers.values())})

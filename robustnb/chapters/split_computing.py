@@ -197,3 +197,18 @@ def bit_map_view(model, x: torch.Tensor, title: str = "") -> go.Figure:
     b = float(rate.real_bytes(model, x)[0])
     maps = rate.bit_map(model, x).repeat(2, 1, 1)
     return plots.attack_panel(x[0], x[0], maps, b, b, title=f"{title} epsilon 0/255: {b:.0f} -> {b:.0f} bytes (+0.0 %)")
+
+
+# ------------------------------------------------------------------------------------------ without Jupyter
+def reproduce(run: Run) -> pd.DataFrame:
+    """The chapter's claims table without Jupyter (:func:`claims`, columns
+    :data:`robustnb.stats.CLAIM_COLUMNS`): the calls ``book/split_computing.ipynb`` makes on its way to it.
+
+    ``python -m robustnb reproduce split_computing`` runs this (:mod:`robustnb.cli`). It makes the notebook's
+    own calls, in its order and with its config, so the book and the command read and fill the same experiment
+    cache (``ROBUSTNB_CACHE``) and give the same table at the same preset and seed."""
+    cfg = SplitComputingConfig.from_preset(run.preset, run.seed)
+    test_set = load_test(cfg, run.seed)
+    models = load_models(cfg, run)
+    images = image_rates(cfg, models, test_set)
+    return claims(images)

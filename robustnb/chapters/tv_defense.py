@@ -493,3 +493,20 @@ def explore(models: dict, x: torch.Tensor, y: torch.Tensor, attacked: dict, cfg:
                             inp=widgets.choice(["clean", "attacked"], "input"),
                             lambda_tv=widgets.lambda_slider(cfg.lambda_tv_grid, "lambda_TV",
                                                             value=cfg.settings.lambda_tv if cfg.settings.lambda_tv in cfg.lambda_tv_grid else None))
+
+
+# ------------------------------------------------------------------------------------------ without Jupyter
+def reproduce(run) -> pd.DataFrame:
+    """The chapter's claims table without Jupyter (:func:`claims` for the hyperprior model at
+    ``cfg.claim_eps_255``, columns :data:`robustnb.stats.CLAIM_COLUMNS`): the calls ``book/tv_defense.ipynb``
+    makes on its way to it (the defense tuned on the hold-out first, as there).
+
+    ``python -m robustnb reproduce tv_defense`` runs this (:mod:`robustnb.cli`). It makes the notebook's
+    own calls, in its order and with its config, so the book and the command read and fill the same experiment
+    cache (``ROBUSTNB_CACHE``) and give the same table at the same preset and seed."""
+    cfg = DefenseConfig.from_preset(run.preset, run.seed)
+    models = load_models(cfg, run)
+    x, y = cifar_images(cfg, run)
+    tuned, _ = tune_settings(cfg, models, run)
+    per_image, _ = evaluate(cfg, models, x, y, tuned)
+    return claims(per_image, "hyperprior", cfg.claim_eps_255)
