@@ -18,20 +18,10 @@ from robustnb import book, cli, stats
 from robustnb.config import cache_dir
 
 NAMES = [p.stem for p in book.chapters()]
-HETERO = "heterogeneous_ensembles"
 
 
 def _params():
-    """Every chapter; the heterogeneous one is expected to fail while its module has no ``reproduce`` (the lead
-    is rewriting it), and passes as any other once it has one."""
-    out = []
-    for name in NAMES:
-        marks = ()
-        if name == HETERO and not hasattr(importlib.import_module(f"robustnb.chapters.{name}"), "reproduce"):
-            marks = pytest.mark.xfail(reason=f"robustnb.chapters.{name}.reproduce(run) does not exist yet",
-                                      strict=False)
-        out.append(pytest.param(name, marks=marks, id=name))
-    return out
+    return [pytest.param(name, id=name) for name in NAMES]
 
 
 #: what a cluster node or a GPU box need not install: the command runs with these made impossible to import
@@ -81,8 +71,8 @@ def test_no_chapter_and_bad_settings_are_refused_with_the_allowed_values(capsys)
 def test_the_command_needs_no_notebook_tools(bare_env):
     """What a GPU box or a cluster node must install: the command and every chapter module it runs import
     neither robustnb.book nor any of :data:`NOTEBOOK_TOOLS` (here made impossible to import)."""
-    code = ("import sys; from robustnb import cli; [cli.chapter_module(n) for n in cli.chapter_names() "
-            f"if n != {HETERO!r}]; print('robustnb.book' in sys.modules)")
+    code = ("import sys; from robustnb import cli; [cli.chapter_module(n) for n in cli.chapter_names()]; "
+            "print('robustnb.book' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=bare_env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "False"

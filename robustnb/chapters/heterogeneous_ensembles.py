@@ -753,8 +753,10 @@ def claim_numbers(frame: pd.DataFrame, cfg: HeteroConfig) -> dict[str, str]:
     }
 
 
-def reproduce(run: Run) -> pd.DataFrame:
+def reproduce(run: Run, backend: str | None = None, ray_address: str | None = None) -> pd.DataFrame:
     """The chapter's experiments as its notebook runs them, without Jupyter (``python -m robustnb reproduce
     heterogeneous_ensembles``): the claims table. ``$RAY_ADDRESS`` sends the nodes and tuning trials to a cluster."""
-    cfg = HeteroConfig.from_preset(run.preset, run.seed)
-    return claims(run_study(cfg, run)["frame"], cfg)
+    cfg = HeteroConfig.from_preset(run.preset, run.seed, backend=backend, ray_address=ray_address)
+    result = run_study(cfg, run)
+    frame = result["frame"]
+    return claims(frame, cfg)
