@@ -458,13 +458,26 @@ def torch_threads(n: int | None):
         torch.set_num_threads(old)
 
 
-def run_study(cfg: HeteroConfig, run: Run):
-    """Everything: splits, nodes (tuned and trained, every round), surrogates, attacks, the frame.
+@dataclass(frozen=True)
+class HeteroStudy:
+    """Everything the study made: the tidy ``frame`` (:func:`evaluate_grid`, a ``seed`` column per round), the
+    ``tuning`` frame, ``plans`` (seed -> N -> axis -> tuned node specs), ``nodes`` (the first round's at the
+    largest N), the trained ``models`` (``{key: model}``), the attacker's ``surrogates``, the crafted ``adv``
+    examples, the data ``splits`` and the ``cfg``."""
 
-    Returns a dict with ``frame`` (see :func:`evaluate_grid`, a ``seed`` column per round), ``tuning``,
-    ``plans`` (seed -> N -> axis -> node specs), ``nodes`` (the first round's at the largest N), ``models``,
-    ``surrogates``, ``adv`` and ``splits``.
-    """
+    frame: pd.DataFrame
+    tuning: pd.DataFrame
+    plans: dict
+    nodes: dict
+    models: dict
+    surrogates: list
+    adv: dict
+    splits: Splits
+    cfg: HeteroConfig
+
+
+def run_study(cfg: HeteroConfig, run: Run) -> HeteroStudy:
+    """Everything: splits, nodes (tuned and trained, every round), surrogates, attacks, the frame."""
     splits = load_splits(cfg)
     # while Ray workers train on every core, this process keeps to cfg.threads (2 threads on 2 busy cores ran
     # 40x slower); crafting and evaluating afterwards have the cores to themselves and use all of them
@@ -479,8 +492,7 @@ def run_study(cfg: HeteroConfig, run: Run):
     logits = _node_logits(models, splits, adv)
     frame = pd.concat([evaluate_grid(cfg, plans[sd], models, splits, adv, sd, logits) for sd in cfg.seeds],
                       ignore_index=True)
-    return {"frame": frame, "tuning": tuning, "plans": plans, "nodes": plans[cfg.seeds[0]][cfg.n_max],
-            "models": models, "surrogates": surrogates, "adv": adv, "splits": splits, "cfg": cfg}
+    return HeteroStudy(frame, tuning, plans, plans[cfg.seeds[0]][cfg.n_max], models, surrogates, adv, splits, cfg)
 
 
 # ------------------------------------------------------------------------------------------- frames
@@ -626,18 +638,18 @@ def at(frame: pd.DataFrame, eps_255: float | None = None, vote: str = "hard",
     return d if n_nodes is None else d[d.n_nodes == n_nodes]
 
 
-def node_overview(result: dict, axes=("ENS", "architecture", "tuned HP", "all")) -> pd.DataFrame:
+def node_overview(result: HeteroStudy, axes=("ENS", "architecture", "tuned HP", "all")) -> pd.DataFrame:
     """What each node of the largest instantiation of ``axes`` is (architecture, optimizer, schedule, HP),
     in the first round (momentum only where the node uses a tuned one)."""
     rows = []
     for axis in axes:
-        for i, s in enumerate(result["nodes"].get(axis, [])):
+        for i, s in enumerate(result.nodes.get(axis, [])):
             t = s.train
             rows.append({"instantiation": axis, "node": i, "arch": s.arch, "optimizer": t.optimizer,
                          "scheduler": t.scheduler, "lr": t.lr,
                          "momentum": t.momentum if "momentum" in D.tuned_params(t) else float("nan"),
                          "weight_decay": t.weight_decay, "shard_size": len(s.data),
-                         "train_acc": float(result["models"][s.key].robustnb_info["history"]["train_acc"].iloc[-1])})
+                         "train_acc": float(result.models[s.key].robustnb_info["history"]["train_acc"].iloc[-1])})
     return pd.DataFrame(rows)
 
 
@@ -656,7 +668,7 @@ def fashion_mnist_study(run: Run, backend: str | None = None, ray_address: str |
     cfg = HeteroConfig.from_preset(run.preset, run.seed, dataset="fashion_mnist", backend=backend,
                                    ray_address=ray_address, axes=axes,
                                    archs=("cnn", "regnet_x_400mf", "mobilenet_v2"))
-    return main_table(run_study(cfg, run)["frame"], cfg)
+    return main_table(run_study(cfg, run).frame, cfg)
 
 
 # ------------------------------------------------------------------------------------------- claims
@@ -758,5 +770,5 @@ def reproduce(run: Run, backend: str | None = None, ray_address: str | None = No
     heterogeneous_ensembles``): the claims table. ``$RAY_ADDRESS`` sends the nodes and tuning trials to a cluster."""
     cfg = HeteroConfig.from_preset(run.preset, run.seed, backend=backend, ray_address=ray_address)
     result = run_study(cfg, run)
-    frame = result["frame"]
+    frame = result.frame
     return claims(frame, cfg)
