@@ -261,10 +261,6 @@ def compress_all(cfg: StudyConfig, run: Run, doms: D.Domains, zoo: Zoo) -> Zoo:
     return zoo
 
 
-def build_zoo(cfg: StudyConfig, run: Run, doms: D.Domains) -> Zoo:
-    return compress_all(cfg, run, doms, train_bases(cfg, run, doms))
-
-
 # ------------------------------------------------------------------------------------ int8 evidence
 def int8_report(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFrame:
     """fp32 vs int8 per quantized architecture: state-dict size, CPU latency, source accuracy."""

@@ -65,10 +65,6 @@ def _measure(rate_fn: RateFn, x: torch.Tensor, batch_size: int = 512):
     return torch.cat(bits), (torch.cat(logits) if logits else None)
 
 
-def _mean_bits(rate_fn: RateFn, x: torch.Tensor) -> float:
-    return float(_measure(rate_fn, x)[0].mean())
-
-
 def bits_and_logits(model) -> RateFn:
     """``x -> (estimated bits (N,), logits)`` from one eval-mode forward pass of a split model."""
     def fn(x):
@@ -463,11 +459,6 @@ def summary(res: dict, cutoff: float = CUTOFF) -> pd.DataFrame:
     s = s[(s["filter"] == "low-pass") & ((s["cutoff"] - cutoff).abs() < 1e-6)]
     keep = s.set_index(["entropy_model", "lam", "condition"])["rate_ratio"].rename("lowpass_keeps")
     return a.join(keep).reset_index()
-
-
-def photo_bit_maps(models: dict, photos: torch.Tensor) -> dict:
-    """Bit maps of the sample photographs for each model: ``{(entropy_model, lambda): (N, h, w)}``."""
-    return {k: rate.bit_map(m, photos, batch_size=2) for k, m in models.items()}
 
 
 def explore(models: dict, inputs: dict, cutoffs, n_images: int = 8):
