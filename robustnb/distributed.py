@@ -29,11 +29,14 @@ from tqdm.auto import tqdm
 
 from robustnb import cpus
 from robustnb.cache import atomic_write, cache_key, cache_path, cached, cached_json
-from robustnb.config import ConfigError, data_dir
+from robustnb.config import ConfigError, data_dir, pick
 from robustnb.models import for_dataset
 from robustnb.train import TrainConfig, accuracy, classifier_spec, fit
 
 BACKENDS = ("local", "ray")
+#: how a node's hyperparameters are searched: ``random`` (every trial to the end, in this process) or ``asha``
+#: (Ray Tune with ASHA early stopping, on a local Ray or the cluster): a science setting, part of the tuning key
+TUNERS = ("random", "asha")
 #: defaults per optimizer when a node is not tuned: (lr, momentum, weight_decay)
 OPTIMIZER_DEFAULTS = {"sgd": (0.05, 0.9, 5e-4), "adam": (2e-3, 0.0, 5e-4), "adamw": (2e-3, 0.0, 1e-2),
                       "rmsprop": (5e-4, 0.0, 5e-4)}
@@ -128,6 +131,27 @@ def ray_init(address: str | None = None, num_cpus: int | None = None):
 def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ConfigError(f"Unknown backend {backend!r}: choose one of {', '.join(map(repr, BACKENDS))}.")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where independent jobs run, apart from what they compute (never part of a cache key): ``backend``
+    (``local``: in this process, ``ray``: Ray tasks), the Ray ``address`` (None: ``$RAY_ADDRESS``, else a local
+    Ray), ``num_cpus`` of a local Ray (None: the usable CPUs) and ``threads``, this process's torch threads while
+    Ray workers train on the cores (so the two do not oversubscribe them)."""
+
+    backend: str = "local"
+    address: str | None = None
+    num_cpus: int | None = None
+    threads: int = 1
+
+    def __post_init__(self):
+        _check_backend(self.backend)
+
+    @classmethod
+    def from_preset(cls, preset: str, backend: str | None = None, address: str | None = None) -> "Execution":
+        """``smoke``: in-process; ``cpu`` and ``full``: Ray (a local instance, or the cluster at ``address``)."""
+        return cls(backend=backend or pick(preset, smoke="local", cpu="ray", full="ray"), address=address)
 
 
 def training_cost(node: NodeSpec) -> float:
@@ -228,28 +252,30 @@ def _sample_space(space: dict, rng: np.random.Generator) -> dict:
     return out
 
 
-def tune_node(node: NodeSpec, trials: int = 4, backend: str = "local", address: str | None = None,
+def tune_node(node: NodeSpec, trials: int = 4, tuner: str = "random", address: str | None = None,
               num_cpus: int | None = None) -> dict:
     """Tune a node's hyperparameters (:func:`tuned_params`) on its own shard (80/20 split); cached as JSON.
 
     Every trial trains the node as it will be trained (:func:`_trial`), with ``trials`` random samples of
-    :func:`search_space` drawn from the node's seed (so each training round re-draws them). ``ray``: Ray Tune
-    with ASHA early stopping (grace period 1 epoch, reduction factor 2, as in the authors' tuning); parallel
-    trials make ASHA's choices depend on timing, and the cached result is the one used. ``local``: every
-    trial runs to the end, in this process. Returns the tuned values and ``val_acc``.
+    :func:`search_space` drawn from the node's seed (so each training round re-draws them). ``asha``: Ray Tune
+    with ASHA early stopping (grace period 1 epoch, reduction factor 2, as in the authors' tuning) on a local Ray
+    or the cluster at ``address``; parallel trials make ASHA's choices depend on timing, and the cached result
+    is the one used. ``random``: every trial runs to the end, in this process. Returns the tuned values and
+    ``val_acc``.
     """
-    _check_backend(backend)
+    if tuner not in TUNERS:
+        raise ConfigError(f"Unknown tuner {tuner!r}: choose one of {', '.join(map(repr, TUNERS))}.")
     name, spec = node.cache_name_spec()
     space = search_space(node.train)
-    tspec = {"kind": "tuning", **spec, "trials": trials, "backend": backend, "protocol": "full-schedule",
+    tspec = {"kind": "tuning", **spec, "trials": trials, "tuner": tuner, "protocol": "full-schedule",
              "space": {k: list(v) for k, v in space.items()}}
-    return cached_json(name, tspec, lambda: _tune(node, space, trials, backend, address, num_cpus,
+    return cached_json(name, tspec, lambda: _tune(node, space, trials, tuner, address, num_cpus,
                                                   cache_key(tspec)), folder="tuning")
 
 
-def _tune(node: NodeSpec, space: dict, trials: int, backend: str, address, num_cpus, key: str) -> dict:
+def _tune(node: NodeSpec, space: dict, trials: int, tuner: str, address, num_cpus, key: str) -> dict:
     seed = node.train.seed
-    if backend == "local":
+    if tuner == "random":
         rng = np.random.default_rng(seed)
         results = []
         for _ in tqdm(range(trials), desc=f"tuning {node.label or node.arch}", leave=False):
@@ -301,6 +327,6 @@ def ray_shutdown() -> None:
         ray.shutdown()
 
 
-__all__ = ["BACKENDS", "NodeSpec", "default_train", "adopt_checkpoint", "WORKER_CACHE", "longest_first", "train_node", "train_nodes", "training_cost",
+__all__ = ["BACKENDS", "TUNERS", "Execution", "NodeSpec", "default_train", "adopt_checkpoint", "WORKER_CACHE", "longest_first", "train_node", "train_nodes", "training_cost",
            "tune_node", "tuned", "tuned_params", "search_space",
            "ray_init", "ray_shutdown", "node_table"]

@@ -47,20 +47,20 @@ def test_longest_first_orders_by_forward_flops_times_images_times_epochs():
 def test_tune_node_local_is_cached_and_in_range(tmp_env):
     _, cache = tmp_env
     node = _node(0)
-    best = E.tune_node(node, trials=2, backend="local")
+    best = E.tune_node(node, trials=2, tuner="random")
     lo, hi = E.LR_RANGES["sgd"]
     assert lo <= best["lr"] <= hi and 0.8 <= best["momentum"] <= 0.95 and 0.0 <= best["val_acc"] <= 1.0
     files = list((cache / "tuning").glob("*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["value"] == best
-    assert E.tune_node(node, trials=2, backend="local") == best
+    assert E.tune_node(node, trials=2, tuner="random") == best
     assert E.tuned(node, best).train.lr == best["lr"]
 
 
 def test_tuning_is_redrawn_by_the_nodes_seed_and_momentum_only_where_used(tmp_env):
     """Each round re-draws the tuning (samples from the node's seed); Adam / one-cycle nodes get no momentum."""
-    a, b = E.tune_node(_node(0), trials=2, backend="local"), E.tune_node(_node(1), trials=2, backend="local")
+    a, b = E.tune_node(_node(0), trials=2, tuner="random"), E.tune_node(_node(1), trials=2, tuner="random")
     assert a["lr"] != b["lr"]
-    adam = E.tune_node(_node(0, optimizer="adam", lr=2e-3), trials=2, backend="local")
+    adam = E.tune_node(_node(0, optimizer="adam", lr=2e-3), trials=2, tuner="random")
     assert set(adam) == {"lr", "weight_decay", "val_acc"}
     lo, hi = E.LR_RANGES["adam"]
     assert lo <= adam["lr"] <= hi
@@ -107,3 +107,14 @@ def test_a_checkpoint_from_elsewhere_is_verified_on_load(tmp_env):
     with pytest.warns(UserWarning, match="could not be used"):
         again = E.train_nodes([node], backend="local")
     assert not again[node.key].robustnb_info["from_cache"]  # retrained, not read from a damaged file
+
+
+def test_execution_is_apart_from_what_is_computed():
+    """Where jobs run (backend, Ray address, CPUs, threads) is an Execution, never part of a key; the tuning
+    strategy (random search or ASHA) is a science setting and is."""
+    assert E.Execution.from_preset("smoke").backend == "local" and E.Execution.from_preset("cpu").backend == "ray"
+    assert E.Execution.from_preset("cpu", address="ray://head:10001").address == "ray://head:10001"
+    with pytest.raises(ConfigError, match="Unknown backend 'spark'"):
+        E.Execution(backend="spark")
+    with pytest.raises(ConfigError, match="Unknown tuner 'grid'"):
+        E.tune_node(_node(0), trials=1, tuner="grid")

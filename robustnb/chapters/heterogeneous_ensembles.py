@@ -163,12 +163,9 @@ class HeteroConfig:
     tune_trials: int  # random samples per tuning (every trial trains the node's full schedule; ASHA on Ray)
     axes: tuple[str, ...] = AXES
     votes: tuple[str, ...] = ("hard", "soft", "weighted")
-    backend: str = "local"
-    ray_address: str | None = None
-    num_cpus: int | None = None
+    tuner: str = "random"  # robustnb.distributed.TUNERS: random search, or ASHA early stopping (Ray Tune)
     dirichlet_alpha: float = 0.9
     batch_size: int = 64
-    threads: int = 1  # torch threads here while Ray trains on every core (2 threads on 2 busy cores: 40x slower)
     seed: int = 0
     seeds: tuple[int, ...] = (0,)  # rounds: each re-draws shards, tuning and training (verdicts: t over rounds)
     speed: tuple[tuple[str, object], ...] = ()  # train.speed_options of the preset, for nodes and surrogates
@@ -180,8 +177,8 @@ class HeteroConfig:
         bad = [a for a in self.attacks if a not in TRANSFER_ATTACKS]
         if bad:
             raise ConfigError(f"Unknown attacks {bad}: choose from {TRANSFER_ATTACKS}.")
-        if self.backend not in D.BACKENDS:
-            raise ConfigError(f"Unknown backend {self.backend!r}: choose one of {D.BACKENDS}.")
+        if self.tuner not in D.TUNERS:
+            raise ConfigError(f"Unknown tuner {self.tuner!r}: choose one of {D.TUNERS}.")
         if self.dataset not in ("cifar10", "fashion_mnist"):
             raise ConfigError(f"Unknown dataset {self.dataset!r}: choose 'cifar10' or 'fashion_mnist'.")
         if "ENS" not in self.axes:
@@ -197,8 +194,7 @@ class HeteroConfig:
         return max(self.n_values)
 
     @classmethod
-    def from_preset(cls, preset: str, seed: int = 0, dataset: str = "cifar10", backend: str | None = None,
-                    ray_address: str | None = None, **overrides) -> "HeteroConfig":
+    def from_preset(cls, preset: str, seed: int = 0, dataset: str = "cifar10", **overrides) -> "HeteroConfig":
         """smoke: N in {1, 2} over a 400-image pool, in-process; cpu: N in {1, 3, 5} over 12,000 images, bfloat16
         + channels-last, Ray; full: N up to 10 over 40,000 images, ResNet-18 family, Ray."""
         cfg = cls(
@@ -225,8 +221,7 @@ class HeteroConfig:
             sweep_eps_255=pick(preset, smoke=(4, 8), cpu=(2, 4, 8, 16), full=(2, 4, 8, 16)),
             attack_steps=pick(preset, smoke=2, cpu=10, full=10),
             tune_trials=pick(preset, smoke=2, cpu=3, full=8),
-            backend=backend or pick(preset, smoke="local", cpu="ray", full="ray"),
-            ray_address=ray_address,
+            tuner=pick(preset, smoke="random", cpu="asha", full="asha"),
             seed=seed,
             seeds=pick(preset, smoke=(0,), cpu=(0, 1, 2), full=(0, 1, 2)),
             speed=tuple(speed_options(preset).items()),
@@ -314,14 +309,15 @@ def plan(cfg: HeteroConfig, splits: Splits, seed: int, n: int) -> dict[str, list
     return out
 
 
-def tune_round(cfg: HeteroConfig, nodes: dict[str, list[D.NodeSpec]]) -> tuple[dict, list[dict]]:
+def tune_round(cfg: HeteroConfig, nodes: dict[str, list[D.NodeSpec]], ex: D.Execution = D.Execution()
+               ) -> tuple[dict, list[dict]]:
     """Tune one round's nodes for one N: ENS gets ONE configuration, tuned on its node 0 (a shard of the size its
     nodes train on) with one node's budget, shared by all its nodes; every other axis tunes each node on its
     own shard. Returns ``({axis: tuned specs}, tuning rows)``."""
     out, rows = {}, []
     for axis, specs in nodes.items():
         to_tune = specs[:1] if axis == "ENS" else specs
-        best = [D.tune_node(node, cfg.tune_trials, cfg.backend, cfg.ray_address, cfg.num_cpus) for node in to_tune]
+        best = [D.tune_node(node, cfg.tune_trials, cfg.tuner, ex.address, ex.num_cpus) for node in to_tune]
         if axis == "ENS":
             best = best * len(specs)  # one master configuration for every ENS node
         out[axis] = [D.tuned(node, b) for node, b in zip(specs, best)]
@@ -331,7 +327,7 @@ def tune_round(cfg: HeteroConfig, nodes: dict[str, list[D.NodeSpec]]) -> tuple[d
     return out, rows
 
 
-def build_nodes(cfg: HeteroConfig, run: Run, splits: Splits, seeds=None, also=()):
+def build_nodes(cfg: HeteroConfig, run: Run, splits: Splits, ex: D.Execution = D.Execution(), seeds=None, also=()):
     """Tune and train every node of every round (seed) and N.
 
     ``also``: more node specs (the attacker's surrogates) trained in the same pool, so that the workers stay
@@ -342,10 +338,10 @@ def build_nodes(cfg: HeteroConfig, run: Run, splits: Splits, seeds=None, also=()
     for seed in seeds:
         plans[seed] = {}
         for n in tqdm(cfg.n_values, desc=f"tuning round {seed}"):
-            plans[seed][n], r = tune_round(cfg, plan(cfg, splits, seed, n))
+            plans[seed][n], r = tune_round(cfg, plan(cfg, splits, seed, n), ex)
             rows += [{"seed": seed, "n_nodes": n, **row} for row in r]
     flat = [node for by_n in plans.values() for by_axis in by_n.values() for ns in by_axis.values() for node in ns]
-    trained = D.train_nodes([*flat, *also], cfg.backend, run.device, cfg.ray_address, cfg.num_cpus)
+    trained = D.train_nodes([*flat, *also], ex.backend, run.device, ex.address, ex.num_cpus)
     models = {n.key: trained[n.key] for n in flat}  # the nodes only: ``also`` is loaded by its own caller
     return plans, models, pd.DataFrame(rows)
 
@@ -361,10 +357,10 @@ def surrogate_specs(cfg: HeteroConfig, splits: Splits) -> list[D.NodeSpec]:
     return specs
 
 
-def train_surrogates(cfg: HeteroConfig, run: Run, splits: Splits) -> list:
+def train_surrogates(cfg: HeteroConfig, run: Run, splits: Splits, ex: D.Execution = D.Execution()) -> list:
     """The attacker's own models, trained on its own data (through the cache)."""
     specs = surrogate_specs(cfg, splits)
-    models = D.train_nodes(specs, cfg.backend, run.device, cfg.ray_address, cfg.num_cpus)
+    models = D.train_nodes(specs, ex.backend, run.device, ex.address, ex.num_cpus)
     return [models[s.key] for s in specs]
 
 
@@ -476,16 +472,24 @@ class HeteroStudy:
     cfg: HeteroConfig
 
 
-def run_study(cfg: HeteroConfig, run: Run) -> HeteroStudy:
-    """Everything: splits, nodes (tuned and trained, every round), surrogates, attacks, the frame."""
+def execution(run: Run, backend: str | None = None, ray_address: str | None = None) -> D.Execution:
+    """Where the nodes train (the preset's default: in-process at ``smoke``, Ray otherwise; ``ray_address`` or
+    ``$RAY_ADDRESS``: a cluster). Apart from the config: where a result is computed never changes its key."""
+    return D.Execution.from_preset(run.preset, backend, ray_address)
+
+
+def run_study(cfg: HeteroConfig, run: Run, ex: D.Execution | None = None) -> HeteroStudy:
+    """Everything: splits, nodes (tuned and trained, every round), surrogates, attacks, the frame; ``ex`` says
+    where the nodes train (default: :func:`execution`)."""
+    ex = ex or execution(run)
     splits = load_splits(cfg)
     # while Ray workers train on every core, this process keeps to cfg.threads (2 threads on 2 busy cores ran
     # 40x slower); crafting and evaluating afterwards have the cores to themselves and use all of them
-    with torch_threads(cfg.threads if cfg.backend == "ray" else None):
+    with torch_threads(ex.threads if ex.backend == "ray" else None):
         try:
             # nodes and surrogates in one pool, costliest first (the VGG surrogate last kept one core idle)
-            plans, models, tuning = build_nodes(cfg, run, splits, also=surrogate_specs(cfg, splits))
-            surrogates = train_surrogates(cfg, run, splits)  # loads them from the model cache
+            plans, models, tuning = build_nodes(cfg, run, splits, ex, also=surrogate_specs(cfg, splits))
+            surrogates = train_surrogates(cfg, run, splits, ex)  # loads them from the model cache
         finally:
             D.ray_shutdown()
     adv = craft(cfg, surrogates, splits)
@@ -660,15 +664,13 @@ def vote_comparison(frame: pd.DataFrame, cfg: HeteroConfig, attack: str = "cwa")
     return d[["instantiation", "vote", "clean_acc", "robust_acc_cc", "robust_acc"]].reset_index(drop=True)
 
 
-def fashion_mnist_study(run: Run, backend: str | None = None, ray_address: str | None = None,
-                        axes=("ENS", "tuned HP", "optimizer", "all")):
+def fashion_mnist_study(run: Run, ex: D.Execution | None = None, axes=("ENS", "tuned HP", "optimizer", "all")):
     """The same grid on Fashion-MNIST (fewer axes) when the data is there; else prints why and returns None."""
     if not fashion_mnist_available():
         return None
-    cfg = HeteroConfig.from_preset(run.preset, run.seed, dataset="fashion_mnist", backend=backend,
-                                   ray_address=ray_address, axes=axes,
+    cfg = HeteroConfig.from_preset(run.preset, run.seed, dataset="fashion_mnist", axes=axes,
                                    archs=("cnn", "regnet_x_400mf", "mobilenet_v2"))
-    return main_table(run_study(cfg, run).frame, cfg)
+    return main_table(run_study(cfg, run, ex).frame, cfg)
 
 
 # ------------------------------------------------------------------------------------------- claims
@@ -768,7 +770,8 @@ def claim_numbers(frame: pd.DataFrame, cfg: HeteroConfig) -> dict[str, str]:
 def reproduce(run: Run, backend: str | None = None, ray_address: str | None = None) -> pd.DataFrame:
     """The chapter's experiments as its notebook runs them, without Jupyter (``python -m robustnb reproduce
     heterogeneous_ensembles``): the claims table. ``$RAY_ADDRESS`` sends the nodes and tuning trials to a cluster."""
-    cfg = HeteroConfig.from_preset(run.preset, run.seed, backend=backend, ray_address=ray_address)
-    result = run_study(cfg, run)
+    cfg = HeteroConfig.from_preset(run.preset, run.seed)
+    ex = execution(run, backend, ray_address)
+    result = run_study(cfg, run, ex)
     frame = result.frame
     return claims(frame, cfg)
