@@ -124,9 +124,17 @@ def training_speed(model: str = "cnn", n_train: int = 4096, epochs: int = 2, n_t
 
 
 # ------------------------------------------------------------------------------------------- contention
-_CHILD = ("import json, sys{first}\nfrom robustnb.bench import training_speed\n"
+_CHILD = ("import json, sys{first}\nfrom robustnb import cpus\ncpus.set_adaptive({adaptive})\n"
+          "from robustnb.bench import training_speed\n"
           "df = training_speed({model!r}, n_train={n}, epochs=2, n_test=200, settings=(('bf16', True),))\n"
           "print(json.dumps({{'images_per_s': float(df.images_per_s.iloc[0]), 'threads': int(df.threads.iloc[0])}}))")
+
+
+#: (name, code run before robustnb is imported, environment) of each set-up the contention benchmark compares
+SETUPS = (("robustnb (passive wait, adaptive threads)", "", {}, True),
+          ("passive wait, fixed threads", "", {}, False),
+          ("torch defaults", "\nimport torch", {}, False),
+          ("passive wait, 1 thread", "", {"OMP_NUM_THREADS": "1"}, False))
 
 
 def _spinners(n: int) -> list[subprocess.Popen]:
@@ -134,22 +142,23 @@ def _spinners(n: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
-def contention(models=("cnn", "split-resnet-hyperprior"), n_train: int = 1024, load_threads: int = 2) -> pd.DataFrame:
-    """Training throughput alone and beside a competing ``load_threads``-thread CPU load, for the OpenMP set-up
-    robustnb makes on import (:mod:`robustnb.cpus`) and for torch's defaults (torch imported before robustnb).
+def contention(models=("cnn", "split-resnet-hyperprior"), n_train: int = 4096, load_threads: int = 2) -> pd.DataFrame:
+    """Training throughput alone and beside a competing ``load_threads``-thread CPU load, for each of
+    :data:`SETUPS`: robustnb's set-up (:mod:`robustnb.cpus`: passive OpenMP waiting, threads adapted to the load
+    as at ``cpu``), the same with a fixed thread count, torch's defaults (torch imported first) and one thread.
 
     Each measurement is a fresh process (OpenMP reads its settings when torch loads), bfloat16 + channels-last as
     at ``cpu``, images/s of the second of two epochs; ``slowdown`` = alone / loaded."""
     env = {k: v for k, v in os.environ.items() if k not in cpus.MANAGED}  # as a new shell would start
     rows = []
     for model in models:
-        for setup, first in (("robustnb (passive wait)", ""), ("torch defaults", "\nimport torch")):
+        for setup, first, extra, adapt in SETUPS:
             speed = {}
             for loaded in (False, True):
                 load = _spinners(load_threads) if loaded else []
                 try:
-                    out = subprocess.run([sys.executable, "-c", _CHILD.format(first=first, model=model, n=n_train)],
-                                         env=env, capture_output=True, text=True, check=True).stdout
+                    out = subprocess.run([sys.executable, "-c", _CHILD.format(first=first, model=model, n=n_train, adaptive=adapt)],
+                                         env={**env, **extra}, capture_output=True, text=True, check=True).stdout
                 finally:
                     for p in load:
                         p.kill()

@@ -163,6 +163,7 @@ def setup(preset: str | None = None, seed: int = 0, device: str = "auto", verbos
     seed_everything(run.seed)
     if torch.get_num_threads() > cpus.usable_cpus():  # torch loaded before robustnb could set OMP_NUM_THREADS
         torch.set_num_threads(cpus.usable_cpus())
+    cpus.set_adaptive(run.preset != "smoke")  # smoke: a fixed thread count, so its checked outputs repeat
     if verbose:
         print(run)
         if cpus.late_note():

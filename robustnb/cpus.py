@@ -15,7 +15,16 @@ costs nothing measurable alone and removes the collapse.
   its container's CPU quota (cgroup ``cpu.max``), rather than the host's core count that torch would take.
 
 When torch was imported before robustnb these settings come too late for OpenMP; :func:`late_note` says so
-once (``robustnb.setup`` prints it). Nothing here imports torch.
+once (``robustnb.setup`` prints it).
+
+The passive wait policy alone does not remove the collapse (measured: a split ResNet ran 6.4x slower beside a
+2-thread load with 2 threads, passive or not): every parallel region still ends at a barrier, and with each of
+our threads sharing a core with another program, one of them is descheduled at almost every barrier. One thread
+has no barrier (1.9x slower beside the same load). So training adapts its thread count to the machine
+(:func:`threads_now`, called by :func:`robustnb.train.fit` every few dozen batches when :func:`adaptive` is on):
+the usable CPUs minus the other runnable tasks (``/proc/loadavg``), at least one. ``robustnb.setup`` turns it on
+for the ``cpu`` and ``full`` presets; ``smoke`` keeps a fixed thread count, so that its outputs, which the tests
+compare, do not depend on what else the machine runs. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -23,11 +32,13 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 #: environment variables this module sets when the user has not: name -> why
 MANAGED = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")
-_STATE = {"late": False}
+_STATE = {"late": False, "adaptive": False}
+LOADAVG = Path("/proc/loadavg")
 
 
 def _quota_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
@@ -68,6 +79,38 @@ def prepare(environ=os.environ, modules=sys.modules) -> dict[str, str]:
     return done
 
 
+def set_adaptive(on: bool) -> None:
+    """Let training adapt its thread count to the machine's load (:func:`threads_now`), or keep it fixed."""
+    _STATE["adaptive"] = bool(on)
+
+
+def adaptive() -> bool:
+    return _STATE["adaptive"]
+
+
+def other_runnable(samples: int = 3, interval: float = 0.005, loadavg: Path = LOADAVG) -> int | None:
+    """How many tasks besides this one are running or waiting for a CPU right now (the median of a few
+    readings of ``/proc/loadavg``'s running count, which includes the reader); None where it cannot be read."""
+    counts = []
+    for i in range(samples):
+        try:
+            counts.append(int(loadavg.read_text().split()[3].split("/")[0]))
+        except (OSError, ValueError, IndexError):
+            return None
+        if i + 1 < samples:
+            time.sleep(interval)
+    return max(0, sorted(counts)[len(counts) // 2] - 1)
+
+
+def threads_now(most: int | None = None, loadavg: Path = LOADAVG) -> int:
+    """Threads to train with now: the usable CPUs (at most ``most``) minus the other runnable tasks, at least 1.
+    Call it between parallel regions (idle OpenMP threads sleep under the passive policy, so they are not
+    counted)."""
+    cpus = usable_cpus() if most is None else min(most, usable_cpus())
+    others = other_runnable(loadavg=loadavg)
+    return cpus if others is None else max(1, min(cpus, usable_cpus() - others))
+
+
 def late_note() -> str:
     """A warning when torch was imported before robustnb (the OpenMP settings could not apply), else ''."""
     if not _STATE["late"]:
@@ -77,4 +120,5 @@ def late_note() -> str:
             "OMP_WAIT_POLICY=PASSIVE before starting Python.")
 
 
-__all__ = ["MANAGED", "prepare", "usable_cpus", "worker_env", "late_note"]
+__all__ = ["MANAGED", "prepare", "usable_cpus", "worker_env", "late_note", "set_adaptive", "adaptive",
+           "other_runnable", "threads_now"]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustnb import cpus
 from robustnb.cache import cached, data_spec
 from robustnb.checks import check_number
 from robustnb.config import ConfigError, check_seed, pick
@@ -32,6 +33,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULERS = ("none", "cosine", "step", "onecycle")
 PRECISIONS = ("fp32", "bf16")
 SPEED_DEFAULTS = {"precision": "fp32", "channels_last": False}
+#: batches between two looks at the machine's load when the thread count adapts (robustnb.cpus.threads_now)
+ADAPT_EVERY = 25
 
 LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
@@ -190,12 +193,15 @@ def fit(model: nn.Module, data, cfg: TrainConfig, *, device: torch.device | str 
     rows = []
     note(f"{desc}: epoch 1/{cfg.epochs} started", every=0)
     bar = tqdm(range(cfg.epochs), desc=desc, leave=False)
+    threads = torch.get_num_threads()
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "ce": 0.0, **{k: 0.0 for k in extra_terms}}
         correct = seen = 0
-        for x, y in _batches(data, cfg.batch_size, True, g):
+        for step, (x, y) in enumerate(_batches(data, cfg.batch_size, True, g)):
+            if device.type == "cpu" and cpus.adaptive() and step % ADAPT_EVERY == 0:
+                torch.set_num_threads(cpus.threads_now(threads))  # fewer threads while other programs run
             if cfg.augment:
                 x = augment_batch(x, g)
             x, y = x.to(device).contiguous(memory_format=layout), y.to(device)
@@ -230,6 +236,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, *, device: torch.device | str 
         if on_epoch is not None:
             on_epoch(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
+    torch.set_num_threads(threads)
     model.to(memory_format=torch.contiguous_format)
     model.eval()
     return pd.DataFrame(rows)
