@@ -31,7 +31,7 @@ import torchattacks
 from torch import nn
 
 from robustnb import registry
-from robustnb.attacks.base import perturb
+from robustnb.attacks.base import CheckedAttack, perturb
 from robustnb.attacks.entropy import EntropyAttack
 from robustnb.config import ConfigError
 from robustnb.split import rate
@@ -94,7 +94,7 @@ class DefendedModel(nn.Module):
 
 
 @registry.ATTACKS.register("adaptive_entropy", group="rate")
-class AdaptiveEntropyAttack(torchattacks.attack.Attack):
+class AdaptiveEntropyAttack(CheckedAttack, torchattacks.attack.Attack):
     """The entropy attack against ``defense`` in front of ``model`` (BPDA / unrolled gradients).
 
     Keyword arguments go to ``EntropyAttack`` (``eps``, ``steps``, ``noise_samples`` ...). The adversarial
@@ -115,6 +115,8 @@ class AdaptiveEntropyAttack(torchattacks.attack.Attack):
         self.inner = EntropyAttack(self.defended, **attack_kw)
         self.mode = self.defended.mode
         self.supported_mode = ["default"]
+
+    needs_labels = False
 
     def forward(self, images, labels=None):
         return self.inner(images, labels)

@@ -19,13 +19,13 @@ import torch.nn.functional as F
 import torchattacks
 
 from robustnb import registry
-from robustnb.attacks.base import check_epsilon, check_step, check_steps, perturb
-from robustnb.checks import check_images, check_number
+from robustnb.attacks.base import CheckedAttack, check_epsilon, check_step, check_steps, perturb
+from robustnb.checks import check_number
 from robustnb.split.rate import bits
 
 
 @registry.ATTACKS.register("entropy", group="rate")
-class EntropyAttack(torchattacks.attack.Attack):
+class EntropyAttack(CheckedAttack, torchattacks.attack.Attack):
     """L-inf PGD that maximises the estimated bitrate of a :class:`robustnb.split.SplitModel`.
 
     Arguments: ``eps`` (L-inf radius in [0, 1] units, e.g. 8/255), ``steps`` (20 in the paper), ``draws``
@@ -34,7 +34,7 @@ class EntropyAttack(torchattacks.attack.Attack):
     maximise the log-probability of the clean prediction, weighted by ``label_weight``).
     The objective is the mean over the batch of bits per latent element (so step sizes do not depend on
     the latent size). ``labels`` are ignored (the attack needs none; the stealthy variant keeps the
-    model's own clean prediction).
+    model's own clean prediction; when given they must be one per image).
 
     Shape: images ``(N, C, H, W)`` in ``[0, 1]``; returns adversarial images of the same shape, within
     ``eps`` of the input in L-inf and inside ``[0, 1]``.
@@ -69,8 +69,9 @@ class EntropyAttack(torchattacks.attack.Attack):
             obj = obj - self.label_weight * F.cross_entropy(out["logits"], clean_pred.repeat(self.draws))
         return obj
 
+    needs_labels = False
+
     def forward(self, images, labels=None):
-        check_images(images)
         images = images.clone().detach().to(self.device)
         if self.eps == 0 or self.steps == 0 or len(images) == 0:
             return images

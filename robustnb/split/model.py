@@ -33,6 +33,8 @@ with warnings.catch_warnings():
 from torch import nn
 
 from robustnb import registry
+from robustnb.checks import check_images
+from robustnb.config import ConfigError
 from robustnb.models import Normalize, SmallCNN
 from torchvision.models.resnet import BasicBlock
 
@@ -135,7 +137,9 @@ class SplitModel(CompressionModel):
 
     # edge side -------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The edge encoder: image in [0, 1] -> latent ``y`` (before quantisation)."""
+        """The edge encoder: images ``(N, C, H, W)`` in [0, 1] (checked, :func:`robustnb.checks.check_images`) ->
+        latent ``y`` (before quantisation). Every path from an image (forward, compress) starts here."""
+        check_images(x)
         return self.g_a(self.stem(self.normalize(x)))
 
     def _gaussian_params(self, z_hat):
@@ -169,16 +173,31 @@ class SplitModel(CompressionModel):
         return {"logits": self.classify(y_hat), "likelihoods": likelihoods, "latent": y_hat, "y": y}
 
     # the real bitstream ----------------------------------------------------------------------
+    @staticmethod
+    def _check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
+        """Refuse a non-finite tensor before it reaches the rANS coder: CompressAI casts NaN to a huge integer
+        symbol and its escape coding of that symbol never ends (a NaN pixel used to hang ``compress``)."""
+        if t.numel() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ConfigError(f"{name} has {bad} non-finite value(s) (NaN or inf): the rANS coder needs finite "
+                              "values. The images were checked to be finite in [0, 1], so the model's weights are "
+                              "not finite (a diverged training run?).")
+        return t
+
     @torch.no_grad()
     def compress(self, x: torch.Tensor) -> dict:
-        """Real rANS coding: ``{"strings": [y_strings(, z_strings)], "shape": latent (h, w)}``, one bytes per image."""
-        y = self.encode(x)
+        """Real rANS coding: ``{"strings": [y_strings(, z_strings)], "shape": latent (h, w)}``, one bytes per image.
+
+        ``x``: images ``(N, C, H, W)`` in [0, 1] (checked). A non-finite latent is refused with
+        :class:`robustnb.config.ConfigError` before the coder runs."""
+        y = self._check_finite(self.encode(x), "the latent y")
         if self.entropy_model == "factorized":
             return {"strings": [self.entropy_bottleneck.compress(y)], "shape": tuple(y.shape[-2:])}
-        z = self.h_a(y)
+        z = self._check_finite(self.h_a(y), "the hyper-latent z")
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         scales, means = self._gaussian_params(z_hat)
+        self._check_finite(torch.cat([scales, means]), "the predicted scales and means")
         indexes = self.gaussian_conditional.build_indexes(scales)
         y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
         return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
