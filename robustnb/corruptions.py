@@ -77,7 +77,7 @@ def _check_severities(severities) -> list[int]:
 
 
 def _check_seed(seed) -> int:
-    return check_number(seed, "seed", 0, None, integer=True)
+    return check_number(seed, "seed", 0, None, integer=True, hi_open=True)
 
 
 def _check_input(x) -> None:

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from robustnb.checks import check_images, check_labels, check_number
-from robustnb.config import ConfigError
+from robustnb.config import ConfigError, ConfigTypeError
 from robustnb.progress import note
 
 EPS_MAX = 64 / 255  # the largest L-inf radius any chapter uses is 32/255; 64/255 leaves room
@@ -22,8 +22,8 @@ EPS_MAX = 64 / 255  # the largest L-inf radius any chapter uses is 32/255; 64/25
 
 class CheckedAttack:
     """Mixin for a :class:`torchattacks.attack.Attack`: calling the attack checks ``images``
-    (:func:`robustnb.checks.check_images`) and ``labels`` (one integer label per image,
-    :func:`robustnb.checks.check_labels`) before the attack runs.
+    (:func:`robustnb.checks.check_images`, and of the model's float dtype) and ``labels`` (one integer label per
+    image, :func:`robustnb.checks.check_labels`) before the attack runs.
 
     ``needs_labels``: the attack cannot run without labels (untargeted attacks on the true labels); otherwise
     labels may be ``None`` and are checked when given. ``pass_empty``: an empty batch comes back as an empty copy
@@ -35,6 +35,10 @@ class CheckedAttack:
 
     def __call__(self, images, labels=None, *args, **kwargs):
         check_images(images)
+        weight = next(self.model.parameters(), None)  # int8 models have none
+        if weight is not None and torch.is_floating_point(weight) and images.dtype != weight.dtype:
+            raise ConfigTypeError(f"images are {images.dtype} but the model computes in {weight.dtype}: convert them "
+                                  f"with images.to({weight.dtype}).")
         if labels is None and self.needs_labels:
             raise ConfigError(f"{type(self).__name__} needs labels: call it as attack(images, labels) with one "
                               f"class index per image ({len(images)} images).")

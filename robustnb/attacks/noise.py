@@ -54,10 +54,10 @@ class SaltAndPepper(CheckedAttack, Attack):
                  across_channels: bool = True, seed: int = 0, budgets=()):
         with contextlib.redirect_stdout(io.StringIO()):  # torchattacks prints when a model has no parameters
             super().__init__("SaltAndPepper", model)
-        self.steps = check_number(steps, "steps", 1, None, integer=True)
-        self.repeats = check_number(repeats, "repeats", 1, None, integer=True)
+        self.steps = check_number(steps, "steps", 1, None, integer=True, hi_open=True)
+        self.repeats = check_number(repeats, "repeats", 1, None, integer=True, hi_open=True)
         self.max_p = check_number(max_p, "max_p", 0.0, 1.0, lo_open=True)
-        self.across_channels, self.seed = bool(across_channels), check_number(seed, "seed", 0, None, integer=True)
+        self.across_channels, self.seed = bool(across_channels), check_number(seed, "seed", 0, None, integer=True, hi_open=True)
         budgets = [budgets] if isinstance(budgets, (int, float)) else list(budgets)
         budgets = tuple(check_number(b, "budget", 0.0, 1.0, lo_open=True) for b in budgets)
         self.budgets = tuple(sorted(set(budgets)))

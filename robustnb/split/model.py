@@ -33,7 +33,7 @@ with warnings.catch_warnings():
 from torch import nn
 
 from robustnb import registry
-from robustnb.checks import check_images
+from robustnb.checks import check_images, check_number
 from robustnb.config import ConfigError
 from robustnb.models import Normalize, SmallCNN
 from torchvision.models.resnet import BasicBlock
@@ -41,6 +41,9 @@ from torchvision.models.resnet import BasicBlock
 registry.ENTROPY_MODELS.add("factorized", EntropyBottleneck, description="one learned density per channel")
 registry.ENTROPY_MODELS.add("hyperprior", GaussianConditional, description="mean-scale hyperprior")
 ENTROPY_MODELS = registry.ENTROPY_MODELS.names()
+#: the initial width of the learned factorized densities (CompressAI's ``EntropyBottleneck`` default: values
+#: spread over about +-10); a smaller one starts the density near the scale of an untrained encoder's latents
+DENSITY_INIT_SCALE = 10.0
 #: the four rate weights (loss = CE + lambda * bits per input pixel), from "send everything" to "send little"
 LAMBDAS = (0.01, 0.04, 0.16, 0.64)
 
@@ -110,11 +113,13 @@ class SplitModel(CompressionModel):
     ``noise`` overrides the entropy model's mode: ``True`` adds uniform noise instead of rounding (the
     training-time relaxation, used by the entropy attack), ``False`` rounds, ``None`` follows ``self.training``.
     ``compress(x)`` gives the real rANS byte strings, ``decompress(strings, shape)`` the logits.
+    ``init_scale``: the initial width of the factorized densities (``EntropyBottleneck(init_scale=...)``; the
+    factorized model's latent density and the hyperprior's side-information density).
     """
 
     def __init__(self, arch: str = "resnet", entropy_model: str = "factorized", num_classes: int = 10,
                  in_channels: int = 3, latent_channels: int = 24, hyper_channels: int = 16,
-                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), init_scale: float = DENSITY_INIT_SCALE):
         super().__init__()
         self.arch = check_split_arch(arch)
         self.entropy_model = check_entropy_model(entropy_model)
@@ -126,13 +131,14 @@ class SplitModel(CompressionModel):
         self.g_a = nn.Sequential(_conv(ch, 48), GDN(48), _conv(48, latent_channels, 3, 2))
         self.g_s = nn.Sequential(_conv(latent_channels, 4 * 32), nn.PixelShuffle(2), GDN(32, inverse=True),
                                  _conv(32, ch), nn.BatchNorm2d(ch), nn.ReLU(inplace=True))
+        self.init_scale = check_number(init_scale, "init_scale", 0.0, None, lo_open=True, hi_open=True)
         if entropy_model == "factorized":
-            self.entropy_bottleneck = EntropyBottleneck(latent_channels)
+            self.entropy_bottleneck = EntropyBottleneck(latent_channels, init_scale=self.init_scale)
         else:
             m, n = latent_channels, hyper_channels
             self.h_a = nn.Sequential(_conv(m, n), nn.LeakyReLU(inplace=True), _conv(n, n, 3, 2))
             self.h_s = nn.Sequential(_deconv(n, n), nn.LeakyReLU(inplace=True), _conv(n, 2 * m))
-            self.entropy_bottleneck = EntropyBottleneck(n)
+            self.entropy_bottleneck = EntropyBottleneck(n, init_scale=self.init_scale)
             self.gaussian_conditional = GaussianConditional(None)
 
     # edge side -------------------------------------------------------------------------------
