@@ -524,6 +524,7 @@ def experiment_spec(fn: Callable, arguments: Mapping) -> dict:
 
 __all__ = ["CACHE_FORMAT", "CacheError", "Unnameable", "canonical", "cache_key", "cache_path", "dataset_fingerprint",
            "data_spec", "atomic_write", "tensor_digest", "save_tensors", "load_tensors", "cached_tensors",
-           "json_digest", "write_json", "read_json", "cached_json", "save_checkpoint", "load_checkpoint", "cached", "module_sources", "code_fingerprint",
+           "json_digest", "write_json", "read_json",
+           "cached_json", "save_checkpoint", "load_checkpoint", "cached", "module_sources", "code_fingerprint",
            "sources_digest", "describe", "frame_digest", "save_frame", "load_frame", "save_result", "load_result", "cached_result",
            "experiment", "experiment_spec"]

@@ -44,7 +44,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10, FashionMNIST
 from tqdm.auto import tqdm
 
-from robustnb.config import ConfigError, cache_dir, data_dir
+from robustnb.checks import check_labels
+from robustnb.config import ConfigError, ConfigTypeError, cache_dir, data_dir
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_MNIST_CLASSES = [
@@ -129,10 +130,11 @@ class ImageDataset(Dataset):
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            got = (f"{self.images.dtype} {tuple(self.images.shape)}" if isinstance(self.images, torch.Tensor)
+                   else type(self.images).__name__)
+            raise ConfigTypeError(f"images must be a uint8 tensor (N, C, H, W) with values 0-255, got {got}.")
+        check_labels(self.labels, self.images)
         self.labels = self.labels.long()
 
     def __len__(self) -> int:

@@ -339,3 +339,11 @@ def test_a_changed_digit_in_a_cached_json_is_detected_and_recomputed(tmp_env):
     with pytest.warns(UserWarning, match="checksum"):
         assert cache.cached_json("tuning", spec, compute) == first
     assert len(calls) == 2 and cache.cached_json("tuning", spec, compute) == first and len(calls) == 2
+
+
+def test_a_dataset_of_images_and_labels_of_other_lengths_names_both():
+    images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ConfigError, match="got 3 labels for 4 images"):
+        rdata.ImageDataset("toy", images, torch.zeros(3, dtype=torch.long), ["a"], (0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(ConfigError, match="uint8"):
+        rdata.ImageDataset("toy", images.float(), torch.zeros(4, dtype=torch.long), ["a"], (0.5,) * 3, (0.5,) * 3)

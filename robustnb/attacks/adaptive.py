@@ -108,6 +108,8 @@ class AdaptiveEntropyAttack(CheckedAttack, torchattacks.attack.Attack):
         >>> rate.real_bytes(model, defense(x_adv)).mean()      # what the defended pipeline sends
     """
 
+    needs_labels = False  # the entropy attack needs none; labels given are checked (one per image)
+
     def __init__(self, model: nn.Module, defense: nn.Module, mode: str = "auto", through_mask: bool = True,
                  **attack_kw):
         self.defended = DefendedModel(model, defense, mode, through_mask)
@@ -115,8 +117,6 @@ class AdaptiveEntropyAttack(CheckedAttack, torchattacks.attack.Attack):
         self.inner = EntropyAttack(self.defended, **attack_kw)
         self.mode = self.defended.mode
         self.supported_mode = ["default"]
-
-    needs_labels = False
 
     def forward(self, images, labels=None):
         return self.inner(images, labels)

@@ -47,6 +47,8 @@ class EntropyAttack(CheckedAttack, torchattacks.attack.Attack):
         >>> rate.real_bytes(model, x_adv).mean() / rate.real_bytes(model, images).mean()
     """
 
+    needs_labels = False  # labels given are checked (one per image) and ignored
+
     def __init__(self, model, eps: float = 8 / 255, steps: int = 20, draws: int = 16, alpha: float | None = None,
                  random_start: bool = False, keep_label: bool = False, label_weight: float = 1.0, seed: int = 0):
         super().__init__("EntropyAttack", model)
@@ -68,8 +70,6 @@ class EntropyAttack(CheckedAttack, torchattacks.attack.Attack):
         if clean_pred is not None:
             obj = obj - self.label_weight * F.cross_entropy(out["logits"], clean_pred.repeat(self.draws))
         return obj
-
-    needs_labels = False
 
     def forward(self, images, labels=None):
         images = images.clone().detach().to(self.device)

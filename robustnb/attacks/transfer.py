@@ -209,7 +209,8 @@ def make_transfer_attack(name: str, surrogates: Sequence[nn.Module], eps: float 
     if key == "mifgsm":
         if kw:
             raise ConfigError(f"mifgsm takes no extra arguments {sorted(kw)}.")
-        return registry.TRANSFER_ATTACKS.get("mifgsm")(LogitEnsemble(surrogates), eps=eps, alpha=alpha, steps=steps, decay=decay)
+        return registry.TRANSFER_ATTACKS.get("mifgsm")(LogitEnsemble(surrogates), eps=eps, alpha=alpha, steps=steps,
+                                                       decay=decay)
     cls = registry.TRANSFER_ATTACKS.get(key)
     return cls(surrogates, eps=eps, alpha=alpha, steps=steps, decay=decay, **kw)
 
