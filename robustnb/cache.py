@@ -16,7 +16,10 @@ Specs of datasets are built by one helper, :func:`data_spec` (name, size and a f
 Experiment results (frames, crafted examples, numbers) are cached by the :func:`experiment` decorator, keyed by
 the function, its arguments (:func:`describe`: configs, dataset specs, model keys, tensor hashes) and the
 source of the robustnb modules its module imports (:func:`code_fingerprint`); frames are stored as Parquet,
-tensors like models, and a manifest written last makes an entry complete.
+tensors like models, and a manifest written last makes an entry complete. Every stored value is under a
+checksum: frames and tensors in their files, and the numbers, strings and structure kept in the manifest (and in
+:func:`cached_json`'s files) by a SHA-256 of their canonical JSON (:func:`json_digest`), so a digit changed by
+hand or by a damaged disk is a :class:`CacheError` and a recompute, never a silently different number.
 """
 
 from __future__ import annotations
@@ -159,20 +162,49 @@ def cached_tensors(name: str, spec: Mapping, compute: Callable[[], Mapping[str, 
     return out
 
 
+def json_digest(value: Any) -> str:
+    """SHA-256 of a JSON-able value's canonical text (sorted keys): the checksum of the numbers, strings and
+    structure a JSON file holds. A value read back from its file has the digest it was written with."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def write_json(path: Path, body: Mapping) -> Path:
+    """Write a JSON object with a ``sha256`` of its content (:func:`json_digest`), atomically."""
+    text = json.dumps({**body, "sha256": json_digest(dict(body))})
+    return atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def read_json(path: Path) -> dict:
+    """Read what :func:`write_json` wrote; :class:`CacheError` if unreadable or if its content does not match
+    its checksum (a changed digit, a file without a checksum)."""
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise CacheError(f"{path} is unreadable ({type(e).__name__})") from e
+    if not isinstance(payload, dict):
+        raise CacheError(f"{path} is unreadable (not a JSON object)")
+    if "sha256" not in payload:
+        raise CacheError(f"{path} has no checksum (written by an older robustnb)")
+    digest = payload.pop("sha256")
+    if digest != json_digest(payload):
+        raise CacheError(f"{path} is damaged: its values do not match their checksum")
+    return payload
+
+
 def cached_json(name: str, spec: Mapping, compute: Callable[[], Any], folder: str = "results") -> Any:
-    """A JSON-able result from the cache, or ``compute()`` it and store it with its spec."""
+    """A JSON-able result from the cache, or ``compute()`` it and store it with its spec and a checksum. A
+    damaged or stale file is recomputed and replaced (with a warning), never trusted."""
     path = cache_path(name, spec, folder, suffix=".json")
     if path.exists():
         try:
-            payload = json.loads(path.read_text())
-            if payload.get("spec") == canonical(spec):
+            payload = read_json(path)
+            if payload.get("spec") == canonical(spec) and "value" in payload:
                 return payload["value"]
             warnings.warn(f"{path} was saved for a different spec; recomputing")
-        except (ValueError, KeyError, AttributeError) as e:
-            warnings.warn(f"{path} is unreadable ({type(e).__name__}); recomputing")
+        except CacheError as e:
+            warnings.warn(f"{e}; recomputing")
     value = compute()
-    text = json.dumps({"spec": canonical(spec), "value": value})
-    atomic_write(path, lambda f: f.write(text), mode="w")
+    write_json(path, {"spec": canonical(spec), "value": value})
     return value
 
 
@@ -388,7 +420,8 @@ def _decode(enc, frames: list, tensors: Mapping) -> Any:
 
 def save_result(folder: Path, value, spec: Mapping) -> None:
     """Store an experiment's result under ``folder``: frames as Parquet, tensors in one checksummed torch file,
-    and last a manifest naming the structure; a run killed before the manifest leaves nothing that is read."""
+    and last a manifest naming the structure and holding the plain values (numbers, strings), under its own
+    checksum (:func:`write_json`); a run killed before the manifest leaves nothing that is read."""
     frames, tensors = [], {}
     structure = _encode(value, frames, tensors)
     manifest = folder / "manifest.json"
@@ -398,17 +431,14 @@ def save_result(folder: Path, value, spec: Mapping) -> None:
         save_frame(folder / f"frame{i}.parquet", f, {**spec, "part": i})
     if tensors:
         save_tensors(folder / "tensors.pt", tensors, spec)
-    text = json.dumps({"spec": canonical(spec), "structure": structure, "frames": len(frames),
-                       "tensors": bool(tensors)})
-    atomic_write(manifest, lambda f: f.write(text), mode="w")
+    write_json(manifest, {"spec": canonical(spec), "structure": structure, "frames": len(frames),
+                          "tensors": bool(tensors)})
 
 
 def load_result(folder: Path, spec: Mapping) -> Any:
-    """Read what :func:`save_result` wrote; :class:`CacheError` if incomplete, for another spec, or damaged."""
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError) as e:
-        raise CacheError(f"{folder} has no readable manifest ({type(e).__name__})") from e
+    """Read what :func:`save_result` wrote; :class:`CacheError` if incomplete, for another spec, or damaged
+    (a frame, the tensors or the manifest's own values not matching their checksum)."""
+    manifest = read_json(folder / "manifest.json")
     if manifest.get("spec") != canonical(spec):
         raise CacheError(f"{folder} was saved for a different spec")
     frames = [load_frame(folder / f"frame{i}.parquet", {**spec, "part": i}) for i in range(manifest["frames"])]
@@ -494,6 +524,7 @@ def experiment_spec(fn: Callable, arguments: Mapping) -> dict:
 
 __all__ = ["CACHE_FORMAT", "CacheError", "Unnameable", "canonical", "cache_key", "cache_path", "dataset_fingerprint",
            "data_spec", "atomic_write", "tensor_digest", "save_tensors", "load_tensors", "cached_tensors",
+           "json_digest", "write_json", "read_json",
            "cached_json", "save_checkpoint", "load_checkpoint", "cached", "module_sources", "code_fingerprint",
            "sources_digest", "describe", "frame_digest", "save_frame", "load_frame", "save_result", "load_result", "cached_result",
            "experiment", "experiment_spec"]

@@ -6,6 +6,7 @@ allowed range, so a mistake fails at the call that made it instead of deep insid
 * :func:`check_images`: a float tensor ``(N, C, H, W)`` with values in ``[0, 1]``, finite; ``N = 0`` is allowed
   (entry points return an empty batch for it). Catches 0-255 images, HWC layout, single images without the
   batch dimension, integer dtypes and NaNs.
+* :func:`check_labels`: one integer class index per image (the lengths of images and labels must agree).
 * :func:`check_number`: a real number (not a bool, not NaN), finite unless allowed, inside an interval,
   integral where it must be (Python and NumPy integers alike).
 """
@@ -38,15 +39,36 @@ def check_images(x, name: str = "images") -> torch.Tensor:
                           "(for uint8 images use x.float() / 255).")
     if x.numel() == 0:
         return x
-    with torch.no_grad():
-        lo, hi = float(x.min()), float(x.max())
-        finite = bool(torch.isfinite(x).all())
-    if not finite:
-        raise ConfigError(f"{name} contain NaN or infinite values.")
+    with torch.no_grad():  # one pass and one device sync: min and max are NaN / inf whenever a value is
+        lo, hi = (float(v) for v in torch.stack(torch.aminmax(x.detach())).float().tolist())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        with torch.no_grad():
+            nans, infs = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+        what = ", ".join(f"{k} {w}" for k, w in ((nans, "NaN"), (infs, "infinite")) if k)
+        raise ConfigError(f"{name} must be finite with values in [0, 1], got {what} value(s).")
     if lo < -1e-6 or hi > 1 + 1e-6:
         hint = " (0-255 images? divide by 255)" if hi > 1.5 else ""
         raise ConfigError(f"{name} must have values in [0, 1], got [{lo:.4g}, {hi:.4g}]{hint}.")
     return x
+
+
+def check_labels(labels, images, name: str = "labels", images_name: str = "images") -> torch.Tensor:
+    """Return ``labels`` if it is one class index per image of ``images``: an integer tensor ``(N,)`` with
+    ``N = len(images)`` and no negative value; else raise naming both lengths (or the bad dtype / shape)."""
+    n = len(images)
+    if not isinstance(labels, torch.Tensor):
+        raise ConfigTypeError(f"{name} must be a torch.Tensor of {n} class indices (one per image), got "
+                              f"{type(labels).__name__}.")
+    if labels.dim() != 1:
+        raise ConfigError(f"{name} must be 1-D (one class index per image), got shape {tuple(labels.shape)}.")
+    if len(labels) != n:
+        raise ConfigError(f"{name} and {images_name} must have the same length (one label per image), got "
+                          f"{len(labels)} {name} for {n} {images_name}.")
+    if torch.is_floating_point(labels) or torch.is_complex(labels) or labels.dtype == torch.bool:
+        raise ConfigTypeError(f"{name} must be integer class indices (torch.long), got dtype {labels.dtype}.")
+    if len(labels) and int(labels.min()) < 0:
+        raise ConfigError(f"{name} must be class indices >= 0, got {int(labels.min())}.")
+    return labels
 
 
 def check_number(value, name: str, lo: float | None = None, hi: float | None = None, *, integer: bool = False,
@@ -84,4 +106,4 @@ def check_number(value, name: str, lo: float | None = None, hi: float | None = N
     return value
 
 
-__all__ = ["check_images", "check_number"]
+__all__ = ["check_images", "check_labels", "check_number"]

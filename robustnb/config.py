@@ -76,12 +76,19 @@ def pick(preset: str, **by_preset):
 
 
 def get_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` picks CUDA when available (Colab, a workstation), then Apple MPS, else the CPU."""
+    """``auto`` picks CUDA when available (Colab, a workstation), then Apple MPS, else the CPU.
+
+    Allowed: ``None``/``""``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``, each optionally with a device index
+    (``"cuda:1"``), or a :class:`torch.device`; anything else raises :class:`ConfigError` naming the value.
+    """
     if isinstance(device, torch.device):
         return device
-    device = "auto" if device in (None, "") else str(device)
-    base = device.split(":")[0]
+    device = "auto" if device in (None, "") else str(device).strip()
+    base, sep, index = device.partition(":")
     _check_choice("device", base, DEVICES)
+    forms = "'auto', 'cpu', 'cuda', 'mps', 'cuda:N' (N a device index >= 0) or a torch.device"
+    if sep and (base == "auto" or not index.isdigit()):
+        raise ConfigError(f"Unknown device {device!r}: choose one of {forms}.")
     if base == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -93,7 +100,10 @@ def get_device(device: str | torch.device | None = "auto") -> torch.device:
     mps = getattr(torch.backends, "mps", None)
     if base == "mps" and not (mps is not None and mps.is_available()):
         raise ConfigError(f"device {device!r} was asked for but Apple MPS is not available here; use 'auto' or 'cpu'.")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError as e:  # an index torch refuses
+        raise ConfigError(f"Invalid device {device!r} ({e}): choose one of {forms}.") from None
 
 
 def check_seed(seed) -> int:

@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from robustnb import registry
-from robustnb.checks import check_images
+from robustnb.checks import check_images, check_number
+from robustnb.config import ConfigError
 
 __all__ = [
     "CORRUPTIONS", "CORRUPTION_GROUPS", "STOCHASTIC", "SEVERITIES", "corrupt", "corruption_grid",
@@ -63,9 +64,20 @@ STOCHASTIC: set[str] = set()
 def _check_severity(severity) -> int:
     if isinstance(severity, bool) or not isinstance(severity, numbers.Integral) \
             or not 1 <= int(severity) <= 5:
-        raise ValueError(f"severity must be an int in 1..5 (allowed: {list(SEVERITIES)}), "
-                         f"got {severity!r}")
+        raise ConfigError(f"severity must be an int in 1..5 (allowed: {list(SEVERITIES)}), "
+                          f"got {severity!r}")
     return int(severity)
+
+
+def _check_severities(severities) -> list[int]:
+    """One severity or a sequence of them, as a list of ints in 1..5."""
+    if isinstance(severities, (numbers.Number, str, bytes)) or not isinstance(severities, Iterable):
+        severities = [severities]
+    return [_check_severity(s) for s in severities]
+
+
+def _check_seed(seed) -> int:
+    return check_number(seed, "seed", 0, None, integer=True, hi_open=True)
 
 
 def _check_input(x) -> None:
@@ -80,10 +92,11 @@ def _register(group: str, stochastic: bool):
         def wrapper(x: torch.Tensor, severity: int = 3, seed: int = 0) -> torch.Tensor:
             _check_input(x)
             severity = _check_severity(severity)
+            seed = _check_seed(seed)
             if len(x) == 0:
                 return x.clone()
             work = x if x.dtype in (torch.float32, torch.float64) else x.float()
-            out = fn(work, severity, int(seed))
+            out = fn(work, severity, seed)
             return out.clamp(0.0, 1.0).to(dtype=x.dtype, device=x.device)
 
         CORRUPTIONS.add(fn.__name__, wrapper, group=group, stochastic=stochastic)
@@ -420,16 +433,18 @@ def corrupt(x: torch.Tensor, name: str, severity: int = 3, seed: int = 0) -> tor
     return CORRUPTIONS[_check_name(name)](x, severity, seed)
 
 
-def corruption_grid(x: torch.Tensor, names: Iterable[str] | None = None,
-                    severities: Iterable[int] = (1, 3, 5),
+def corruption_grid(x: torch.Tensor, names: Iterable[str] | str | None = None,
+                    severities: Iterable[int] | int = (1, 3, 5),
                     seed: int = 0) -> Iterator[tuple[str, int, torch.Tensor]]:
     """Yield ``(name, severity, corrupted x)`` for every name x severity (all names by default).
 
-    Names, severities and ``x`` are validated before the first item is produced.
+    ``names`` and ``severities`` are one value or a sequence. Names, severities, ``seed`` and ``x`` are
+    validated before the first item is produced.
     """
     names = list(CORRUPTIONS) if names is None else [_check_name(n) for n in
                                                      ([names] if isinstance(names, str) else names)]
-    severities = [_check_severity(s) for s in severities]
+    severities = _check_severities(severities)
+    seed = _check_seed(seed)
     _check_input(x)
 
     def gen():

@@ -44,7 +44,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10, FashionMNIST
 from tqdm.auto import tqdm
 
-from robustnb.config import ConfigError, cache_dir, data_dir
+from robustnb.checks import check_labels
+from robustnb.config import ConfigError, ConfigTypeError, cache_dir, data_dir
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_MNIST_CLASSES = [
@@ -66,16 +67,26 @@ FETCH_COMMAND = "python data_scripts/get_data.py {name} --root {root}"
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is not on disk and could not be downloaded."""
+    """A dataset is not on disk and could not be downloaded.
 
-    def __init__(self, name: str, searched, reason: str = "", root: Path | None = None):
+    ``root`` is the ``--root`` of the fetch command in the message (default: the data folder). ``given_root``:
+    the ``root=`` the caller passed to the loader, if any; the message then names it instead of suggesting
+    ``ROBUSTNB_DATA`` (which a given root overrides), and ``where`` may say where the command puts the files."""
+
+    def __init__(self, name: str, searched, reason: str = "", root: Path | None = None,
+                 given_root: Path | None = None, where: str = ""):
         searched = [str(p) for p in searched]
         root = root or data_dir()
+        if given_root is not None:
+            tail = (f"\n({where + '; ' if where else ''}you gave root={str(given_root)!r}: pass root= the folder "
+                    "that holds it, or leave root out to use ROBUSTNB_DATA).")
+        else:
+            tail = "\n(or point ROBUSTNB_DATA at the folder that holds it)."
         msg = (
             f"Dataset {name!r} not found. Searched: {', '.join(searched) or '(nothing)'}."
             + (f" {reason}" if reason else "")
             + f"\nFetch it with:  {FETCH_COMMAND.format(name=name, root=root)}"
-            + "\n(or point ROBUSTNB_DATA at the folder that holds it)."
+            + tail
         )
         super().__init__(msg)
         self.name, self.searched, self.reason = name, searched, reason
@@ -119,10 +130,11 @@ class ImageDataset(Dataset):
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            got = (f"{self.images.dtype} {tuple(self.images.shape)}" if isinstance(self.images, torch.Tensor)
+                   else type(self.images).__name__)
+            raise ConfigTypeError(f"images must be a uint8 tensor (N, C, H, W) with values 0-255, got {got}.")
+        check_labels(self.labels, self.images)
         self.labels = self.labels.long()
 
     def __len__(self) -> int:
@@ -357,7 +369,8 @@ def _decode_cifar_archive(archive: Path, split: str, root: Path | None = None):
 def load_cifar10(split: str = "train", root: str | Path | None = None, download: bool = True) -> ImageDataset:
     """CIFAR-10 ``train`` (50,000) or ``test`` (10,000) images, 32x32 RGB, 10 classes."""
     _check_split(split)
-    root = Path(root) if root is not None else data_dir()
+    given = Path(root) if root is not None else None
+    root = given or data_dir()
     official = root / "cifar-10-batches-py"
     archive = next((p for p in (root / CIFAR10_ARCHIVE, root / "cifar10" / CIFAR10_ARCHIVE) if p.exists()), None)
     problem = _cifar_batches_problem(official) if official.exists() else None
@@ -386,7 +399,7 @@ def load_cifar10(split: str = "train", root: str | Path | None = None, download:
     elif x is None:
         raise DatasetNotFoundError("cifar10", [official, root / CIFAR10_ARCHIVE],
                                    "Neither the official batches nor the offline archive are there (download disabled).",
-                                   root)
+                                   root, given_root=given)
     return ImageDataset("cifar10", torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y), classes,
                         CIFAR10_MEAN, CIFAR10_STD, source)
 
@@ -395,14 +408,15 @@ def load_cifar10(split: str = "train", root: str | Path | None = None, download:
 def load_fashion_mnist(split: str = "train", root: str | Path | None = None, download: bool = True) -> ImageDataset:
     """Fashion-MNIST ``train`` (60,000) or ``test`` (10,000), 28x28 grey, from the official idx files."""
     _check_split(split)
-    root = Path(root) if root is not None else data_dir()
+    given = Path(root) if root is not None else None
+    root = given or data_dir()
     raw = root / "FashionMNIST" / "raw"
     try:
         ds = FashionMNIST(str(root), train=split == "train", download=False)
     except RuntimeError:
         if not download:
             raise DatasetNotFoundError("fashion_mnist", [raw], "The idx files are not there (download disabled).",
-                                       root) from None
+                                       root, given_root=given) from None
         _download("fashion_mnist", root)
         ds = FashionMNIST(str(root), train=split == "train", download=False)
     return ImageDataset("fashion_mnist", ds.data.unsqueeze(1).contiguous(), ds.targets, list(ds.classes),
@@ -425,11 +439,24 @@ def find_office31(root: str | Path | None = None) -> Path | None:
     return None
 
 
-def _decode_office31_file(path: Path, size: int) -> np.ndarray:
+def _office31_fetch_root(root: str | Path | None) -> tuple[Path | None, str]:
+    """``(--root of the fetch command, where it puts the files)`` for an Office-31 ``root=`` (the folder that
+    holds ``{amazon,dslr,webcam}``): the command extracts into ``<its --root>/office31``, so its ``--root`` is the
+    given folder's parent. ``(None, "")`` when no root was given (the data folder)."""
+    if root is None:
+        return None, ""
+    root = Path(root)
+    target = root.parent / "office31"
+    where = f"it extracts into {target}" + ("" if target == root else f", so then load with root={str(target)!r}")
+    return root.parent, where
+
+
+def _decode_office31_file(path: Path, size: int, root: str | Path | None = None) -> np.ndarray:
     try:
         return _decode_image(path.read_bytes(), size)
     except Exception as e:  # UnidentifiedImageError, truncated JPEG, unreadable file ...
-        raise DatasetCorruptError("office31", path, f"not a readable image ({type(e).__name__}: {e}).") from e
+        raise DatasetCorruptError("office31", path, f"not a readable image ({type(e).__name__}: {e}).",
+                                  root=_office31_fetch_root(root)[0]) from e
 
 
 def load_office31(domain: str, image_size: int = 224, root: str | Path | None = None) -> ImageDataset:
@@ -445,23 +472,27 @@ def load_office31(domain: str, image_size: int = 224, root: str | Path | None = 
         raise ConfigError(f"image_size must be an integer in [8, 512], got {image_size!r}.")
     image_size = size
     found = find_office31(root)
+    fetch_root, where = _office31_fetch_root(root)
+    given = Path(root) if root is not None else None
     if found is None:
         searched = office31_roots(root)
         raise DatasetNotFoundError("office31", searched,
-                                   "Expected <root>/{amazon,dslr,webcam}/images/<class>/*.jpg (31 classes).")
+                                   "Expected <root>/{amazon,dslr,webcam}/images/<class>/*.jpg (31 classes).",
+                                   fetch_root, given_root=given, where=where)
     folder = found / domain / "images"
     files = sorted(p for p in folder.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     unknown = sorted({p.parent.name for p in files} - set(OFFICE31_CLASSES))
     if unknown:
         raise ValueError(f"{folder}: unknown Office-31 class folders {unknown}; expected the 31 standard classes.")
     if not files:
-        raise DatasetNotFoundError("office31", [folder], f"No images in the {domain!r} domain.")
+        raise DatasetNotFoundError("office31", [folder], f"No images in the {domain!r} domain.", fetch_root,
+                                   given_root=given, where=where)
     key = hashlib.sha1("|".join(f"{p}:{p.stat().st_size}" for p in files).encode()).hexdigest()[:12]
     cache = cache_dir() / "datasets" / f"office31-{domain}-{image_size}-{key}.npz"
     cached = _load_npz(cache) if cache.exists() else None
     if cached is None:
         index = {c: i for i, c in enumerate(OFFICE31_CLASSES)}
-        x = np.stack([_decode_office31_file(p, image_size)
+        x = np.stack([_decode_office31_file(p, image_size, root)
                       for p in tqdm(files, desc=f"decoding Office-31 {domain} (once)", mininterval=1)])
         y = np.array([index[p.parent.name] for p in files], dtype=np.int64)
         _atomic_save_npz(cache, x=x, y=y)

@@ -38,7 +38,7 @@ from torch import nn
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from robustnb import registry
-from robustnb.checks import check_images, check_number
+from robustnb.checks import check_images, check_labels, check_number
 from robustnb.config import ConfigError
 from robustnb.signal import check_cutoff, split, tv_denoise
 from robustnb.split import rate
@@ -96,6 +96,7 @@ def likelihood_mask(bit_map_fn, x: torch.Tensor, cutoff: float = 0.15, source: s
     that of ``bit_map_fn.soft`` (the noise-relaxed bit map, differentiable; a plain function without ``soft``
     is called again with gradients enabled).
     """
+    check_images(x)
     if source not in MASK_SOURCES:
         raise ConfigError(f"Unknown mask source {source!r}: choose one of {MASK_SOURCES}.")
     src = split(x, cutoff)[0].clamp(0, 1) if source == "low" else x
@@ -112,6 +113,9 @@ def grad_cam(model, x: torch.Tensor, target: torch.Tensor | None = None) -> torc
     ``a_c`` the spatial mean of d logit / d A_c for the predicted (or ``target``) class; upsampled and scaled
     to [0, 1], shape ``(N, 1, H, W)``. ``model(x)`` must return ``{"logits", "latent"}`` with the latent in
     the graph of the logits."""
+    check_images(x)
+    if target is not None:
+        check_labels(target, x, "target")
     with torch.enable_grad():
         out = model(x.detach())
         a, logits = out["latent"], out["logits"]
@@ -311,6 +315,7 @@ def make_defense(name: str, bit_map_fn=None, settings: DefenseSettings | None = 
 
 def apply(defense: Defense, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Run a defense over a large tensor in batches, without gradients."""
+    check_images(x)
     with torch.no_grad():
         return torch.cat([defense(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else x
 

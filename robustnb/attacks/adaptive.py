@@ -31,7 +31,7 @@ import torchattacks
 from torch import nn
 
 from robustnb import registry
-from robustnb.attacks.base import perturb
+from robustnb.attacks.base import CheckedAttack, perturb
 from robustnb.attacks.entropy import EntropyAttack
 from robustnb.config import ConfigError
 from robustnb.split import rate
@@ -94,7 +94,7 @@ class DefendedModel(nn.Module):
 
 
 @registry.ATTACKS.register("adaptive_entropy", group="rate")
-class AdaptiveEntropyAttack(torchattacks.attack.Attack):
+class AdaptiveEntropyAttack(CheckedAttack, torchattacks.attack.Attack):
     """The entropy attack against ``defense`` in front of ``model`` (BPDA / unrolled gradients).
 
     Keyword arguments go to ``EntropyAttack`` (``eps``, ``steps``, ``noise_samples`` ...). The adversarial
@@ -107,6 +107,8 @@ class AdaptiveEntropyAttack(torchattacks.attack.Attack):
         >>> x_adv = attack(images)
         >>> rate.real_bytes(model, defense(x_adv)).mean()      # what the defended pipeline sends
     """
+
+    needs_labels = False  # the entropy attack needs none; labels given are checked (one per image)
 
     def __init__(self, model: nn.Module, defense: nn.Module, mode: str = "auto", through_mask: bool = True,
                  **attack_kw):

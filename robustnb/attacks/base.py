@@ -1,6 +1,11 @@
-"""What every attack shares: the epsilon check, the ball/box check and the batched runner.
+"""What every attack shares: the input checks of a call, the epsilon check, the ball/box check and the batched
+runner.
 
-Images are in ``[0, 1]`` and epsilon is an L-inf radius in the same units (``8/255``).
+Images are in ``[0, 1]`` and epsilon is an L-inf radius in the same units (``8/255``). Every attack the package
+hands out checks its inputs when called (:class:`CheckedAttack`): the package's own attacks inherit it, and the
+torchattacks classes are registered through :func:`checked`, a subclass whose call does the same, so
+``make_attack("pgd", model, 8/255)(x, y)`` refuses 0-255, HWC, 2-D or NaN images and labels of another length
+with :class:`robustnb.config.ConfigError` instead of a traceback from inside torch.
 """
 
 from __future__ import annotations
@@ -8,10 +13,48 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from robustnb.checks import check_images, check_number
+from robustnb.checks import check_images, check_labels, check_number
+from robustnb.config import ConfigError, ConfigTypeError
 from robustnb.progress import note
 
 EPS_MAX = 64 / 255  # the largest L-inf radius any chapter uses is 32/255; 64/255 leaves room
+
+
+class CheckedAttack:
+    """Mixin for a :class:`torchattacks.attack.Attack`: calling the attack checks ``images``
+    (:func:`robustnb.checks.check_images`, and of the model's float dtype) and ``labels`` (one integer label per
+    image, :func:`robustnb.checks.check_labels`) before the attack runs.
+
+    ``needs_labels``: the attack cannot run without labels (untargeted attacks on the true labels); otherwise
+    labels may be ``None`` and are checked when given. ``pass_empty``: an empty batch comes back as an empty copy
+    without running the attack (for attacks whose own code does not handle it).
+    """
+
+    needs_labels = True
+    pass_empty = False
+
+    def __call__(self, images, labels=None, *args, **kwargs):
+        check_images(images)
+        weight = next(self.model.parameters(), None)  # int8 models have none
+        if weight is not None and torch.is_floating_point(weight) and images.dtype != weight.dtype:
+            raise ConfigTypeError(f"images are {images.dtype} but the model computes in {weight.dtype}: convert them "
+                                  f"with images.to({weight.dtype}).")
+        if labels is None and self.needs_labels:
+            raise ConfigError(f"{type(self).__name__} needs labels: call it as attack(images, labels) with one "
+                              f"class index per image ({len(images)} images).")
+        if labels is not None:
+            check_labels(labels, images)
+        if self.pass_empty and len(images) == 0:
+            return images.clone()
+        return super().__call__(images, labels, *args, **kwargs)
+
+
+def checked(cls: type, needs_labels: bool = True) -> type:
+    """A subclass of the torchattacks attack class ``cls`` whose call checks its inputs (:class:`CheckedAttack`);
+    same name, same arguments, ``isinstance(attack, cls)`` holds."""
+    return type(cls.__name__, (CheckedAttack, cls),
+                {"__module__": __name__, "__doc__": cls.__doc__, "__qualname__": cls.__qualname__,
+                 "needs_labels": needs_labels, "pass_empty": True})
 
 
 def check_epsilon(eps, name: str = "epsilon", max_eps: float = EPS_MAX) -> float:
@@ -46,10 +89,11 @@ def check_in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float, tol: float =
 def perturb(attack, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 256,
             desc: str | None = None) -> torch.Tensor:
     """Run ``attack(x, y)`` over ``x`` in batches (CPU result, same order); an empty batch comes back empty.
-    ``y`` may be ``None`` for attacks that need no labels (they get zeros)."""
+    ``y`` may be ``None`` for attacks that need no labels (they get zeros); otherwise one label per image."""
     check_images(x)
     if y is None:
         y = torch.zeros(len(x), dtype=torch.long)
+    check_labels(y, x)
     outs = []
     starts = range(0, len(x), batch_size)
     name = desc or type(attack).__name__

@@ -19,13 +19,13 @@ import torch.nn.functional as F
 import torchattacks
 
 from robustnb import registry
-from robustnb.attacks.base import check_epsilon, check_step, check_steps, perturb
-from robustnb.checks import check_images, check_number
+from robustnb.attacks.base import CheckedAttack, check_epsilon, check_step, check_steps, perturb
+from robustnb.checks import check_number
 from robustnb.split.rate import bits
 
 
 @registry.ATTACKS.register("entropy", group="rate")
-class EntropyAttack(torchattacks.attack.Attack):
+class EntropyAttack(CheckedAttack, torchattacks.attack.Attack):
     """L-inf PGD that maximises the estimated bitrate of a :class:`robustnb.split.SplitModel`.
 
     Arguments: ``eps`` (L-inf radius in [0, 1] units, e.g. 8/255), ``steps`` (20 in the paper), ``draws``
@@ -34,7 +34,7 @@ class EntropyAttack(torchattacks.attack.Attack):
     maximise the log-probability of the clean prediction, weighted by ``label_weight``).
     The objective is the mean over the batch of bits per latent element (so step sizes do not depend on
     the latent size). ``labels`` are ignored (the attack needs none; the stealthy variant keeps the
-    model's own clean prediction).
+    model's own clean prediction; when given they must be one per image).
 
     Shape: images ``(N, C, H, W)`` in ``[0, 1]``; returns adversarial images of the same shape, within
     ``eps`` of the input in L-inf and inside ``[0, 1]``.
@@ -46,6 +46,8 @@ class EntropyAttack(torchattacks.attack.Attack):
         >>> x_adv = attack(images)                      # labels are not needed
         >>> rate.real_bytes(model, x_adv).mean() / rate.real_bytes(model, images).mean()
     """
+
+    needs_labels = False  # labels given are checked (one per image) and ignored
 
     def __init__(self, model, eps: float = 8 / 255, steps: int = 20, draws: int = 16, alpha: float | None = None,
                  random_start: bool = False, keep_label: bool = False, label_weight: float = 1.0, seed: int = 0):
@@ -70,7 +72,6 @@ class EntropyAttack(torchattacks.attack.Attack):
         return obj
 
     def forward(self, images, labels=None):
-        check_images(images)
         images = images.clone().detach().to(self.device)
         if self.eps == 0 or self.steps == 0 or len(images) == 0:
             return images

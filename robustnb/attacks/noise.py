@@ -29,12 +29,12 @@ from torch import nn
 from torchattacks.attack import Attack
 
 from robustnb import registry
-from robustnb.checks import check_images
-from robustnb.config import ConfigError
+from robustnb.attacks.base import CheckedAttack
+from robustnb.checks import check_number
 
 
 @registry.ATTACKS.register("salt_pepper", group="noise")
-class SaltAndPepper(Attack):
+class SaltAndPepper(CheckedAttack, Attack):
     r"""Salt & pepper noise attack (foolbox's ``SaltAndPepperNoiseAttack``, repeated linear search).
 
     Arguments:
@@ -54,17 +54,13 @@ class SaltAndPepper(Attack):
                  across_channels: bool = True, seed: int = 0, budgets=()):
         with contextlib.redirect_stdout(io.StringIO()):  # torchattacks prints when a model has no parameters
             super().__init__("SaltAndPepper", model)
-        if not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"steps must be a positive integer, got {steps!r}.")
-        if not isinstance(repeats, int) or repeats < 1:
-            raise ConfigError(f"repeats must be a positive integer, got {repeats!r}.")
-        if not (isinstance(max_p, (int, float)) and 0 < max_p <= 1):
-            raise ConfigError(f"max_p must be in (0, 1], got {max_p!r}.")
-        self.steps, self.repeats, self.max_p = steps, repeats, float(max_p)
-        self.across_channels, self.seed = across_channels, seed
-        budgets = tuple(float(b) for b in budgets)
-        if any(not (0 < b <= 1) for b in budgets):
-            raise ConfigError(f"budgets must be probabilities in (0, 1], got {budgets!r}.")
+        self.steps = check_number(steps, "steps", 1, None, integer=True, hi_open=True)
+        self.repeats = check_number(repeats, "repeats", 1, None, integer=True, hi_open=True)
+        self.max_p = check_number(max_p, "max_p", 0.0, 1.0, lo_open=True)
+        self.across_channels = bool(across_channels)
+        self.seed = check_number(seed, "seed", 0, None, integer=True, hi_open=True)
+        budgets = [budgets] if isinstance(budgets, (int, float)) else list(budgets)
+        budgets = tuple(check_number(b, "budget", 0.0, 1.0, lo_open=True) for b in budgets)
         self.budgets = tuple(sorted(set(budgets)))
         if self.device is None:  # int8 models have no parameters: use a buffer's device, else the CPU
             buf = next(model.buffers(), None)
@@ -89,7 +85,6 @@ class SaltAndPepper(Attack):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        check_images(images)
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
         n = len(images)

@@ -19,18 +19,19 @@ from tqdm.auto import tqdm
 
 from robustnb import registry
 from robustnb.config import ConfigError
-from robustnb.attacks.base import check_epsilon, perturb
-from robustnb.checks import check_images
+from robustnb.attacks.base import check_epsilon, checked, perturb
+from robustnb.checks import check_images, check_labels
 from robustnb.train import accuracy
 
 for _name, _cls in (("fgsm", torchattacks.FGSM), ("pgd", torchattacks.PGD), ("mifgsm", torchattacks.MIFGSM),
                     ("bim", torchattacks.BIM), ("autoattack", torchattacks.AutoAttack)):
-    registry.ATTACKS.add(_name, _cls, group="standard")
+    registry.ATTACKS.add(_name, checked(_cls), group="standard")  # the torchattacks class, checking its inputs
 STANDARD_ATTACKS = {n: registry.ATTACKS.get(n) for n in registry.ATTACKS.names(group="standard")}
 
 
 def make_attack(name: str, model: nn.Module, eps: float, **kw) -> torchattacks.attack.Attack:
-    """A torchattacks attack by name (``fgsm``, ``pgd``, ``mifgsm``, ``bim``, ``autoattack``).
+    """A torchattacks attack by name (``fgsm``, ``pgd``, ``mifgsm``, ``bim``, ``autoattack``); calling it checks
+    the images and labels (:func:`robustnb.attacks.base.checked`).
 
     Iterative attacks default to the usual step ``alpha = eps / 4`` (at least 1/255 when eps > 0) and
     10 steps; pass ``alpha=`` / ``steps=`` to change them.
@@ -63,6 +64,7 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon
     ``examples`` maps ``(attack, epsilon)`` to the first ``keep_examples`` adversarial images.
     """
     check_images(x)
+    check_labels(y, x)
     attacks = (attacks,) if isinstance(attacks, str) else tuple(attacks)
     for name in attacks:
         registry.ATTACKS.check(name)

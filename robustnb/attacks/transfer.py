@@ -80,11 +80,10 @@ import torchattacks
 from torch import nn
 
 from robustnb import registry
-from robustnb.attacks.base import check_epsilon, check_step, check_steps
-from robustnb.checks import check_images
+from robustnb.attacks.base import CheckedAttack, check_epsilon, check_step, check_steps, checked
 from robustnb.config import ConfigError
 
-registry.TRANSFER_ATTACKS.add("mifgsm", torchattacks.MIFGSM)  # run on the LogitEnsemble of the surrogates
+registry.TRANSFER_ATTACKS.add("mifgsm", checked(torchattacks.MIFGSM))  # run on the LogitEnsemble of the surrogates
 
 _IMAGENET_DIM = 3 * 224 * 224
 
@@ -102,8 +101,9 @@ class LogitEnsemble(nn.Module):
         return torch.stack([m(x) for m in self.members]).mean(0)
 
 
-class _EnsembleTransferAttack(torchattacks.attack.Attack):
-    """Shared parts of SAM / CSE / CWA: parameters, projection and the two kinds of steps."""
+class _EnsembleTransferAttack(CheckedAttack, torchattacks.attack.Attack):
+    """Shared parts of SAM / CSE / CWA: parameters, projection and the two kinds of steps; calling one checks
+    the images and labels (:class:`robustnb.attacks.base.CheckedAttack`)."""
 
     use_flatten = False
     use_inner = False
@@ -145,7 +145,6 @@ class _EnsembleTransferAttack(torchattacks.attack.Attack):
 
     # -------------------------------------------------------------------------------- attack
     def forward(self, images, labels):
-        check_images(images)
         if len(images) == 0:
             return images.clone()
         x0 = images.clone().detach().to(self.device)
@@ -210,7 +209,8 @@ def make_transfer_attack(name: str, surrogates: Sequence[nn.Module], eps: float 
     if key == "mifgsm":
         if kw:
             raise ConfigError(f"mifgsm takes no extra arguments {sorted(kw)}.")
-        return torchattacks.MIFGSM(LogitEnsemble(surrogates), eps=eps, alpha=alpha, steps=steps, decay=decay)
+        return registry.TRANSFER_ATTACKS.get("mifgsm")(LogitEnsemble(surrogates), eps=eps, alpha=alpha, steps=steps,
+                                                       decay=decay)
     cls = registry.TRANSFER_ATTACKS.get(key)
     return cls(surrogates, eps=eps, alpha=alpha, steps=steps, decay=decay, **kw)
 

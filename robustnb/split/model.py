@@ -33,12 +33,17 @@ with warnings.catch_warnings():
 from torch import nn
 
 from robustnb import registry
+from robustnb.checks import check_images, check_number
+from robustnb.config import ConfigError
 from robustnb.models import Normalize, SmallCNN
 from torchvision.models.resnet import BasicBlock
 
 registry.ENTROPY_MODELS.add("factorized", EntropyBottleneck, description="one learned density per channel")
 registry.ENTROPY_MODELS.add("hyperprior", GaussianConditional, description="mean-scale hyperprior")
 ENTROPY_MODELS = registry.ENTROPY_MODELS.names()
+#: the initial width of the learned factorized densities (CompressAI's ``EntropyBottleneck`` default: values
+#: spread over about +-10); a smaller one starts the density near the scale of an untrained encoder's latents
+DENSITY_INIT_SCALE = 10.0
 #: the four rate weights (loss = CE + lambda * bits per input pixel), from "send everything" to "send little"
 LAMBDAS = (0.01, 0.04, 0.16, 0.64)
 
@@ -108,11 +113,13 @@ class SplitModel(CompressionModel):
     ``noise`` overrides the entropy model's mode: ``True`` adds uniform noise instead of rounding (the
     training-time relaxation, used by the entropy attack), ``False`` rounds, ``None`` follows ``self.training``.
     ``compress(x)`` gives the real rANS byte strings, ``decompress(strings, shape)`` the logits.
+    ``init_scale``: the initial width of the factorized densities (``EntropyBottleneck(init_scale=...)``; the
+    factorized model's latent density and the hyperprior's side-information density).
     """
 
     def __init__(self, arch: str = "resnet", entropy_model: str = "factorized", num_classes: int = 10,
                  in_channels: int = 3, latent_channels: int = 24, hyper_channels: int = 16,
-                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), init_scale: float = DENSITY_INIT_SCALE):
         super().__init__()
         self.arch = check_split_arch(arch)
         self.entropy_model = check_entropy_model(entropy_model)
@@ -124,18 +131,21 @@ class SplitModel(CompressionModel):
         self.g_a = nn.Sequential(_conv(ch, 48), GDN(48), _conv(48, latent_channels, 3, 2))
         self.g_s = nn.Sequential(_conv(latent_channels, 4 * 32), nn.PixelShuffle(2), GDN(32, inverse=True),
                                  _conv(32, ch), nn.BatchNorm2d(ch), nn.ReLU(inplace=True))
+        self.init_scale = check_number(init_scale, "init_scale", 0.0, None, lo_open=True, hi_open=True)
         if entropy_model == "factorized":
-            self.entropy_bottleneck = EntropyBottleneck(latent_channels)
+            self.entropy_bottleneck = EntropyBottleneck(latent_channels, init_scale=self.init_scale)
         else:
             m, n = latent_channels, hyper_channels
             self.h_a = nn.Sequential(_conv(m, n), nn.LeakyReLU(inplace=True), _conv(n, n, 3, 2))
             self.h_s = nn.Sequential(_deconv(n, n), nn.LeakyReLU(inplace=True), _conv(n, 2 * m))
-            self.entropy_bottleneck = EntropyBottleneck(n)
+            self.entropy_bottleneck = EntropyBottleneck(n, init_scale=self.init_scale)
             self.gaussian_conditional = GaussianConditional(None)
 
     # edge side -------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The edge encoder: image in [0, 1] -> latent ``y`` (before quantisation)."""
+        """The edge encoder: images ``(N, C, H, W)`` in [0, 1] (checked, :func:`robustnb.checks.check_images`) ->
+        latent ``y`` (before quantisation). Every path from an image (forward, compress) starts here."""
+        check_images(x)
         return self.g_a(self.stem(self.normalize(x)))
 
     def _gaussian_params(self, z_hat):
@@ -169,16 +179,31 @@ class SplitModel(CompressionModel):
         return {"logits": self.classify(y_hat), "likelihoods": likelihoods, "latent": y_hat, "y": y}
 
     # the real bitstream ----------------------------------------------------------------------
+    @staticmethod
+    def _check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
+        """Refuse a non-finite tensor before it reaches the rANS coder: CompressAI casts NaN to a huge integer
+        symbol and its escape coding of that symbol never ends (a NaN pixel used to hang ``compress``)."""
+        if t.numel() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ConfigError(f"{name} has {bad} non-finite value(s) (NaN or inf): the rANS coder needs finite "
+                              "values. The images were checked to be finite in [0, 1], so the model's weights are "
+                              "not finite (a diverged training run?).")
+        return t
+
     @torch.no_grad()
     def compress(self, x: torch.Tensor) -> dict:
-        """Real rANS coding: ``{"strings": [y_strings(, z_strings)], "shape": latent (h, w)}``, one bytes per image."""
-        y = self.encode(x)
+        """Real rANS coding: ``{"strings": [y_strings(, z_strings)], "shape": latent (h, w)}``, one bytes per image.
+
+        ``x``: images ``(N, C, H, W)`` in [0, 1] (checked). A non-finite latent is refused with
+        :class:`robustnb.config.ConfigError` before the coder runs."""
+        y = self._check_finite(self.encode(x), "the latent y")
         if self.entropy_model == "factorized":
             return {"strings": [self.entropy_bottleneck.compress(y)], "shape": tuple(y.shape[-2:])}
-        z = self.h_a(y)
+        z = self._check_finite(self.h_a(y), "the hyper-latent z")
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         scales, means = self._gaussian_params(z_hat)
+        self._check_finite(torch.cat([scales, means]), "the predicted scales and means")
         indexes = self.gaussian_conditional.build_indexes(scales)
         y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
         return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}

@@ -95,7 +95,9 @@ def bpp(bits: torch.Tensor, image_shape) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_agreement(model: nn.Module, x: torch.Tensor, batch_size: int = BATCH) -> dict:
-    """Compress, decompress and compare with the forward pass: max |logit difference| and top-1 agreement."""
+    """Compress, decompress and compare with the forward pass: max |logit difference| and top-1 agreement.
+    ``x``: images ``(N, C, H, W)`` in [0, 1] (checked)."""
+    check_images(x)
     dev = _device(model)
     diffs, agree = [], []
     for i in range(0, len(x), batch_size):
