@@ -7,6 +7,7 @@ Notebooks tell the story; this package does the work. Its layers, each importing
 **tools**
 ``robustnb.book``                  the book's table of contents, Colab cells, chapter scaffold, page helpers
 ``robustnb.bench``                 ``python -m robustnb.bench``: wall time and memory per chapter
+``robustnb.ledger``                the claims ledger at a glance: verdict counts per paper, forest plots
 **chapters**
 ``robustnb.chapters``              one module per notebook: config, experiments, verdicts, figures
 **mechanisms** (one concept each)

@@ -71,3 +71,16 @@ def test_claims_ledger_agrees_with_the_chapters(html_dir):
             assert re.sub(r"\s+", " ", glued[cid]) in ledger and glued[f"{cid}_verdict"] in ledger, cid
             checked += 1
     assert checked > 0
+
+
+@pytest.mark.parametrize("path", book.chapters(), ids=[p.stem for p in book.chapters()])
+def test_pages_print_the_run_but_not_the_builders_folders(html_dir, path):
+    """The run line under ``robustnb.setup`` names preset, seed, device and threads; the data and cache folders of
+    the machine that built the book stay out of the published page."""
+    from robustnb.config import cache_dir, data_dir
+
+    text = (html_dir / path.relative_to(book.ROOT).with_suffix(".html")).read_text()
+    assert re.search(r"robustnb run: preset=(&#39;|')\w+(&#39;|'), seed=\d+, device=\w+, torch threads=\d+", text), \
+        f"{path.stem}: no run line"
+    for folder in {str(cache_dir()), str(data_dir()), str(Path.home())}:
+        assert folder not in text, f"{path.stem} publishes the builder's folder {folder}"
