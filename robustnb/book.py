@@ -25,7 +25,7 @@ from pathlib import Path
 
 import nbformat
 import yaml
-from IPython.display import JSON, Markdown
+from IPython.display import Markdown, Pretty
 
 from robustnb import ledger
 from robustnb.cache import sources_digest
@@ -150,8 +150,10 @@ def record(claims=None, **numbers):
         glue(row.claim_id, row.ours)
         glue(f"{row.claim_id}_verdict", row.verdict)
         glue(f"{row.claim_id}_holm", row.holm or "not tested")
-    # the whole table, for the ledger's summary and forest plots (robustnb.ledger)
-    glue(ledger.GLUE_KEY, JSON(ledger.ledger_rows(claims, declared_claims(claims["chapter"]))))
+    # the whole table, for the ledger's summary and forest plots (robustnb.ledger), as JSON text: a notebook's
+    # glued outputs may only hold text
+    rows = ledger.ledger_rows(claims, declared_claims(claims["chapter"]))
+    glue(ledger.GLUE_KEY, Pretty(json.dumps(rows, allow_nan=False)))
     return claims[["claim", "paper", "source", "measure", "ours", "verdict", "holm"]].reset_index(drop=True)
 
 

@@ -3,7 +3,7 @@ claims (ours with the 95% interval, the paper's figure where it gives one, colou
 hover).
 
 Every chapter's :func:`robustnb.book.record` glues its whole paper-vs-ours table as :data:`GLUE_KEY` (the rows of
-:func:`ledger_rows`, JSON). The book's Sphinx extension (:mod:`robustnb.book`) reads those tables back from the
+:func:`ledger_rows` as JSON text). The book's Sphinx extension (:mod:`robustnb.book`) reads those tables back from the
 build (:func:`read_glued`) and places :func:`summary` (a table per paper, in the introduction and atop the ledger)
 and :func:`forest_figure` (per chapter, in the ledger); ``python -m robustnb.book summary`` prints the summary
 after ``make book``. So the counts and the plots come from the same run as the chapters' tables, never typed.
@@ -75,8 +75,8 @@ def read_glued(glue_file: Path) -> pd.DataFrame | None:
     out = glued.get(GLUE_KEY)
     if out is None:
         return None
-    data = next((v for k, v in out["data"].items() if k.endswith("application/json")), None)
-    return None if data is None else pd.DataFrame(data, columns=list(ROW_FIELDS))
+    text = next((v for k, v in out["data"].items() if k.endswith("text/plain")), None)
+    return None if text is None else pd.DataFrame(json.loads("".join(text)), columns=list(ROW_FIELDS))
 
 
 def summary(papers: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
@@ -124,4 +124,4 @@ def forest_figure(rows: pd.DataFrame, title: str | None = None):
     f = forest_frame(rows)
     return plots.forest(f, y="label", x="value", low="low", high="high", color="verdict",
                         color_map=VERDICT_COLOURS, marker="paper_value", marker_name="the paper's figure",
-                        hover="hover", facet="panel", title=title)
+                        hover="hover", facet="panel", ids="claim_id", title=title)

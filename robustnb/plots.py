@@ -192,17 +192,18 @@ def table(df, float_format="{:.3g}", title=None) -> go.Figure:
 
 
 def forest(df, y, x, low, high, color=None, color_map=None, marker=None, marker_name="reference", hover=None,
-           facet=None, reference=0.0, title=None) -> go.Figure:
+           facet=None, reference=0.0, ids=None, title=None) -> go.Figure:
     """Forest plot of a tidy frame: one row per estimate (``y``, top to bottom in frame order), the point ``x``
     with its interval [``low``, ``high``] as a horizontal error bar, coloured by ``color`` (``color_map``: value ->
     colour, also the legend's order); ``marker``: a second value per row drawn as an open diamond (a reference
     figure; NaN: none); ``hover``: a column of hover text; ``facet``: one panel per value, each with its own x
     axis titled by the value (for estimates in different units); ``reference``: a dotted vertical line (no
-    effect; None: none). Rows without a point keep their label.
+    effect; None: none); ``ids``: a column naming each point (plotly's trace ``ids``). Rows without a point keep
+    their label.
 
     Example: ``forest(df, y="claim", x="ours", low="low", high="high", color="verdict", marker="paper")``
     """
-    _check(df, y, x, low, high, color, marker, hover, facet)
+    _check(df, y, x, low, high, color, marker, hover, facet, ids)
     if df[y].duplicated().any():
         raise ValueError(f"column {y!r} labels the rows and must be unique; repeated: "
                          f"{sorted(set(df.loc[df[y].duplicated(), y]))}")
@@ -229,7 +230,8 @@ def forest(df, y, x, low, high, color=None, color_map=None, marker=None, marker_
                 showlegend=g not in seen, marker=dict(color=colour, size=10, line=dict(color="white", width=1)),
                 error_x=dict(type="data", symmetric=False, array=np.nan_to_num(hi - v), arrayminus=np.nan_to_num(v - lo),
                              color=colour, thickness=2, width=4),
-                hovertext=part[hover] if hover else None, hoverinfo="text" if hover else "x+y"), row=r, col=1)
+                hovertext=part[hover] if hover else None, hoverinfo="text" if hover else "x+y",
+                ids=list(part[ids].astype(str)) if ids else None), row=r, col=1)
             seen.add(g)
         if marker:
             ref = sub[pd.notna(sub[marker])]

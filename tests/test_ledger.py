@@ -44,8 +44,7 @@ def test_ledger_rows_carry_display_scale_and_the_papers_figure():
 def glued_store(tmp_path, rows, name="book/x"):
     path = tmp_path / f"{name}.glue.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({ledger.GLUE_KEY: {"data": {"application/json": rows, "text/plain": "<JSON>"},
-                                                  "metadata": {}}}))
+    path.write_text(json.dumps({ledger.GLUE_KEY: {"data": {"text/plain": json.dumps(rows)}, "metadata": {}}}))
     return path
 
 
@@ -56,6 +55,22 @@ def test_read_glued_round_trip(tmp_path):
     assert ledger.read_glued(tmp_path / "missing.glue.json") is None
     (tmp_path / "other.glue.json").write_text(json.dumps({"x": {"data": {"text/plain": "1"}}}))
     assert ledger.read_glued(tmp_path / "other.glue.json") is None
+
+
+def test_record_glues_the_table_as_text_a_notebook_can_hold(monkeypatch):
+    """nbformat accepts only text in a glued output; the JSON rows must come back whole."""
+    import nbformat
+    from IPython.core.formatters import format_display_data
+
+    glued = {}
+    monkeypatch.setattr(book, "glue", lambda name, value: glued.__setitem__(name, value))
+    book.record(chapter_table())
+    data, _ = format_display_data(glued[ledger.GLUE_KEY])
+    out = nbformat.v4.new_output("display_data", data={"application/papermill.record/" + k: v for k, v in data.items()})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[out])])
+    nbformat.validate(nb)
+    rows = json.loads(data["text/plain"])
+    assert [r["claim_id"] for r in rows] == list(chapter_table()["claim_id"])
 
 
 def test_summary_counts_each_verdict_per_paper():
@@ -83,6 +98,7 @@ def test_forest_figure_one_point_per_measured_claim_coloured_by_verdict():
         xs = [round(v, 9) for t in traces for v in t.x]
         assert sorted(xs) == sorted(round(v * s, 9) for v, s in zip(group["value"], group["scale"]))
         assert all(verdict in h and "ours: " in h for t in traces for h in t.hovertext)
+        assert sorted(i for t in traces for i in t.ids) == sorted(group["claim_id"])
     assert sum(len(t.x) for t in fig.data if t.name in ledger.VERDICT_COLOURS) == len(measured)
     paper = [v for t in fig.data if t.name == "the paper's figure" for v in t.x]
     given = rows[rows["paper_value"].notna()]
