@@ -36,13 +36,16 @@ def css_class(verdict: str) -> str:
 
 
 def stylesheet() -> str:
-    """CSS for the verdict cells, in :data:`VERDICT_COLOURS`."""
-    rules = [f".robustnb-verdict-{v.replace(' ', '-')} {{ background: {c}2e; "
-             f"box-shadow: inset 4px 0 0 {c}; font-weight: 600; }}"
+    """CSS for the verdict cells, in :data:`VERDICT_COLOURS` (``!important``: the theme's tables paint every cell
+    with Bootstrap's striping)."""
+    rules = [f"td.robustnb-verdict-{v.replace(' ', '-')}, th.robustnb-verdict-{v.replace(' ', '-')} "
+             f"{{ background-color: {c}33 !important; box-shadow: inset 4px 0 0 {c} !important; }}"
              for v, c in VERDICT_COLOURS.items()]
     return "\n".join(["/* robustnb.ledger: verdict cells, coloured as in the claims' forest plots */", *rules,
+                      ".robustnb-verdict { font-weight: 600; }",
                       "table.robustnb-summary td { text-align: right; }",
-                      "table.robustnb-summary td:first-child { text-align: left; }", ""])
+                      "table.robustnb-summary td:first-child, table.robustnb-summary th:first-child "
+                      "{ text-align: left; min-width: 16em; }", ""])
 
 
 def _number(v):
@@ -93,8 +96,13 @@ def summary(papers: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
 
 
 def summary_text(table: pd.DataFrame) -> str:
-    """:func:`summary` as a plain-text table for the terminal."""
-    return table.to_string(index=False)
+    """:func:`summary` as a plain-text table for the terminal (papers left-aligned)."""
+    width = max(len("paper"), *(len(p) for p in table["paper"]))
+    cols = list(table.columns[1:])
+    lines = [f"{'paper':<{width}}  " + "  ".join(cols)]
+    for row in table.itertuples(index=False):
+        lines.append(f"{row[0]:<{width}}  " + "  ".join(f"{v:>{len(c)}}" for v, c in zip(row[1:], cols)))
+    return "\n".join(lines)
 
 
 def _label(text: str, width: int = 58) -> str:

@@ -147,6 +147,12 @@ WIDGETS = """() => {
 }"""
 
 
+# The verdict cells (ledger tables, summaries) and the colour the reader sees on them (their left bar)
+VERDICT_CELLS = """() => Array.from(document.querySelectorAll('td.robustnb-verdict, th.robustnb-verdict'))
+  .map(td => ({cls: Array.from(td.classList).find(c => c.startsWith('robustnb-verdict-')),
+               shadow: window.getComputedStyle(td).boxShadow}))"""
+
+
 @pytest.fixture(scope="module")
 def browser():
     why = missing()
@@ -202,6 +208,7 @@ def _visit(chromium, base: str, page_path: str) -> dict:
         report["tex"] = page.evaluate(TEX)
         report["widgets"] = page.evaluate(WIDGETS)
         report["figures"] = page.evaluate(PLOTLY)
+        report["verdict_cells"] = page.evaluate(VERDICT_CELLS)
         report["sliders"] = _move_sliders(page, report["figures"])
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / (page_path.replace("/", "__").removesuffix(".html") + ".png")),
@@ -298,11 +305,25 @@ def test_every_static_slider_moves_its_figure(visit, page):
 def test_every_explorer_shows_its_saved_state(visit, page):
     widgets = visit(page)["widgets"]
     for i, w in enumerate(widgets["views"]):
-        assert w["rendered"], f"{page}: explorer {i} not rendered (saved widget state not shown)"
-        assert w["controls"] > 0, f"{page}: explorer {i} shows no controls: {w['text']!r}"
+        assert w["rendered"], f"{page}: widget {i} not rendered (saved widget state not shown)"
+        # an explorer: controls above an Output (other saved widgets: a finished progress bar, say)
+        if w["outputs"]:
+            assert w["controls"] > 0, f"{page}: explorer {i} shows no controls: {w['text']!r}"
     shown = sum(w["shown"] for w in widgets["views"])
     assert shown >= widgets["saved_outputs"], \
         f"{page}: {widgets['saved_outputs']} explorer outputs saved, {shown} shown"
+
+
+@pytest.mark.parametrize("page", ["book/claims.html", "book/intro.html"])
+def test_verdict_cells_wear_the_forest_plots_colours(visit, page):
+    from robustnb import ledger
+
+    cells = visit(page)["verdict_cells"]
+    assert cells, f"{page}: no coloured verdict cell"
+    rgb = {f"robustnb-verdict-{v.replace(' ', '-')}": "rgb({}, {}, {})".format(*(int(c[i:i + 2], 16) for i in (1, 3, 5)))
+           for v, c in ledger.VERDICT_COLOURS.items()}
+    wrong = [c for c in cells if rgb[c["cls"]] not in c["shadow"]]
+    assert not wrong, f"{page}: verdict cells not in their colour: {wrong[:3]}"
 
 
 def test_the_book_has_figures_sliders_and_explorers(visit):
@@ -310,6 +331,6 @@ def test_the_book_has_figures_sliders_and_explorers(visit):
     reports = [visit(p) for p in PAGES]
     assert sum(len(r["figures"]) for r in reports) > 0
     assert any(s["steps_differ"] for r in reports for s in r["sliders"])
-    assert sum(len(r["widgets"]["views"]) for r in reports) > 0
+    assert sum(1 for r in reports for w in r["widgets"]["views"] if w["outputs"]) > 0  # explorers
     assert sum(r["tex"]["math"] for r in reports) > 0
     assert len(list(SHOTS.glob("*.png"))) >= len(PAGES)
