@@ -45,7 +45,7 @@ def stylesheet() -> str:
                       ".robustnb-verdict { font-weight: 600; }",
                       "table.robustnb-summary td { text-align: right; }",
                       "table.robustnb-summary td:first-child, table.robustnb-summary th:first-child "
-                      "{ text-align: left; min-width: 16em; }", ""])
+                      "{ text-align: left; min-width: 10em; }", ""])
 
 
 def _number(v):

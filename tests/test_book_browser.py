@@ -211,6 +211,8 @@ def _visit(chromium, base: str, page_path: str) -> dict:
         report["verdict_cells"] = page.evaluate(VERDICT_CELLS)
         report["sliders"] = _move_sliders(page, report["figures"])
         SHOTS.mkdir(parents=True, exist_ok=True)
+        page.evaluate("() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); }")
+        page.wait_for_timeout(300)
         page.screenshot(path=str(SHOTS / (page_path.replace("/", "__").removesuffix(".html") + ".png")),
                         full_page=True)
     finally:
