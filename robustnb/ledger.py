@@ -43,9 +43,10 @@ def stylesheet() -> str:
              for v, c in VERDICT_COLOURS.items()]
     return "\n".join(["/* robustnb.ledger: verdict cells, coloured as in the claims' forest plots */", *rules,
                       ".robustnb-verdict { font-weight: 600; }",
+                      "table.robustnb-summary { font-size: 0.9em; }",
                       "table.robustnb-summary td { text-align: right; }",
                       "table.robustnb-summary td:first-child, table.robustnb-summary th:first-child "
-                      "{ text-align: left; min-width: 10em; }", ""])
+                      "{ text-align: left; }", ""])
 
 
 def _number(v):
