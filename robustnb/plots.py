@@ -248,7 +248,7 @@ def forest(df, y, x, low, high, color=None, color_map=None, marker=None, marker_
             fig.add_vline(x=reference, line=dict(color="#888", dash="dot", width=1), row=r, col=1)
         if facet:
             fig.update_xaxes(title_text=str(f), row=r, col=1)
-    fig.update_layout(height=140 + 34 * len(df) + 60 * (len(panels) - 1), hovermode="closest",
+    fig.update_layout(height=140 + 44 * len(df) + 60 * (len(panels) - 1), hovermode="closest",
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, title=None))
     return _titled(fig, title)
 
