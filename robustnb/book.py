@@ -233,11 +233,7 @@ def ledger_markdown(root: Path = ROOT) -> str:
 def summary_report(build_dir: Path, root: Path = ROOT) -> str:
     """The claims summary of a built book (``build_dir``: the folder holding ``html`` and ``jupyter_execute``)
     as text for the terminal: ``make book`` ends with it."""
-    glued = {}
-    for f in toc_files(root):
-        rows = ledger.read_glued(Path(build_dir) / "jupyter_execute" / f"{f}.glue.json")
-        if rows is not None:
-            glued[f] = rows
+    glued = glued_ledgers(Path(build_dir) / "jupyter_execute", root)
     if not glued:
         return f"No claims found in {build_dir}/jupyter_execute: build the book first (make book)."
     table = papers_summary(glued, root)
@@ -571,12 +567,12 @@ def _placeholder_directive(kind: str):
     return PlaceholderDirective
 
 
-def glued_ledgers(app) -> dict[str, "object"]:
-    """Every chapter's glued ledger rows in this build (docname -> frame), from myst-nb's glue stores."""
-    folder = Path(app.env.mystnb_config.output_folder)
+def glued_ledgers(folder: Path, root: Path = ROOT) -> dict:
+    """Every chapter's glued ledger rows in a build (docname -> frame), from myst-nb's glue stores in ``folder``
+    (its output folder: ``_build/jupyter_execute``)."""
     out = {}
-    for docname in toc_files(Path(app.srcdir)):
-        rows = ledger.read_glued(folder / f"{docname}.glue.json")
+    for docname in toc_files(root):
+        rows = ledger.read_glued(Path(folder) / f"{docname}.glue.json")
         if rows is not None:
             out[docname] = rows
     return out
@@ -629,7 +625,7 @@ def _fill_ledger(app, doctree, docname) -> None:
 
     placeholders = [n for n in doctree.findall(nodes.container) if PLACEHOLDER in n["classes"]]
     if placeholders:
-        glued = glued_ledgers(app)
+        glued = glued_ledgers(Path(app.env.mystnb_config.output_folder), Path(app.srcdir))
         for node in placeholders:
             if node["robustnb_kind"] == "summary":
                 node.replace_self(_summary_table(papers_summary(glued, Path(app.srcdir))))
