@@ -1,7 +1,9 @@
 # Two commands do everything on a fresh machine (Python 3.10+ with venv; no GPU needed):
 #   make book   install into .venv, execute every chapter (PRESET=cpu by default) and render _build/html
 #   make test   install, build the book at the smoke preset (warnings are errors), then run pytest:
-#               unit tests, papermill per chapter, nbval on every chapter, checks of the built HTML
+#               unit tests, papermill per chapter, nbval on every chapter, checks of the built HTML, every page
+#               in headless Chromium with the network off (skipped without chromium unless
+#               ROBUSTNB_REQUIRE_BROWSER=1; screenshots in _build/smoke/_build/screenshots), the Pages workflow
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
@@ -25,10 +27,11 @@ install: $(BIN)/.installed
 
 # The build's output goes through `robustnb.book watch`, which adds a status line every few seconds while a
 # chapter executes (chapter i of n, elapsed vs the measured time, what it is doing); pipefail keeps the
-# build's exit status.
+# build's exit status. It ends with the claims summary (verdicts per paper, from the chapters' tables).
 book: install
 	set -o pipefail; TQDM_DISABLE=1 ROBUSTNB_PRESET=$(PRESET) $(BIN)/jupyter-book build . --builder html -W -n --keep-going 2>&1 \
 	  | ROBUSTNB_PRESET=$(PRESET) $(BIN)/python -m robustnb.book watch
+	@$(BIN)/python -m robustnb.book summary _build
 	@echo "Open _build/html/index.html"
 
 test: install

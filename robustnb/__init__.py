@@ -9,6 +9,7 @@ Notebooks tell the story; this package does the work. Its layers, each importing
 ``robustnb.bench``                 ``python -m robustnb.bench``: wall time and memory per chapter
 ``robustnb.cli``                   ``python -m robustnb reproduce <chapter>``: a chapter's claims table without Jupyter
 ``robustnb.__main__``              ``python -m robustnb``: runs ``robustnb.cli``
+``robustnb.ledger``                the claims ledger at a glance: verdict counts per paper, forest plots
 **chapters**
 ``robustnb.chapters``              one module per notebook: config, experiments, verdicts, figures
 **mechanisms** (one concept each)

@@ -158,10 +158,28 @@ class Run:
         return pick(self.preset, **by_preset)
 
     def __str__(self) -> str:
-        return (
-            f"robustnb run: preset={self.preset!r}, seed={self.seed}, device={self.device}, "
-            f"torch threads={torch.get_num_threads()}\n  data:  {self.data}\n  cache: {self.cache}"
-        )
+        """The run line under ``robustnb.setup``: preset, seed, device and threads; the data and cache folders
+        (home shortened to ``~``) only in an interactive session, so that a page executed by a book build,
+        papermill or nbval does not publish the folders of the machine that built it."""
+        line = (f"robustnb run: preset={self.preset!r}, seed={self.seed}, device={self.device}, "
+                f"torch threads={torch.get_num_threads()}")
+        # Interactive: a kernel whose front end accepts input (Jupyter, Colab, VS Code send allow_stdin=True with
+        # each cell; nbclient, behind jupyter-book, papermill and nbval, sends False), or Python at a terminal.
+        shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+        kernel = getattr(shell, "kernel", None)
+        if kernel is not None:
+            parent = kernel.get_parent() if hasattr(kernel, "get_parent") else getattr(kernel, "_parent_header", {})
+            interactive = bool((parent or {}).get("content", {}).get("allow_stdin", False))
+        else:
+            interactive = sys.stdin is not None and sys.stdin.isatty()
+        if not interactive:
+            return line
+
+        def short(p: Path) -> str:
+            home = Path.home()
+            return f"~/{p.relative_to(home)}" if p.is_relative_to(home) and p != home else str(p)
+
+        return f"{line}\n  data:  {short(self.data)}\n  cache: {short(self.cache)}"
 
 
 def setup(preset: str | None = None, seed: int = 0, device: str = "auto", verbose: bool = True) -> Run:

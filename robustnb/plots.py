@@ -32,7 +32,7 @@ from PIL import Image
 from plotly.subplots import make_subplots
 
 __all__ = [
-    "PALETTE", "HEIGHT", "line", "scatter", "bar", "heatmap", "table",
+    "PALETTE", "HEIGHT", "line", "scatter", "bar", "heatmap", "table", "forest",
     "slider_figure", "image_grid", "image_slider", "colorize", "attack_panel",
 ]
 
@@ -188,6 +188,68 @@ def table(df, float_format="{:.3g}", title=None) -> go.Figure:
     ))
     top = 50 if title else 10
     fig.update_layout(height=min(top + 40 + 26 * n + 20, 900), margin=dict(l=10, r=10, t=top, b=10))
+    return _titled(fig, title)
+
+
+def forest(df, y, x, low, high, color=None, color_map=None, marker=None, marker_name="reference", hover=None,
+           facet=None, reference=0.0, ids=None, title=None) -> go.Figure:
+    """Forest plot of a tidy frame: one row per estimate (``y``, top to bottom in frame order), the point ``x``
+    with its interval [``low``, ``high``] as a horizontal error bar, coloured by ``color`` (``color_map``: value ->
+    colour, also the legend's order); ``marker``: a second value per row drawn as an open diamond (a reference
+    figure; NaN: none); ``hover``: a column of hover text; ``facet``: one panel per value, each with its own x
+    axis titled by the value (for estimates in different units); ``reference``: a dotted vertical line (no
+    effect; None: none); ``ids``: a column naming each point (plotly's trace ``ids``). Rows without a point keep
+    their label.
+
+    Example: ``forest(df, y="claim", x="ours", low="low", high="high", color="verdict", marker="paper")``
+    """
+    _check(df, y, x, low, high, color, marker, hover, facet, ids)
+    if df[y].duplicated().any():
+        raise ValueError(f"column {y!r} labels the rows and must be unique; repeated: "
+                         f"{sorted(set(df.loc[df[y].duplicated(), y]))}")
+    panels = list(pd.unique(df[facet])) if facet else [None]
+    sizes = [int((df[facet] == f).sum()) if facet else len(df) for f in panels]
+    fig = make_subplots(rows=len(panels), cols=1, row_heights=sizes, vertical_spacing=0.32 / max(len(panels), 1) ** 0.5
+                        if len(panels) > 1 else 0.0)
+    groups = list(color_map) if color_map else (list(pd.unique(df[color])) if color else [None])
+    seen = set()
+    for r, f in enumerate(panels, start=1):
+        sub = df[df[facet] == f] if facet else df
+        # every row keeps its label, measured or not (an invisible point per row)
+        fig.add_trace(go.Scatter(x=[reference or 0.0] * len(sub), y=sub[y], mode="markers", showlegend=False,
+                                 marker=dict(opacity=0), hoverinfo="skip", name="rows"), row=r, col=1)
+        for g in groups:
+            part = sub[sub[color] == g] if color else sub
+            part = part[pd.notna(part[x])]
+            if not len(part):
+                continue
+            v, lo, hi = (part[c].to_numpy(float) for c in (x, low, high))
+            colour = (color_map or {}).get(g) or PALETTE[groups.index(g) % len(PALETTE)]
+            fig.add_trace(go.Scatter(
+                x=v, y=part[y], mode="markers", name=str(g) if g is not None else x, legendgroup=str(g),
+                showlegend=g not in seen, marker=dict(color=colour, size=10, line=dict(color="white", width=1)),
+                error_x=dict(type="data", symmetric=False, array=np.nan_to_num(hi - v), arrayminus=np.nan_to_num(v - lo),
+                             color=colour, thickness=2, width=4),
+                hovertext=part[hover] if hover else None, hoverinfo="text" if hover else "x+y",
+                ids=list(part[ids].astype(str)) if ids else None), row=r, col=1)
+            seen.add(g)
+        if marker:
+            ref = sub[pd.notna(sub[marker])]
+            if len(ref):
+                fig.add_trace(go.Scatter(
+                    x=ref[marker], y=ref[y], mode="markers", name=marker_name, legendgroup=marker_name,
+                    showlegend=marker_name not in seen, hoverinfo="text",
+                    hovertext=ref[hover] if hover else ref[marker].map(_fmt),
+                    marker=dict(symbol="diamond-open", size=12, color="#222", line=dict(width=2))), row=r, col=1)
+                seen.add(marker_name)
+        fig.update_yaxes(type="category", categoryorder="array", categoryarray=list(sub[y]), autorange="reversed",
+                         row=r, col=1)
+        if reference is not None:
+            fig.add_vline(x=reference, line=dict(color="#888", dash="dot", width=1), row=r, col=1)
+        if facet:
+            fig.update_xaxes(title_text=str(f), row=r, col=1)
+    fig.update_layout(height=140 + 44 * len(df) + 60 * (len(panels) - 1), hovermode="closest",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, title=None))
     return _titled(fig, title)
 
 

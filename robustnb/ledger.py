@@ -1,0 +1,136 @@
+"""The claims ledger at a glance: per paper, how many claims each verdict got; per chapter, a forest plot of its
+claims (ours with the 95% interval, the paper's figure where it gives one, coloured by verdict, the claim in the
+hover).
+
+Every chapter's :func:`robustnb.book.record` glues its whole paper-vs-ours table as :data:`GLUE_KEY` (the rows of
+:func:`ledger_rows` as JSON text). The book's Sphinx extension (:mod:`robustnb.book`) reads those tables back from the
+build (:func:`read_glued`) and places :func:`summary` (a table per paper, in the introduction and atop the ledger)
+and :func:`forest_figure` (per chapter, in the ledger); ``python -m robustnb.book summary`` prints the summary
+after ``make book``. So the counts and the plots come from the same run as the chapters' tables, never typed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+
+from robustnb import plots
+from robustnb.stats import VERDICTS
+
+GLUE_KEY = "claims_ledger"
+#: a verdict's colour, in the forest plots and in the ledger's verdict cells (Okabe-Ito, colour-blind safe)
+VERDICT_COLOURS = dict(zip(VERDICTS, ("#009E73", "#56B4E9", "#D55E00", "#999999")))
+#: a verdict's column in the summary
+SHORT = dict(zip(VERDICTS, ("reproduced", "in direction", "not reproduced", "inconclusive")))
+ROW_FIELDS = ("claim_id", "claim", "paper", "source", "ours", "value", "low", "high", "verdict", "unit", "scale",
+              "paper_value", "form", "addition")
+
+
+def css_class(verdict: str) -> str:
+    """``"reproduced in direction"`` -> ``"robustnb-verdict robustnb-verdict-reproduced-in-direction"``."""
+    return f"robustnb-verdict robustnb-verdict-{verdict.replace(' ', '-')}"
+
+
+def stylesheet() -> str:
+    """CSS for the verdict cells, in :data:`VERDICT_COLOURS` (``!important``: the theme's tables paint every cell
+    with Bootstrap's striping)."""
+    rules = [f"td.robustnb-verdict-{v.replace(' ', '-')}, th.robustnb-verdict-{v.replace(' ', '-')} "
+             f"{{ background-color: {c}33 !important; box-shadow: inset 4px 0 0 {c} !important; }}"
+             for v, c in VERDICT_COLOURS.items()]
+    return "\n".join(["/* robustnb.ledger: verdict cells, coloured as in the claims' forest plots */", *rules,
+                      ".robustnb-verdict { font-weight: 600; }",
+                      "table.robustnb-summary { font-size: 0.9em; }",
+                      "table.robustnb-summary td { text-align: right; }",
+                      "table.robustnb-summary td:first-child, table.robustnb-summary th:first-child "
+                      "{ text-align: left; }", ""])
+
+
+def _number(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def ledger_rows(claims, declared: dict) -> list[dict]:
+    """A chapter's claims table (a frame with :data:`robustnb.stats.CLAIM_COLUMNS`) as JSON-ready rows of
+    :data:`ROW_FIELDS`, with how each claim displays its values (``scale``, ``unit``) and the paper's figure or
+    bound (``paper_value``) from ``declared`` (the chapter's ``PAPER_CLAIMS``; None where none is given)."""
+    rows = []
+    for r in claims.itertuples():
+        pc = declared.get(r.claim_id)
+        rows.append({
+            "claim_id": r.claim_id, "claim": r.claim, "paper": r.paper, "source": r.source, "ours": r.ours,
+            "value": _number(r.value), "low": _number(r.low), "high": _number(r.high), "verdict": r.verdict,
+            "unit": r.unit, "scale": pc.scale if pc else 100.0,
+            "paper_value": _number(pc.paper_value) if pc else None, "form": r.form,
+            "addition": bool(pc.addition) if pc else False})
+    return rows
+
+
+def read_glued(glue_file: Path) -> pd.DataFrame | None:
+    """The ledger rows a chapter glued (:data:`GLUE_KEY`) in a build, from myst-nb's ``<chapter>.glue.json``;
+    None when the chapter glued none (or was not built)."""
+    try:
+        glued = json.loads(Path(glue_file).read_text())
+    except (OSError, ValueError):
+        return None
+    out = glued.get(GLUE_KEY)
+    if out is None:
+        return None
+    text = next((v for k, v in out["data"].items() if k.endswith("text/plain")), None)
+    return None if text is None else pd.DataFrame(json.loads("".join(text)), columns=list(ROW_FIELDS))
+
+
+def summary(papers: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
+    """Per paper (``papers``: name -> its chapters' ledger frames), the number of claims and of each verdict
+    (columns ``claims`` and :data:`SHORT`'s values), papers in the given order, a ``total`` row last."""
+    rows = []
+    for name, frames in papers.items():
+        verdicts = pd.concat(frames)["verdict"] if frames else pd.Series([], dtype=str)
+        rows.append({"paper": name, "claims": len(verdicts),
+                     **{SHORT[v]: int((verdicts == v).sum()) for v in VERDICTS}})
+    table = pd.DataFrame(rows, columns=["paper", "claims", *SHORT.values()])
+    total = {"paper": "total", **table.drop(columns="paper").sum().astype(int).to_dict()}
+    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+
+
+def summary_text(table: pd.DataFrame) -> str:
+    """:func:`summary` as a plain-text table for the terminal (papers left-aligned)."""
+    width = max(len("paper"), *(len(p) for p in table["paper"]))
+    cols = list(table.columns[1:])
+    lines = [f"{'paper':<{width}}  " + "  ".join(cols)]
+    for row in table.itertuples(index=False):
+        lines.append(f"{row[0]:<{width}}  " + "  ".join(f"{v:>{len(c)}}" for v, c in zip(row[1:], cols)))
+    return "\n".join(lines)
+
+
+def _label(text: str, width: int = 58) -> str:
+    lines = textwrap.wrap(text, width)
+    return "<br>".join(lines[:2]) + ("…" if len(lines) > 2 else "")
+
+
+def forest_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """A chapter's ledger rows in the display units of each claim (``value * scale``), one unique label per
+    claim, the hover text (the claim, the paper's figure, ours, the verdict) and the panel (its unit)."""
+    f = rows.copy()
+    for c in ("value", "low", "high", "paper_value"):
+        f[c] = pd.to_numeric(f[c], errors="coerce") * f["scale"].astype(float)
+    f["label"] = [_label(c) for c in f["claim"]]
+    dup = f["label"].duplicated(keep=False)
+    f.loc[dup, "label"] = [f"{lab} ({cid})" for lab, cid in zip(f.loc[dup, "label"], f.loc[dup, "claim_id"])]
+    f["panel"] = [f"ours vs the paper ({u.strip()})" if str(u).strip() else "ours vs the paper"
+                  for u in f["unit"]]
+    f["hover"] = [f"<b>{_label(r.claim, 70)}</b><br>paper: {_label(r.paper, 70)} ({r.source})<br>ours: {r.ours}"
+                  f"<br>verdict: {r.verdict}" for r in f.itertuples()]
+    return f
+
+
+def forest_figure(rows: pd.DataFrame, title: str | None = None):
+    """A chapter's claims as a forest plot (:func:`robustnb.plots.forest`): ours with the 95% interval, the
+    paper's figure or bound as an open diamond, coloured by verdict, one panel per unit."""
+    f = forest_frame(rows)
+    return plots.forest(f, y="label", x="value", low="low", high="high", color="verdict",
+                        color_map=VERDICT_COLOURS, marker="paper_value", marker_name="the paper's figure",
+                        hover="hover", facet="panel", ids="claim_id", title=title)

@@ -1,0 +1,196 @@
+"""The claims ledger at a glance (robustnb.ledger): the rows a chapter glues, the per-paper summary, the forest
+plots, the verdict colours; and the book tools around them (robustnb.book: book order, the terminal summary)."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from robustnb import book, ledger, plots
+from robustnb.chapters import entropy_attacks
+from robustnb.stats import VERDICTS, Estimate, claims_table
+
+
+def chapter_table():
+    """entropy_attacks' claims judged on made-up estimates: one of each verdict, one claim not measured."""
+    claims = entropy_attacks.PAPER_CLAIMS
+    ids = list(claims)
+    est = {
+        ids[0]: Estimate(0.47, 0.40, 0.55, 500),    # +46.8% expected: reproduced
+        ids[1]: Estimate(0.10, 0.05, 0.15, 500),    # no size: reproduced
+        ids[2]: Estimate(0.01, -0.05, 0.08, 500),   # -6.6 points: inconclusive
+        ids[3]: Estimate(0.30, 0.25, 0.35, 500),    # +95% expected: in direction
+        ids[4]: Estimate(-0.10, -0.15, -0.05, 500),  # doubling: not reproduced
+    }
+    table = claims_table("entropy_attacks", claims, est)
+    return book.with_undeclared_filled(table)
+
+
+def test_ledger_rows_carry_display_scale_and_the_papers_figure():
+    table = chapter_table()
+    rows = ledger.ledger_rows(table, entropy_attacks.PAPER_CLAIMS)
+    assert [r["claim_id"] for r in rows] == list(table["claim_id"])
+    first = rows[0]
+    pc = entropy_attacks.PAPER_CLAIMS[first["claim_id"]]
+    assert first["paper_value"] == pc.paper_value and first["scale"] == pc.scale
+    assert first["verdict"] == table["verdict"][0] and first["ours"] == table["ours"][0]
+    unmeasured = [r for r in rows if r["ours"] == book.NOT_MEASURED]
+    assert unmeasured and all(r["value"] is None for r in unmeasured)
+    json.dumps(rows, allow_nan=False)  # what the glue stores is plain JSON
+
+
+def glued_store(tmp_path, rows, name="book/x"):
+    path = tmp_path / f"{name}.glue.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({ledger.GLUE_KEY: {"data": {"text/plain": json.dumps(rows)}, "metadata": {}}}))
+    return path
+
+
+def test_read_glued_round_trip(tmp_path):
+    rows = ledger.ledger_rows(chapter_table(), entropy_attacks.PAPER_CLAIMS)
+    frame = ledger.read_glued(glued_store(tmp_path, rows))
+    assert list(frame["claim_id"]) == [r["claim_id"] for r in rows]
+    assert ledger.read_glued(tmp_path / "missing.glue.json") is None
+    (tmp_path / "other.glue.json").write_text(json.dumps({"x": {"data": {"text/plain": "1"}}}))
+    assert ledger.read_glued(tmp_path / "other.glue.json") is None
+
+
+def test_record_glues_the_table_as_text_a_notebook_can_hold(monkeypatch):
+    """nbformat accepts only text in a glued output; the JSON rows must come back whole."""
+    import nbformat
+    from IPython.core.formatters import format_display_data
+
+    glued = {}
+    monkeypatch.setattr(book, "glue", lambda name, value: glued.__setitem__(name, value))
+    book.record(chapter_table())
+    data, _ = format_display_data(glued[ledger.GLUE_KEY])
+    out = nbformat.v4.new_output("display_data", data={"application/papermill.record/" + k: v for k, v in data.items()})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[out])])
+    nbformat.validate(nb)
+    rows = json.loads(data["text/plain"])
+    assert [r["claim_id"] for r in rows] == list(chapter_table()["claim_id"])
+
+
+def test_summary_counts_each_verdict_per_paper():
+    table = pd.DataFrame(ledger.ledger_rows(chapter_table(), entropy_attacks.PAPER_CLAIMS))
+    other = table.assign(verdict=VERDICTS[2])
+    s = ledger.summary({"paper A": [table, table.iloc[:2]], "paper B": [other]})
+    a = s.set_index("paper").loc["paper A"]
+    assert a["claims"] == len(table) + 2
+    for v in VERDICTS:
+        assert a[ledger.SHORT[v]] == (table["verdict"] == v).sum() + (table.iloc[:2]["verdict"] == v).sum()
+    assert s.set_index("paper").loc["paper B", "not reproduced"] == len(other)
+    assert list(s["paper"]) == ["paper A", "paper B", "total"]
+    assert s.set_index("paper").loc["total", "claims"] == 2 * len(table) + 2
+    assert (s[list(ledger.SHORT.values())].sum(axis=1) == s["claims"]).all()
+
+
+def test_forest_figure_one_point_per_measured_claim_coloured_by_verdict():
+    rows = pd.DataFrame(ledger.ledger_rows(chapter_table(), entropy_attacks.PAPER_CLAIMS))
+    fig = ledger.forest_figure(rows)
+    measured = rows[rows["value"].notna()]
+    assert rows["unit"].nunique() > 1  # two panels (% and points): a verdict's points may sit in both
+    for verdict, group in measured.groupby("verdict"):
+        traces = [t for t in fig.data if t.name == verdict]
+        assert all(t.marker.color == ledger.VERDICT_COLOURS[verdict] for t in traces)
+        xs = [round(v, 9) for t in traces for v in t.x]
+        assert sorted(xs) == sorted(round(v * s, 9) for v, s in zip(group["value"], group["scale"]))
+        assert all(verdict in h and "ours: " in h for t in traces for h in t.hovertext)
+        assert sorted(i for t in traces for i in t.ids) == sorted(group["claim_id"])
+    assert sum(len(t.x) for t in fig.data if t.name in ledger.VERDICT_COLOURS) == len(measured)
+    paper = [v for t in fig.data if t.name == "the paper's figure" for v in t.x]
+    given = rows[rows["paper_value"].notna()]
+    assert sorted(round(v, 9) for v in paper) == sorted(round(v * s, 9) for v, s in
+                                                         zip(given["paper_value"], given["scale"]))
+    # every claim keeps its row, measured or not
+    labels = set().union(*(set(t.y) for t in fig.data))
+    assert len(labels) == len(rows)
+
+
+def test_forest_panels_per_unit():
+    rows = pd.DataFrame(ledger.ledger_rows(chapter_table(), entropy_attacks.PAPER_CLAIMS))
+    rows.loc[0, "unit"] = " bytes"
+    fig = ledger.forest_figure(rows)
+    titles = {fig.layout[a].title.text for a in fig.layout if a.startswith("xaxis")}
+    assert any("bytes" in (t or "") for t in titles) and any("points" in (t or "") for t in titles)
+
+
+def test_plots_forest_refuses_repeated_labels():
+    df = pd.DataFrame({"y": ["a", "a"], "x": [1.0, 2.0], "lo": [0.0, 1.0], "hi": [2.0, 3.0]})
+    with pytest.raises(ValueError, match="unique"):
+        plots.forest(df, y="y", x="x", low="lo", high="hi")
+    with pytest.raises(ValueError, match="not in the frame"):
+        plots.forest(df.assign(y=["a", "b"]), y="y", x="nope", low="lo", high="hi")
+
+
+def test_verdict_colours_cover_every_verdict_and_style_the_cells():
+    assert list(ledger.VERDICT_COLOURS) == list(VERDICTS)
+    css = ledger.stylesheet()
+    for v, c in ledger.VERDICT_COLOURS.items():
+        cls = ledger.css_class(v).split()[-1]
+        assert f".{cls} " in css and c in css
+
+
+def test_summary_report_reads_the_build(tmp_path):
+    rows = ledger.ledger_rows(chapter_table(), entropy_attacks.PAPER_CLAIMS)
+    glued_store(tmp_path / "jupyter_execute", rows, "book/entropy_attacks")
+    text = book.summary_report(tmp_path)
+    paper = next(c for c, files in book.toc_parts() if "book/entropy_attacks" in files)
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith(paper.split()[0]))
+    counts = [int(t) for t in line.split()[-5:]]
+    assert counts[0] == len(rows)
+    assert counts[1:] == [sum(r["verdict"] == v for r in rows) for v in VERDICTS]
+    assert "build the book first" in book.summary_report(tmp_path / "empty")
+
+
+def test_the_build_reads_chapters_in_book_order(tmp_path):
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nparts:\n  - caption: A\n    chapters:\n      - file: book/zeta\n"
+        "      - file: book/alpha\n  - caption: B\n    chapters:\n      - file: book/mid\n")
+    docnames = sorted(["book/alpha", "book/intro", "book/mid", "book/zeta", "extra"])  # as Sphinx hands them
+    book._read_in_book_order(SimpleNamespace(srcdir=str(tmp_path)), None, docnames)
+    assert docnames == ["book/intro", "book/zeta", "book/alpha", "book/mid", "extra"]
+    assert book.toc_parts(tmp_path) == [("A", ["book/zeta", "book/alpha"]), ("B", ["book/mid"])]
+
+
+def test_the_extension_connects_book_order_and_offline_assets():
+    events = {}
+
+    class App:
+        def connect(self, event, fn):
+            events.setdefault(event, []).append(fn)
+
+        def add_directive(self, name, cls):
+            events.setdefault("directive", []).append(name)
+
+    book.setup(App())
+    assert book._read_in_book_order in events["env-before-read-docs"]
+    assert book._serve_widget_js in events["config-inited"]
+    assert {"claims-summary", "claims-forest"} <= set(events["directive"])
+
+
+def test_plotly_mathjax_cdn_is_dropped_from_outputs():
+    from docutils import nodes
+
+    html = ('<div>x</div><script src="https://cdnjs.cloudflare.com/ajax/libs/mathjax/3.2.2/es5/tex-svg.min.js">'
+            '</script><script>Plotly.newPlot()</script>')
+    doc = nodes.document(None, None)
+    doc += nodes.raw("", html, format="html")
+    book._drop_plotly_mathjax(None, doc, "x")
+    out = next(iter(doc.findall(nodes.raw))).astext()
+    assert "mathjax" not in out and "Plotly.newPlot" in out
+
+
+def test_repeated_inline_scripts_are_dropped_in_place():
+    from sphinx.builders.html._assets import _JavaScript
+
+    scripts = [_JavaScript(None, body="const A = 1"), _JavaScript("x.js"), _JavaScript("", body="const A = 1")]
+    context = {"script_files": scripts}
+    book._dedupe_scripts(None, "p", "page.html", context, None)
+    assert context["script_files"] is scripts and len(scripts) == 2
+
+
+def test_nan_free_numbers():
+    assert ledger._number(float("nan")) is None and ledger._number(1) == 1.0 and not math.isnan(ledger._number(0.5))
