@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 #: environment variables this module sets when the user has not: name -> why
 MANAGED = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")
@@ -88,18 +89,32 @@ def adaptive() -> bool:
     return _STATE["adaptive"]
 
 
-def other_runnable(samples: int = 3, interval: float = 0.005, loadavg: Path = LOADAVG) -> int | None:
-    """How many tasks besides this one are running or waiting for a CPU right now (the median of a few
-    readings of ``/proc/loadavg``'s running count, which includes the reader); None where it cannot be read."""
+def _own_running(tasks: Path = Path("/proc/self/task")) -> int:
+    """Threads of this process running or runnable now (state ``R`` in ``/proc/self/task/*/stat``)."""
+    n = 0
+    for stat in tasks.glob("*/stat"):
+        try:
+            n += stat.read_text().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            pass
+    return n
+
+
+def other_runnable(samples: int = 3, interval: float = 0.005, loadavg: Path = LOADAVG,
+                   own: Callable[[], int] = _own_running) -> int | None:
+    """How many tasks of other programs are running or waiting for a CPU right now: the median over a few
+    readings of ``/proc/loadavg``'s running count minus this process's own running threads (an OpenMP worker
+    still finishing its last region counts as ours, not as load); None where it cannot be read."""
     counts = []
     for i in range(samples):
         try:
-            counts.append(int(loadavg.read_text().split()[3].split("/")[0]))
+            total = int(loadavg.read_text().split()[3].split("/")[0])
         except (OSError, ValueError, IndexError):
             return None
+        counts.append(total - max(1, own()))
         if i + 1 < samples:
             time.sleep(interval)
-    return max(0, sorted(counts)[len(counts) // 2] - 1)
+    return max(0, sorted(counts)[len(counts) // 2])
 
 
 def threads_now(most: int | None = None, loadavg: Path = LOADAVG) -> int:

@@ -58,6 +58,19 @@ def choice(options, description, value=None) -> widgets.Dropdown:
     return widgets.Dropdown(options=options, description=description, **kw)
 
 
+def _mime_bundle(obj) -> tuple[dict, dict]:
+    """What ``obj`` shows as: its own ``_repr_mimebundle_`` (a plotly figure's, through the renderer the book
+    chose), else IPython's formatters. IPython's ``format_display_data`` gives nothing for a plotly figure, which
+    displays itself through ``_ipython_display_`` instead, so an explorer would save an empty output."""
+    own = getattr(obj, "_repr_mimebundle_", None)
+    if callable(own):
+        bundle = own(include=None, exclude=None)
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        if data:
+            return dict(data), dict(metadata or {})
+    return format_display_data(obj)
+
+
 class Explorer(widgets.VBox):
     """Controls stacked above an Output; ``fn(**values)`` is re-run on every change.
 
@@ -97,7 +110,7 @@ class Explorer(widgets.VBox):
         if res is None:
             self.output.outputs = ()
         else:
-            data, metadata = format_display_data(res)
+            data, metadata = _mime_bundle(res)
             self.output.outputs = ({"output_type": "display_data", "data": data, "metadata": metadata},)
         self.result = res
         return res

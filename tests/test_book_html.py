@@ -87,10 +87,6 @@ def test_pages_print_the_run_but_not_the_builders_folders(html_dir, path):
         assert folder not in printed, f"{path.stem}: the run line publishes the builder's folder {folder}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "robustnb.widgets.Explorer.refresh stores IPython's format_display_data(result): for a plotly figure that is "
-    "empty (the figure shows itself through _ipython_display_, into the cell's output instead), so every explorer's "
-    "saved Output widget is empty and the static page shows its controls above nothing"))
 def test_explorers_save_what_they_show(html_dir):
     """Every explorer's Output widget saved in the executed chapters holds something to show."""
     empty, total = [], 0

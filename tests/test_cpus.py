@@ -41,3 +41,28 @@ def test_importing_robustnb_first_sets_openmp_before_torch_loads():
 def test_torch_first_is_reported():
     out = _fresh("import torch, robustnb; from robustnb import cpus; print(cpus.late_note())")
     assert "torch was imported before robustnb" in out and "OMP_WAIT_POLICY=PASSIVE" in out
+
+
+def test_threads_follow_the_other_programs_load(tmp_path):
+    """Training keeps all usable CPUs alone and drops to what other programs leave (at least one) beside them;
+    this process's own running threads are not counted as load."""
+    f = tmp_path / "loadavg"
+    usable = cpus.usable_cpus()
+    f.write_text(f"0.5 0.5 0.5 {1}/80 123\n")  # only the reader runs
+    assert cpus.threads_now(loadavg=f) == usable
+    f.write_text(f"2.0 2.0 2.0 {1 + usable}/80 123\n")  # as many other runnable tasks as CPUs
+    assert cpus.threads_now(loadavg=f) == 1
+    f.write_text("1.0 1.0 1.0 2/80 123\n")
+    assert cpus.other_runnable(loadavg=f, own=lambda: 2) == 0  # our two threads, nothing else
+    assert cpus.other_runnable(loadavg=f, own=lambda: 1) == 1
+    assert cpus.threads_now(loadavg=tmp_path / "missing") == usable
+    assert cpus.threads_now(most=1, loadavg=f) == 1
+
+
+def test_setup_makes_training_adapt_except_at_smoke():
+    import robustnb
+
+    robustnb.setup("cpu", verbose=False)
+    assert cpus.adaptive()
+    robustnb.setup("smoke", verbose=False)
+    assert not cpus.adaptive()
