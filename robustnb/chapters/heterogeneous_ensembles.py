@@ -268,8 +268,8 @@ def fashion_mnist_available(download: bool | None = None) -> bool:
         rdata.load_fashion_mnist("test", download=download)
         return True
     except (rdata.DatasetNotFoundError, RuntimeError, OSError) as e:
-        print("Fashion-MNIST is not available here, so this part is skipped "
-              f"(offline machine; in Colab it downloads).\n  {str(e).splitlines()[0]}")
+        print("Fashion-MNIST is not available here, so this part is skipped (offline machine; in Colab it "
+              f"downloads; elsewhere: python data_scripts/get_data.py fashion_mnist). ({type(e).__name__})")
         return False
 
 
