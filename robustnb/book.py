@@ -27,7 +27,7 @@ import nbformat
 import yaml
 from IPython.display import Markdown, Pretty
 
-from robustnb import ledger
+from robustnb import ledger, widgets
 from robustnb.cache import sources_digest
 from robustnb.config import resolve_preset
 from robustnb.progress import log_path
@@ -507,9 +507,7 @@ def _copy_widget_js(app, exception) -> None:
     (out / WIDGET_SETUP).write_text(WIDGET_SETUP_JS)
 
 
-#: plotly's figures each load MathJax from its CDN (plotly.io's ``include_mathjax="cdn"``, fixed in its notebook
-#: renderer); the book's pages load their own MathJax, served from the book (sphinx-mathjax-offline)
-PLOTLY_MATHJAX = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/mathjax/[^"]*"></script>')
+PLOTLY_MATHJAX = widgets.PLOTLY_MATHJAX
 
 
 def _drop_plotly_mathjax(app, doctree, docname) -> None:
@@ -520,7 +518,7 @@ def _drop_plotly_mathjax(app, doctree, docname) -> None:
     for node in doctree.findall(nodes.raw):
         text = node.astext()
         if "cdnjs.cloudflare.com/ajax/libs/mathjax" in text:
-            node[:] = [nodes.Text(PLOTLY_MATHJAX.sub("", text))]
+            node[:] = [nodes.Text(widgets.without_cdn_mathjax(text))]
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:

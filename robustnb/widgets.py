@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 import sys
 
 import ipywidgets as widgets
@@ -58,6 +59,16 @@ def choice(options, description, value=None) -> widgets.Dropdown:
     return widgets.Dropdown(options=options, description=description, **kw)
 
 
+#: plotly's notebook renderer makes every figure load MathJax from its CDN (``include_mathjax="cdn"`` is fixed in
+#: plotly.io); the book serves its own MathJax (sphinx-mathjax-offline) and our figures use no TeX
+PLOTLY_MATHJAX = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/mathjax/[^"]*"></script>')
+
+
+def without_cdn_mathjax(html: str) -> str:
+    """``html`` without :data:`PLOTLY_MATHJAX`, so that a saved figure asks no CDN for anything when offline."""
+    return PLOTLY_MATHJAX.sub("", html)
+
+
 def _mime_bundle(obj) -> tuple[dict, dict]:
     """What ``obj`` shows as: its own ``_repr_mimebundle_`` (a plotly figure's, through the renderer the book
     chose), else IPython's formatters. IPython's ``format_display_data`` gives nothing for a plotly figure, which
@@ -67,7 +78,8 @@ def _mime_bundle(obj) -> tuple[dict, dict]:
         bundle = own(include=None, exclude=None)
         data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
         if data:
-            return dict(data), dict(metadata or {})
+            data = {k: without_cdn_mathjax(v) if k == "text/html" else v for k, v in data.items()}
+            return data, dict(metadata or {})
     return format_display_data(obj)
 
 
