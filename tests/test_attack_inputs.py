@@ -9,26 +9,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 from robustnb import defenses, registry
 from robustnb.attacks import AdaptiveEntropyAttack, EntropyAttack, SaltAndPepper, make_attack, make_transfer_attack
 from robustnb.config import ConfigError
 from robustnb.split import build_split_model
-
-
-class Tiny(nn.Module):
-    def __init__(self, seed=0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 10)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+from test_attack_properties import Tiny  # the same small classifier as the attack property tests
 
 
 @functools.lru_cache(maxsize=None)
