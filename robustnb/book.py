@@ -43,39 +43,27 @@ def _load_yaml(name: str, root: Path = ROOT) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def _toc_entries(entries) -> list[str]:
+    """The files of a ``_toc.yml`` list of entries and of their sections and chapters, in reading order."""
+    out = []
+    for e in entries or []:
+        if "file" in e:
+            out.append(e["file"])
+        out += _toc_entries(e.get("sections")) + _toc_entries(e.get("chapters"))
+    return out
+
+
 def toc_files(root: Path = ROOT) -> list[str]:
     """Every file named in ``_toc.yml`` (without suffix), root first, in reading order."""
     toc = _load_yaml("_toc.yml", root)
-    out = [toc["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                out.append(e["file"])
-            walk(e.get("sections"))
-            walk(e.get("chapters"))
-
-    walk(toc.get("parts"))
-    walk(toc.get("chapters"))
-    return out
+    return [toc["root"], *_toc_entries(toc.get("parts")), *_toc_entries(toc.get("chapters"))]
 
 
 def toc_parts(root: Path = ROOT) -> list[tuple[str, list[str]]]:
     """The parts of ``_toc.yml`` in order: (caption, the files of its chapters and their sections). In this
     book a part is one paper."""
-    parts = []
-    for part in _load_yaml("_toc.yml", root).get("parts") or []:
-        files = []
-
-        def walk(entries):
-            for e in entries or []:
-                if "file" in e:
-                    files.append(e["file"])
-                walk(e.get("sections"))
-
-        walk(part.get("chapters"))
-        parts.append((part.get("caption", ""), files))
-    return parts
+    return [(part.get("caption", ""), _toc_entries(part.get("chapters")))
+            for part in _load_yaml("_toc.yml", root).get("parts") or []]
 
 
 def chapters(root: Path = ROOT) -> list[Path]:
