@@ -5,13 +5,14 @@ Notebooks tell the story; this package does the work. Its layers, each importing
 
 =================================  =====================================================================
 **tools**
-``robustnb.book``                  the book's table of contents, Colab cells, chapter scaffold, page helpers
+``robustnb.book``                  the book's tools: toc, shared cells and scaffold, page helpers, runtimes, Sphinx
 ``robustnb.bench``                 ``python -m robustnb.bench``: wall time and memory per chapter
 ``robustnb.cli``                   ``python -m robustnb reproduce <chapter>``: a chapter's claims table without Jupyter
 ``robustnb.__main__``              ``python -m robustnb``: runs ``robustnb.cli``
 ``robustnb.ledger``                the claims ledger at a glance: verdict counts per paper, forest plots
 **chapters**
 ``robustnb.chapters``              one module per notebook: config, experiments, verdicts, figures
+``robustnb.mechanisms``            ``make(kind, name, ...)``: everything chosen by name, built from its registry
 **mechanisms** (one concept each)
 ``robustnb.distributed``           training and tuning ensemble nodes, locally or on Ray
 ``robustnb.defenses``              input defenses against entropy attacks (disentangled TV, baselines)
@@ -24,6 +25,7 @@ Notebooks tell the story; this package does the work. Its layers, each importing
 ``robustnb.signal``                FFT filters, spectra, the torch TV solver
 **training**
 ``robustnb.train``                 the one training loop, predict, the one accuracy
+``robustnb.jobs``                  independent trainings as jobs, in this process or as Ray tasks
 ``robustnb.cache``                 the on-disk cache: keys, the atomic verified writer, cached models
 **data and models**
 ``robustnb.data``                  CIFAR-10, Fashion-MNIST and Office-31 loaders
@@ -34,7 +36,7 @@ Notebooks tell the story; this package does the work. Its layers, each importing
 ``robustnb.registry``              the one registry of everything chosen by name
 ``robustnb.checks``                input checks: image batches and numeric settings
 ``robustnb.stats``                 95% intervals (bootstrap, paired, over seeds) and the verdict rule
-``robustnb.progress``              progress lines for the terminal (``make book``), never in the pages
+``robustnb.progress``              progress lines for the terminal (``make book``), bars never in the pages
 ``robustnb.plots``                 plotly style and figure helpers (they only read frames and tensors)
 ``robustnb.widgets``               live ipywidgets explorers for Jupyter and Colab
 =================================  =====================================================================

@@ -25,7 +25,7 @@ import papermill as pm
 import torch
 
 from robustnb import cpus, data
-from robustnb.book import ROOT, chapters
+from robustnb.book import ROOT, chapters, runtimes
 from robustnb.config import resolve_preset
 from robustnb.models import for_dataset
 from robustnb.split import LAMBDAS, build_split_model
@@ -78,19 +78,11 @@ def bench(preset: str, names: list[str] | None = None, fresh_cache: bool = False
     return pd.DataFrame(rows)
 
 
-RUNTIMES = ROOT / "book" / "runtimes.json"
-
-
-def save_runtimes(df: pd.DataFrame, preset: str, path: Path = RUNTIMES) -> Path:
-    """Record each chapter's measured cold wall time (seconds) for ``make book``'s progress line."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
+def save_runtimes(df: pd.DataFrame, preset: str, path: Path = runtimes.PATH) -> Path:
+    """Record each chapter's measured cold wall time and peak memory in ``book/runtimes.json``, which the runtime
+    boxes, the introduction's table and ``make book``'s progress line are rendered from."""
     ok = df[df["status"] == "ok"]
-    data.setdefault(preset, {}).update({r.chapter: float(r.wall_s) for r in ok.itertuples()})
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    return path
+    return runtimes.save(((r.chapter, r.wall_s, r.peak_mem_mb) for r in ok.itertuples()), preset, path)
 
 
 SPEED_SETTINGS = (("fp32", False), ("fp32", True), ("bf16", True))

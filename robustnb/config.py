@@ -163,16 +163,7 @@ class Run:
         papermill or nbval does not publish the folders of the machine that built it."""
         line = (f"robustnb run: preset={self.preset!r}, seed={self.seed}, device={self.device}, "
                 f"torch threads={torch.get_num_threads()}")
-        # Interactive: a kernel whose front end accepts input (Jupyter, Colab, VS Code send allow_stdin=True with
-        # each cell; nbclient, behind jupyter-book, papermill and nbval, sends False), or Python at a terminal.
-        shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
-        kernel = getattr(shell, "kernel", None)
-        if kernel is not None:
-            parent = kernel.get_parent() if hasattr(kernel, "get_parent") else getattr(kernel, "_parent_header", {})
-            interactive = bool((parent or {}).get("content", {}).get("allow_stdin", False))
-        else:
-            interactive = sys.stdin is not None and sys.stdin.isatty()
-        if not interactive:
+        if not interactive():
             return line
 
         def short(p: Path) -> str:
@@ -180,6 +171,30 @@ class Run:
             return f"~/{p.relative_to(home)}" if p.is_relative_to(home) and p != home else str(p)
 
         return f"{line}\n  data:  {short(self.data)}\n  cache: {short(self.cache)}"
+
+
+def _kernel():
+    """The IPython kernel this code runs in, or None (plain Python)."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return getattr(shell, "kernel", None)
+
+
+def executed_kernel() -> bool:
+    """Whether this code runs in a kernel that executes a notebook for nobody watching: nbclient, behind
+    jupyter-book, papermill and nbval, sends ``allow_stdin=False`` with each cell (Jupyter, Colab and VS Code
+    send True)."""
+    kernel = _kernel()
+    if kernel is None:
+        return False
+    parent = kernel.get_parent() if hasattr(kernel, "get_parent") else getattr(kernel, "_parent_header", {})
+    return not bool((parent or {}).get("content", {}).get("allow_stdin", False))
+
+
+def interactive() -> bool:
+    """A person is watching: a kernel whose front end accepts input, or Python at a terminal."""
+    if _kernel() is not None:
+        return not executed_kernel()
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def setup(preset: str | None = None, seed: int = 0, device: str = "auto", verbose: bool = True) -> Run:

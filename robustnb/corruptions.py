@@ -46,7 +46,7 @@ from robustnb.checks import check_images, check_number
 from robustnb.config import ConfigError
 
 __all__ = [
-    "CORRUPTIONS", "CORRUPTION_GROUPS", "STOCHASTIC", "SEVERITIES", "corrupt", "corruption_grid",
+    "CORRUPTION_GROUPS", "STOCHASTIC", "SEVERITIES", "corrupt", "corruption_grid",
     "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
     "defocus_blur", "motion_blur", "gaussian_blur",
     "fog", "snow", "brightness", "contrast",
@@ -54,7 +54,6 @@ __all__ = [
 ]
 
 SEVERITIES = (1, 2, 3, 4, 5)
-CORRUPTIONS = registry.CORRUPTIONS  #: name -> function(x, severity, seed), in registration order
 CORRUPTION_GROUPS: dict[str, list[str]] = {"noise": [], "blur": [], "weather": [], "digital": []}
 #: names whose output depends on ``seed`` (the others are deterministic functions of the image).
 STOCHASTIC: set[str] = set()
@@ -84,6 +83,16 @@ def _check_input(x) -> None:
     check_images(x, "x")
 
 
+def _maker(corruption):
+    """A corruption's maker: ``(severity=3, seed=0)`` -> the function ``x -> corrupted x`` (the arguments checked
+    at once)."""
+    def make(severity: int = 3, seed: int = 0):
+        severity, seed = _check_severity(severity), _check_seed(seed)
+        return functools.partial(corruption, severity=severity, seed=seed)
+
+    return make
+
+
 def _register(group: str, stochastic: bool):
     """Register a corruption: validate inputs, compute in float32/64, return clamped, same dtype."""
 
@@ -99,7 +108,7 @@ def _register(group: str, stochastic: bool):
             out = fn(work, severity, seed)
             return out.clamp(0.0, 1.0).to(dtype=x.dtype, device=x.device)
 
-        CORRUPTIONS.add(fn.__name__, wrapper, group=group, stochastic=stochastic)
+        registry.CORRUPTIONS.add(fn.__name__, wrapper, maker=_maker(wrapper), group=group, stochastic=stochastic)
         CORRUPTION_GROUPS[group].append(fn.__name__)
         if stochastic:
             STOCHASTIC.add(fn.__name__)
@@ -425,12 +434,12 @@ def color_cast(x, severity=3, seed=0):
 
 # ------------------------------------------------------------------------------------ front door
 def _check_name(name) -> str:
-    return CORRUPTIONS.check(name)
+    return registry.CORRUPTIONS.check(name)
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int = 3, seed: int = 0) -> torch.Tensor:
     """Apply corruption ``name`` at ``severity`` (1..5) to a batch ``x`` (N, C, H, W) in [0, 1]."""
-    return CORRUPTIONS[_check_name(name)](x, severity, seed)
+    return registry.CORRUPTIONS.make(name, severity, seed)(x)
 
 
 def corruption_grid(x: torch.Tensor, names: Iterable[str] | str | None = None,
@@ -441,7 +450,7 @@ def corruption_grid(x: torch.Tensor, names: Iterable[str] | str | None = None,
     ``names`` and ``severities`` are one value or a sequence. Names, severities, ``seed`` and ``x`` are
     validated before the first item is produced.
     """
-    names = list(CORRUPTIONS) if names is None else [_check_name(n) for n in
+    names = list(registry.CORRUPTIONS) if names is None else [_check_name(n) for n in
                                                      ([names] if isinstance(names, str) else names)]
     severities = _check_severities(severities)
     seed = _check_seed(seed)
@@ -450,6 +459,6 @@ def corruption_grid(x: torch.Tensor, names: Iterable[str] | str | None = None,
     def gen():
         for n in names:
             for s in severities:
-                yield n, s, CORRUPTIONS[n](x, s, seed)
+                yield n, s, registry.CORRUPTIONS.get(n)(x, s, seed)
 
     return gen()

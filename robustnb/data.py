@@ -42,10 +42,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10, FashionMNIST
-from tqdm.auto import tqdm
 
 from robustnb.checks import check_labels
 from robustnb.config import ConfigError, ConfigTypeError, cache_dir, data_dir
+from robustnb.progress import tqdm
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_MNIST_CLASSES = [

@@ -289,28 +289,42 @@ class DefenseSettings:
     mask_source: str = "low"
 
 
+def _makers() -> dict:
+    """Each defense's maker: ``(bit_map_fn=None, settings=None, **overrides)``, the strengths of ``settings``
+    (:class:`DefenseSettings`) unless ``overrides`` replace them."""
+    def single(cls, field, arg, *extra):
+        def make(bit_map_fn=None, settings: DefenseSettings | None = None, **overrides):
+            s = settings or DefenseSettings()
+            return cls(overrides.get(arg, getattr(s, field)), *(getattr(s, e) for e in extra))
+        return make
+
+    def disentangled(bit_map_fn=None, settings: DefenseSettings | None = None, **overrides):
+        if bit_map_fn is None:
+            raise ConfigError("the disentangled_tv defense needs bit_map_fn (robustnb.defenses.model_bit_map(model))")
+        s = settings or DefenseSettings()
+        kw = dict(lambda_tv=s.lambda_tv, cutoff=s.cutoff, object_factor=s.object_factor, hf_factor=s.hf_factor,
+                  n_iter=s.n_iter, mask_source=s.mask_source)
+        kw.update(overrides)
+        return DisentangledTV(bit_map_fn, **kw)
+
+    return {"none": lambda bit_map_fn=None, settings=None, **overrides: Defense(),
+            "global_tv": single(GlobalTV, "global_tv", "weight", "n_iter"),
+            "gaussian_blur": single(GaussianBlur, "gaussian_blur", "sigma"),
+            "jpeg": single(JPEG, "jpeg", "quality"),
+            "bit_depth": single(BitDepth, "bit_depth", "bits"),
+            "disentangled_tv": disentangled}
+
+
+for _name, _maker in _makers().items():
+    registry.DEFENSES.set_maker(_name, _maker)
+
+
 def make_defense(name: str, bit_map_fn=None, settings: DefenseSettings | None = None, **overrides) -> Defense:
     """A defense by name (:data:`robustnb.registry.DEFENSES`) with the strengths of ``settings``;
     ``overrides`` replace single arguments (``weight``, ``sigma``, ``quality``, ``bits``, or the disentangled
-    defense's keyword arguments). ``disentangled_tv`` needs ``bit_map_fn`` (:func:`model_bit_map`)."""
-    s = settings or DefenseSettings()
-    cls = registry.DEFENSES.get(name)
-    if cls is Defense:
-        return Defense()
-    if cls is GlobalTV:
-        return GlobalTV(overrides.get("weight", s.global_tv), s.n_iter)
-    if cls is GaussianBlur:
-        return GaussianBlur(overrides.get("sigma", s.gaussian_blur))
-    if cls is JPEG:
-        return JPEG(overrides.get("quality", s.jpeg))
-    if cls is BitDepth:
-        return BitDepth(overrides.get("bits", s.bit_depth))
-    if bit_map_fn is None:
-        raise ConfigError("the disentangled_tv defense needs bit_map_fn (robustnb.defenses.model_bit_map(model))")
-    kw = dict(lambda_tv=s.lambda_tv, cutoff=s.cutoff, object_factor=s.object_factor, hf_factor=s.hf_factor,
-              n_iter=s.n_iter, mask_source=s.mask_source)
-    kw.update(overrides)
-    return DisentangledTV(bit_map_fn, **kw)
+    defense's keyword arguments). ``disentangled_tv`` needs ``bit_map_fn`` (:func:`model_bit_map`). The same as
+    ``robustnb.mechanisms.make("defense", name, bit_map_fn, settings, ...)``."""
+    return registry.DEFENSES.make(name, bit_map_fn, settings, **overrides)
 
 
 def apply(defense: Defense, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -319,5 +333,3 @@ def apply(defense: Defense, x: torch.Tensor, batch_size: int = 256) -> torch.Ten
     with torch.no_grad():
         return torch.cat([defense(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else x
 
-
-DEFENSES = registry.DEFENSES.names()

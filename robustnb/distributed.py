@@ -14,6 +14,7 @@ How the nodes vote is :mod:`robustnb.ensembles`.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -25,15 +26,15 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm.auto import tqdm
 
-from robustnb import cpus
-from robustnb.cache import atomic_write, cache_key, cache_path, cached, cached_json
-from robustnb.config import ConfigError, data_dir, pick
+from robustnb.cache import cache_key, cache_path, cached, cached_json
+from robustnb.config import ConfigError
+from robustnb.jobs import (BACKENDS, WORKER_CACHE, Execution, ModelJob, _check_backend, adopt, ray_init,  # noqa: F401
+                           ray_shutdown, run_jobs)
 from robustnb.models import for_dataset
+from robustnb.progress import tqdm
 from robustnb.train import TrainConfig, accuracy, classifier_spec, fit
 
-BACKENDS = ("local", "ray")
 #: how a node's hyperparameters are searched: ``random`` (every trial to the end, in this process) or ``asha``
 #: (Ray Tune with ASHA early stopping, on a local Ray or the cluster): a science setting, part of the tuning key
 TUNERS = ("random", "asha")
@@ -86,72 +87,15 @@ def train_node(node: NodeSpec, device="cpu", verbose: bool = False) -> nn.Module
                   device=device, verbose=verbose)
 
 
-def _train_in_worker(node: NodeSpec) -> bytes:
-    """A Ray task: train ``node`` (into the worker's own scratch cache) and return its checkpoint file's bytes,
-    which travel back through Ray's object store: the driver needs no file system shared with the worker."""
-    torch.set_num_threads(1)
-    model = train_node(node, "cpu")
-    return Path(model.robustnb_info["path"]).read_bytes()
+def node_job(node: NodeSpec, cost: float = 0.0) -> ModelJob:
+    """A node as a :class:`robustnb.jobs.ModelJob` (trained by :func:`train_node`, on the CPU)."""
+    name, spec = node.cache_name_spec()
+    return ModelJob(name, spec, functools.partial(train_node, node), cost=cost)
 
 
 def adopt_checkpoint(node: NodeSpec, blob: bytes) -> Path:
-    """Put a checkpoint trained elsewhere into this process's model cache (atomically; a checkpoint already
-    there is kept). :func:`train_node` then loads it, verifying its spec and checksum."""
-    path = cache_path(*node.cache_name_spec())
-    if not path.exists():
-        atomic_write(path, lambda f: f.write(blob))
-    return path
-
-
-#: where Ray workers cache what they train before sending it back (on their own machine, never shared)
-WORKER_CACHE = Path(tempfile.gettempdir()) / "robustnb-ray-worker-cache"
-
-
-def ray_init(address: str | None = None, num_cpus: int | None = None):
-    """Start (or join) Ray once: a local instance, or the cluster at ``address`` / ``$RAY_ADDRESS``.
-
-    Workers cache what they train in their own scratch folder (:data:`WORKER_CACHE`, on their machine) and
-    send results back through Ray's object store; node specs carry their data, so a cluster needs no shared
-    file system. Workers run one torch thread each with OpenMP's passive wait policy (:mod:`robustnb.cpus`).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    env = {"ROBUSTNB_CACHE": str(WORKER_CACHE), "ROBUSTNB_DATA": str(data_dir()), **cpus.worker_env(1)}
-    kw = dict(runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False,
-              logging_level="ERROR", configure_logging=True)
-    if address is None:
-        kw["num_cpus"] = num_cpus or cpus.usable_cpus()
-    ray.init(address=address, **kw)
-    return ray
-
-
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ConfigError(f"Unknown backend {backend!r}: choose one of {', '.join(map(repr, BACKENDS))}.")
-
-
-@dataclass(frozen=True)
-class Execution:
-    """Where independent jobs run, apart from what they compute (never part of a cache key): ``backend``
-    (``local``: in this process, ``ray``: Ray tasks), the Ray ``address`` (None: ``$RAY_ADDRESS``, else a local
-    Ray), ``num_cpus`` of a local Ray (None: the usable CPUs) and ``threads``, this process's torch threads while
-    Ray workers train on the cores (so the two do not oversubscribe them)."""
-
-    backend: str = "local"
-    address: str | None = None
-    num_cpus: int | None = None
-    threads: int = 1
-
-    def __post_init__(self):
-        _check_backend(self.backend)
-
-    @classmethod
-    def from_preset(cls, preset: str, backend: str | None = None, address: str | None = None) -> "Execution":
-        """``smoke``: in-process; ``cpu`` and ``full``: Ray (a local instance, or the cluster at ``address``)."""
-        return cls(backend=backend or pick(preset, smoke="local", cpu="ray", full="ray"), address=address)
+    """Put a node's checkpoint trained elsewhere into this process's model cache (:func:`robustnb.jobs.adopt`)."""
+    return adopt(node_job(node), blob)
 
 
 def training_cost(node: NodeSpec) -> float:
@@ -164,36 +108,23 @@ def training_cost(node: NodeSpec) -> float:
     return float(counter.get_total_flops()) * len(node.data) * node.train.epochs
 
 
-def longest_first(nodes: Sequence[NodeSpec]) -> list[NodeSpec]:
-    """The nodes in decreasing training cost: parallel workers then finish together (longest processing
-    time first), instead of one worker training the last large model while the other cores idle."""
-    return sorted(nodes, key=training_cost, reverse=True)
-
-
 def train_nodes(nodes: Sequence[NodeSpec], backend: str = "local", device="cpu", address: str | None = None,
                 num_cpus: int | None = None) -> dict[str, nn.Module]:
     """Train every distinct node (by cache key) and return ``{key: model}``.
 
     ``backend="ray"`` trains the nodes that are not cached yet as parallel Ray tasks (one CPU each, the
-    costliest first: :func:`longest_first`) on a local Ray or the cluster at ``address`` / ``$RAY_ADDRESS``;
-    each trained checkpoint comes back through the object store into this process's cache
-    (:func:`adopt_checkpoint`), and everything is then loaded from there; ``"local"`` trains them one after the
-    other in this process.
+    costliest first by :func:`training_cost`, so the workers finish together) on a local Ray or the cluster at
+    ``address`` / ``$RAY_ADDRESS`` (:func:`robustnb.jobs.run_jobs`); each trained checkpoint comes back through
+    the object store into this process's cache, and everything is then loaded from there; ``"local"`` trains
+    them one after the other in this process.
     """
     _check_backend(backend)
     unique = {}
     for node in nodes:
         unique.setdefault(node.key, node)
-    todo = [n for n in unique.values() if not n.is_cached()]
-    if todo and backend == "ray" and torch.device(device).type == "cpu":
-        ray = ray_init(address, num_cpus)
-        remote = ray.remote(num_cpus=1)(_train_in_worker)
-        pending = {remote.remote(n): n for n in longest_first(todo)}
-        with tqdm(total=len(pending), desc=f"training {len(todo)} nodes on Ray") as bar:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                adopt_checkpoint(pending.pop(done[0]), ray.get(done[0]))  # re-raises a worker's error here
-                bar.update(1)
+    if backend == "ray" and torch.device(device).type == "cpu":
+        todo = [n for n in unique.values() if not n.is_cached()]
+        run_jobs([node_job(n, training_cost(n)) for n in todo], Execution("ray", address, num_cpus), desc="nodes")
     out = {}
     for key, node in tqdm(unique.items(), desc="nodes", leave=False):
         out[key] = train_node(node, device)
@@ -317,16 +248,6 @@ def node_table(nodes: dict[str, NodeSpec]) -> pd.DataFrame:
                           "shard_size": len(n.data), "key": k} for k, n in nodes.items()])
 
 
-def ray_shutdown() -> None:
-    """Stop the Ray instance this process started (no-op when Ray is not running)."""
-    try:
-        import ray
-    except ImportError:  # pragma: no cover
-        return
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-__all__ = ["BACKENDS", "TUNERS", "Execution", "NodeSpec", "default_train", "adopt_checkpoint", "WORKER_CACHE", "longest_first", "train_node", "train_nodes", "training_cost",
-           "tune_node", "tuned", "tuned_params", "search_space",
-           "ray_init", "ray_shutdown", "node_table"]
+__all__ = ["BACKENDS", "TUNERS", "Execution", "NodeSpec", "default_train", "adopt_checkpoint", "WORKER_CACHE",
+           "node_job", "train_node", "train_nodes", "training_cost", "tune_node", "tuned", "tuned_params",
+           "search_space", "ray_init", "ray_shutdown", "node_table"]

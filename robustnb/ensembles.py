@@ -24,6 +24,7 @@ Training the nodes (locally or on Ray) and tuning them is :mod:`robustnb.distrib
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -35,8 +36,7 @@ from robustnb import registry
 from robustnb.config import ConfigError
 
 for _vote in ("hard", "soft", "weighted"):
-    registry.VOTES.add(_vote, _vote)
-VOTES = registry.VOTES.names()
+    registry.VOTES.add(_vote, _vote)  # its maker (below): the voting function of that rule
 SHARD_MODES = ("shared", "disjoint", "dirichlet")
 
 
@@ -78,6 +78,10 @@ def vote_scores(logits: torch.Tensor, vote: str = "hard", weights=None) -> torch
     tied = votes >= votes.max(1, keepdim=True).values - tol
     decision = torch.where(tied, probs, torch.full_like(probs, -1.0)).argmax(1)  # first max = lowest index
     return F.one_hot(decision, c).float() + 0.5 * probs
+
+
+for _vote in registry.VOTES.names():
+    registry.VOTES.set_maker(_vote, functools.partial(functools.partial, vote_scores, vote=_vote))
 
 
 def aggregate(logits: torch.Tensor, vote: str = "hard", weights=None) -> torch.Tensor:
@@ -136,4 +140,4 @@ def make_shards(labels: torch.Tensor, n_nodes: int, per_node: int, mode: str = "
     raise RuntimeError(f"could not draw Dirichlet({alpha}) shards with >= {min_size} items per node")
 
 
-__all__ = ["VOTES", "SHARD_MODES", "vote_scores", "aggregate", "majority_vote", "Ensemble", "make_shards"]
+__all__ = ["SHARD_MODES", "vote_scores", "aggregate", "majority_vote", "Ensemble", "make_shards"]

@@ -9,6 +9,8 @@ ImageNet-pretrained weights (needs a download: Colab, not the offline machines).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torchvision
 from torch import nn
@@ -52,7 +54,6 @@ registry.ARCHITECTURES.add("cnn", SmallCNN)
 for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v2", "vgg11",
               "regnet_x_400mf", "densenet121"):
     registry.ARCHITECTURES.add(_name, getattr(torchvision.models, _name if _name != "vgg11" else "vgg11_bn"))
-ARCHITECTURES = registry.ARCHITECTURES.names()
 
 
 def _first_conv_to(model: nn.Module, in_channels: int, small_input: bool) -> None:
@@ -122,6 +123,10 @@ def build_classifier(arch: str, num_classes: int = 10, in_channels: int = 3, ima
         _first_conv_to(net, in_channels, small)
         _replace_head(net, num_classes)
     return nn.Sequential(Normalize(mean, std), net)
+
+
+for _arch in registry.ARCHITECTURES.names():
+    registry.ARCHITECTURES.set_maker(_arch, functools.partial(build_classifier, _arch))
 
 
 def _replace_head(net: nn.Module, num_classes: int) -> None:

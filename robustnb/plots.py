@@ -18,6 +18,7 @@ import base64
 import io
 import itertools
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -268,7 +269,130 @@ def _range(values, log=False, pad=0.05, include_zero=False):
     return [lo - pad * span, hi + pad * span]
 
 
-def slider_figure(df, x, y, slider, color=None, select=None, kind="line", slider_label=None,
+@dataclass(frozen=True)
+class _SliderData:
+    """What :func:`slider_figure` draws: the frame, its columns, and the values of the slider, the selector and
+    the colour in order of first appearance; one trace per (selector value, colour value)."""
+    df: pd.DataFrame
+    x: str
+    y: str
+    slider: str
+    color: str | None
+    select: str | None
+    kind: str
+    error_y: str | None
+
+    @property
+    def steps(self) -> list:
+        return list(pd.unique(self.df[self.slider]))
+
+    @property
+    def selected(self) -> list:
+        return list(pd.unique(self.df[self.select])) if self.select is not None else [None]
+
+    @property
+    def colours(self) -> list:
+        return list(pd.unique(self.df[self.color])) if self.color is not None else [None]
+
+    @property
+    def groups(self) -> list[tuple]:
+        return list(itertools.product(self.selected, self.colours))
+
+    def trace(self, step, sel, col):
+        """The trace of one (selector, colour) group at one slider value."""
+        m = self.df[self.slider] == step
+        if self.select is not None:
+            m &= self.df[self.select] == sel
+        if self.color is not None:
+            m &= self.df[self.color] == col
+        d = self.df[m]
+        kw = dict(x=d[self.x].tolist(), y=d[self.y].tolist())
+        if self.error_y is not None:
+            kw["error_y"] = dict(type="data", array=d[self.error_y].tolist(), visible=True)
+        return go.Bar(**kw) if self.kind == "bar" else go.Scatter(**kw)
+
+
+def _slider_traces(sd: _SliderData, labels: dict) -> go.Figure:
+    """The figure at the first slider value (the first selector value visible) and one frame per slider value."""
+    mode = {"line": "lines+markers", "scatter": "markers"}.get(sd.kind)
+    fig = go.Figure()
+    colours, first = sd.colours, sd.selected[0]
+    for sel, col in sd.groups:
+        tr = sd.trace(sd.steps[0], sel, col)
+        c = PALETTE[colours.index(col) % len(PALETTE)]
+        name = _fmt(col) if sd.color is not None else labels.get(sd.y, sd.y)
+        tr.update(name=name, legendgroup=name, showlegend=sd.color is not None, visible=bool(sel == first))
+        if sd.kind == "bar":
+            tr.update(marker_color=c)
+        else:
+            tr.update(mode=mode, line=dict(color=c), marker=dict(color=c, size=7))
+        fig.add_trace(tr)
+    idx = list(range(len(sd.groups)))
+    fig.frames = [go.Frame(name=str(s), traces=idx, data=[sd.trace(s, sel, col) for sel, col in sd.groups])
+                  for s in sd.steps]
+    return fig
+
+
+def _fixed_axes(fig: go.Figure, sd: _SliderData, log_x: bool) -> None:
+    """Axis ranges computed from the whole frame, so they stay put while the sliders move."""
+    df = sd.df
+    yv = df[sd.y]
+    if sd.error_y is not None:
+        yv = pd.concat([df[sd.y] - df[sd.error_y], df[sd.y] + df[sd.error_y]])
+    yr = _range(yv, include_zero=sd.kind == "bar")
+    if pd.api.types.is_numeric_dtype(df[sd.x]):
+        fig.update_xaxes(range=_range(df[sd.x], log=log_x), autorange=False, type="log" if log_x else "linear")
+    else:
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=[str(v) for v in pd.unique(df[sd.x])])
+    if yr is not None:
+        fig.update_yaxes(range=yr, autorange=False)
+
+
+def _slider_controls(fig: go.Figure, sd: _SliderData, labels: dict, slider_label, select_label, play: bool,
+                     title, height) -> None:
+    """The sliders (an ``animate`` one over the frames, a ``restyle`` one over the selector), stacked under the
+    plot, and the play button."""
+    n_sl = 1 + (sd.select is not None)
+    height = height or HEIGHT + 85 * n_sl
+    t, b = (60 if title else 30), 70 + 85 * n_sl
+    plot_h = height - t - b
+
+    def place(k):  # k-th slider below the x-axis title, in paper units
+        return -(70 + 85 * k) / plot_h
+
+    anim = dict(frame=dict(duration=0, redraw=sd.kind == "bar"), mode="immediate", transition=dict(duration=0))
+    s_label = slider_label or labels.get(sd.slider, sd.slider)
+    sliders = [dict(
+        active=0, x=0.1 if play else 0.0, len=0.9 if play else 1.0, y=place(0), yanchor="top",
+        pad=dict(t=0, b=0), currentvalue=dict(prefix=f"{s_label} = ", font=dict(size=14)),
+        steps=[dict(method="animate", label=_fmt(s), args=[[str(s)], anim]) for s in sd.steps],
+    )]
+    if sd.select is not None:
+        sel_label = select_label or labels.get(sd.select, sd.select)
+        groups = sd.groups
+        sliders.append(dict(
+            active=0, x=0.0, len=1.0, y=place(1), yanchor="top", pad=dict(t=0, b=0),
+            currentvalue=dict(prefix=f"{sel_label} = ", font=dict(size=14)),
+            steps=[dict(method="restyle", label=_fmt(sv), args=[{"visible": [bool(g[0] == sv) for g in groups]}])
+                   for sv in sd.selected],
+        ))
+    fig.update_layout(
+        sliders=sliders, height=height, margin=dict(t=t, b=b),
+        xaxis_title=labels.get(sd.x, sd.x), yaxis_title=labels.get(sd.y, sd.y),
+        legend_title_text=labels.get(sd.color, sd.color) if sd.color is not None else None,
+        barmode="group" if sd.kind == "bar" else None,
+    )
+    if play:
+        fig.update_layout(updatemenus=[dict(
+            type="buttons", showactive=False, x=0.0, y=place(0), xanchor="left", yanchor="top",
+            pad=dict(t=25, r=10),
+            buttons=[dict(label="▶", method="animate",
+                          args=[None, {**anim, "frame": dict(duration=700, redraw=sd.kind == "bar"),
+                                       "fromcurrent": True}])],
+        )])
+
+
+def slider_figure(df, x, y, slider, color=None, select=None, *, kind="line", slider_label=None,
                   select_label=None, error_y=None, log_x=False, play=False, title=None,
                   labels=None, height=None) -> go.Figure:
     """Figure with sliders that work in a static HTML page (no kernel needed).
@@ -284,97 +408,10 @@ def slider_figure(df, x, y, slider, color=None, select=None, kind="line", slider
         raise ValueError(f"kind must be 'line', 'scatter' or 'bar', not {kind!r}")
     _check(df, x, y, slider, color, select, error_y)
     labels = labels or {}
-    steps_v = list(pd.unique(df[slider]))
-    sel_v = list(pd.unique(df[select])) if select is not None else [None]
-    col_v = list(pd.unique(df[color])) if color is not None else [None]
-    groups = list(itertools.product(sel_v, col_v))
-
-    def subset(s_val, sel, col):
-        m = df[slider] == s_val
-        if select is not None:
-            m &= df[select] == sel
-        if color is not None:
-            m &= df[color] == col
-        return df[m]
-
-    def data(s_val, sel, col):
-        d = subset(s_val, sel, col)
-        kw = dict(x=d[x].tolist(), y=d[y].tolist())
-        if error_y is not None:
-            kw["error_y"] = dict(type="data", array=d[error_y].tolist(), visible=True)
-        return go.Bar(**kw) if kind == "bar" else go.Scatter(**kw)
-
-    mode = {"line": "lines+markers", "scatter": "markers"}.get(kind)
-    fig = go.Figure()
-    for i, (sel, col) in enumerate(groups):
-        tr = data(steps_v[0], sel, col)
-        c = PALETTE[col_v.index(col) % len(PALETTE)]
-        name = _fmt(col) if color is not None else labels.get(y, y)
-        tr.update(name=name, legendgroup=name, showlegend=color is not None,
-                  visible=bool(sel == sel_v[0]))
-        if kind == "bar":
-            tr.update(marker_color=c)
-        else:
-            tr.update(mode=mode, line=dict(color=c), marker=dict(color=c, size=7))
-        fig.add_trace(tr)
-
-    idx = list(range(len(groups)))
-    fig.frames = [go.Frame(name=str(s), traces=idx, data=[data(s, sel, col) for sel, col in groups])
-                  for s in steps_v]
-
-    # fixed axes: computed from the whole frame
-    yv = df[y]
-    if error_y is not None:
-        yv = pd.concat([df[y] - df[error_y], df[y] + df[error_y]])
-    yr = _range(yv, include_zero=kind == "bar")
-    if pd.api.types.is_numeric_dtype(df[x]):
-        fig.update_xaxes(range=_range(df[x], log=log_x), autorange=False,
-                         type="log" if log_x else "linear")
-    else:
-        fig.update_xaxes(type="category", categoryorder="array",
-                         categoryarray=[str(v) for v in pd.unique(df[x])])
-    if yr is not None:
-        fig.update_yaxes(range=yr, autorange=False)
-
-    # sliders, stacked under the plot
-    n_sl = 1 + (select is not None)
-    height = height or HEIGHT + 85 * n_sl
-    t, b = (60 if title else 30), 70 + 85 * n_sl
-    plot_h = height - t - b
-
-    def place(k):  # k-th slider below the x-axis title, in paper units
-        return -(70 + 85 * k) / plot_h
-
-    anim = dict(frame=dict(duration=0, redraw=kind == "bar"), mode="immediate",
-                transition=dict(duration=0))
-    s_label = slider_label or labels.get(slider, slider)
-    sliders = [dict(
-        active=0, x=0.1 if play else 0.0, len=0.9 if play else 1.0, y=place(0), yanchor="top",
-        pad=dict(t=0, b=0), currentvalue=dict(prefix=f"{s_label} = ", font=dict(size=14)),
-        steps=[dict(method="animate", label=_fmt(s), args=[[str(s)], anim]) for s in steps_v],
-    )]
-    if select is not None:
-        sel_label = select_label or labels.get(select, select)
-        sliders.append(dict(
-            active=0, x=0.0, len=1.0, y=place(1), yanchor="top", pad=dict(t=0, b=0),
-            currentvalue=dict(prefix=f"{sel_label} = ", font=dict(size=14)),
-            steps=[dict(method="restyle", label=_fmt(sv),
-                        args=[{"visible": [bool(g[0] == sv) for g in groups]}]) for sv in sel_v],
-        ))
-    fig.update_layout(
-        sliders=sliders, height=height, margin=dict(t=t, b=b),
-        xaxis_title=labels.get(x, x), yaxis_title=labels.get(y, y),
-        legend_title_text=labels.get(color, color) if color is not None else None,
-        barmode="group" if kind == "bar" else None,
-    )
-    if play:
-        fig.update_layout(updatemenus=[dict(
-            type="buttons", showactive=False, x=0.0, y=place(0), xanchor="left", yanchor="top",
-            pad=dict(t=25, r=10),
-            buttons=[dict(label="▶", method="animate",
-                          args=[None, {**anim, "frame": dict(duration=700, redraw=kind == "bar"),
-                                       "fromcurrent": True}])],
-        )])
+    sd = _SliderData(df, x, y, slider, color, select, kind, error_y)
+    fig = _slider_traces(sd, labels)
+    _fixed_axes(fig, sd, log_x)
+    _slider_controls(fig, sd, labels, slider_label, select_label, play, title, height)
     return _titled(fig, title)
 
 

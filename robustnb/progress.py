@@ -17,11 +17,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from robustnb.config import cache_dir
+from tqdm.auto import tqdm as _auto_tqdm
+
+from robustnb.config import cache_dir, executed_kernel
 
 LOG_NAME = "progress.log"
 MAX_BYTES = 1_000_000
 _last: dict[str, float] = {}
+
+
+def tqdm(iterable=None, *args, **kwargs):
+    """``tqdm.auto``'s progress bar, except in a kernel that executes a notebook for nobody watching (a book
+    build, papermill, nbval: :func:`robustnb.config.executed_kernel`), where it is disabled, so that no progress
+    widget is saved into the pages; there :func:`note` (the progress line of ``make book``) reports progress."""
+    if executed_kernel():
+        kwargs["disable"] = True
+    return _auto_tqdm(iterable, *args, **kwargs)
 
 
 def log_path() -> Path:

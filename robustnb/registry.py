@@ -10,9 +10,15 @@ unknown name, naming the bad value and every allowed one::
     ...
     robustnb.config.ConfigError: Unknown attack 'fsgm': choose one of 'fgsm', 'pgd', ...
 
+Each entry has a *maker*, the one way to build it: the registered object itself (a class, a function) unless the
+module registering it gives another, e.g. one that fills in the book's default steps. :meth:`Registry.make` calls
+it; chapters build everything chosen by name through :func:`robustnb.mechanisms.make` (``make("attack", "pgd",
+model, eps=8/255)``), which also imports the modules that fill the registries.
+
 The registries themselves live here, empty; each mechanism module fills its own on import
 (``robustnb.attacks`` the attacks, ``robustnb.defenses`` the defenses, ...), so this module depends on
-nothing but :mod:`robustnb.config`.
+nothing but :mod:`robustnb.config`. No other module binds a registry's name to anything else: read the names
+with ``registry.DEFENSES.names()``.
 """
 
 from __future__ import annotations
@@ -33,25 +39,37 @@ class Registry(Mapping):
         self.kind = kind
         self._entries: dict[str, Any] = {}
         self._meta: dict[str, dict] = {}
+        self._makers: dict[str, Callable[..., Any]] = {}
 
-    def register(self, name: str, **meta) -> Callable[[Any], Any]:
+    def register(self, name: str, maker: Callable[..., Any] | None = None, **meta) -> Callable[[Any], Any]:
         """Decorator: ``@REGISTRY.register("pgd")`` above a class or function adds it under ``name``.
 
-        Keyword arguments are stored as metadata (:meth:`meta`), e.g. ``group="noise"``."""
+        Keyword arguments are stored as metadata (:meth:`meta`), e.g. ``group="noise"``; ``maker`` as in
+        :meth:`add`."""
         def deco(obj):
-            self.add(name, obj, **meta)
+            self.add(name, obj, maker=maker, **meta)
             return obj
 
         return deco
 
-    def add(self, name: str, obj: Any, **meta) -> Any:
+    def add(self, name: str, obj: Any, maker: Callable[..., Any] | None = None, **meta) -> Any:
+        """Register ``obj`` under ``name``; :meth:`make` builds it with ``maker`` (default: ``obj`` itself)."""
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{self.kind} names must be non-empty strings, got {name!r}.")
         if name in self._entries:
             raise ConfigError(f"{self.kind} {name!r} is registered twice.")
         self._entries[name] = obj
         self._meta[name] = dict(meta)
+        self._makers[name] = maker if maker is not None else obj
         return obj
+
+    def set_maker(self, name: str, maker: Callable[..., Any]) -> None:
+        """Give an entry registered earlier its maker (for makers defined after the entry's class)."""
+        self._makers[self.check(name)] = maker
+
+    def make(self, name, *args, **settings) -> Any:
+        """Build entry ``name``: its maker called with ``args`` and ``settings``."""
+        return self._makers[self.check(name)](*args, **settings)
 
     def check(self, name) -> str:
         """Return ``name`` if it is registered, else raise :class:`ConfigError` listing the allowed names."""

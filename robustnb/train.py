@@ -20,14 +20,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustnb import cpus
 from robustnb.cache import cached, data_spec
 from robustnb.checks import check_number
 from robustnb.config import ConfigError, check_seed, pick
 from robustnb.models import for_dataset
-from robustnb.progress import note
+from robustnb.progress import note, tqdm
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULERS = ("none", "cosine", "step", "onecycle")
@@ -165,6 +164,52 @@ def _batches(data, batch_size: int, shuffle: bool, g: torch.Generator | None = N
 
 
 # ---------------------------------------------------------------------------------------------- train
+@dataclass
+class _Optimizers:
+    """The optimizer and schedule of a training run, and the entropy model's auxiliary optimizer (its quantile
+    parameters, when the model has an ``aux_loss``)."""
+    opt: torch.optim.Optimizer
+    sched: Any
+    aux: torch.optim.Optimizer | None
+
+    @classmethod
+    def for_model(cls, model: nn.Module, cfg: "TrainConfig", steps_per_epoch: int) -> "_Optimizers":
+        aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+        aux_ids = {id(p) for p in aux_params}
+        params = [p for p in model.parameters() if p.requires_grad and id(p) not in aux_ids]
+        opt = make_optimizer(params, cfg)
+        aux = torch.optim.Adam(aux_params, lr=1e-3) if aux_params and hasattr(model, "aux_loss") else None
+        return cls(opt, make_scheduler(opt, cfg, steps_per_epoch), aux)
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: "TrainConfig", opts: _Optimizers,
+                extra_terms: Mapping[str, tuple[float, LossTerm]], sums: dict) -> int:
+    """One optimizer step on a batch: loss ``CE + sum(weight * term)`` (under bf16 autocast when configured),
+    the schedule's step and the auxiliary optimizer's; adds the batch's loss terms to ``sums`` and returns how
+    many of its images the model got right."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        out = model(x)
+    logits = logits_of(out).float()
+    ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    loss = ce
+    for name, (weight, fn) in extra_terms.items():
+        term = fn(model, x, y, out)
+        sums[name] += float(term.detach()) * len(y)
+        loss = loss + weight * term
+    opts.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opts.opt.step()
+    if opts.sched is not None:
+        opts.sched.step()
+    if opts.aux is not None:
+        opts.aux.zero_grad(set_to_none=True)
+        model.aux_loss().backward()
+        opts.aux.step()
+    sums["loss"] += float(loss.detach()) * len(y)
+    sums["ce"] += float(ce.detach()) * len(y)
+    return int((logits.argmax(1) == y).sum())
+
+
 def fit(model: nn.Module, data, cfg: TrainConfig, *, device: torch.device | str = "cpu",
         extra_terms: Mapping[str, tuple[float, LossTerm]] | None = None, eval_data=None,
         desc: str = "training", on_epoch: Callable[[dict], None] | None = None) -> pd.DataFrame:
@@ -180,14 +225,8 @@ def fit(model: nn.Module, data, cfg: TrainConfig, *, device: torch.device | str 
     model.to(device)
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    aux_ids = {id(p) for p in aux_params}
-    params = [p for p in model.parameters() if p.requires_grad and id(p) not in aux_ids]
-    opt = make_optimizer(params, cfg)
-    aux_opt = torch.optim.Adam(aux_params, lr=1e-3) if aux_params and hasattr(model, "aux_loss") else None
     n = len(data[1]) if isinstance(data, (tuple, list)) else len(data)
-    steps = (n + cfg.batch_size - 1) // cfg.batch_size
-    sched = make_scheduler(opt, cfg, steps)
+    opts = _Optimizers.for_model(model, cfg, (n + cfg.batch_size - 1) // cfg.batch_size)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=layout)
     rows = []
@@ -205,27 +244,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, *, device: torch.device | str 
             if cfg.augment:
                 x = augment_batch(x, g)
             x, y = x.to(device).contiguous(memory_format=layout), y.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                out = model(x)
-            logits = logits_of(out).float()
-            ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            loss = ce
-            for name, (weight, fn) in extra_terms.items():
-                term = fn(model, x, y, out)
-                sums[name] += float(term.detach()) * len(y)
-                loss = loss + weight * term
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            if aux_opt is not None:
-                aux_opt.zero_grad(set_to_none=True)
-                model.aux_loss().backward()
-                aux_opt.step()
-            sums["loss"] += float(loss.detach()) * len(y)
-            sums["ce"] += float(ce.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            correct += _train_step(model, x, y, cfg, opts, extra_terms, sums)
             seen += len(y)
         note(f"{desc}: epoch {epoch + 1}/{cfg.epochs} done", every=0)
         row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()},

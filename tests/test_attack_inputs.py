@@ -10,9 +10,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from robustnb import defenses, registry
-from robustnb.attacks import AdaptiveEntropyAttack, EntropyAttack, SaltAndPepper, make_attack, make_transfer_attack
+from robustnb import registry
 from robustnb.config import ConfigError
+from robustnb.mechanisms import make
 from robustnb.split import build_split_model
 from test_attack_properties import Tiny  # the same small classifier as the attack property tests
 
@@ -31,19 +31,20 @@ def _split():
 
 
 EPS = 4 / 255
-#: name -> a factory of the attack object the package hands out for it (one optimizer step: fast)
+#: name -> a factory of the attack object the package hands out for it, built by name through the one front door
+#: (robustnb.mechanisms.make; one optimizer step: fast)
 ATTACK_FACTORIES = {
-    "fgsm": lambda: make_attack("fgsm", _tiny(), EPS),
-    "pgd": lambda: make_attack("pgd", _tiny(), EPS, steps=1, random_start=False),
-    "mifgsm": lambda: make_attack("mifgsm", _tiny(), EPS, steps=1),
-    "bim": lambda: make_attack("bim", _tiny(), EPS, steps=1),
-    "autoattack": lambda: make_attack("autoattack", _tiny(), EPS),
-    "entropy": lambda: EntropyAttack(_split(), eps=EPS, steps=1, draws=1),
-    "adaptive_entropy": lambda: AdaptiveEntropyAttack(_split(), defenses.make_defense("bit_depth"), eps=EPS,
-                                                      steps=1, draws=1),
-    "salt_pepper": lambda: SaltAndPepper(_tiny(), steps=2, repeats=1),
+    "fgsm": lambda: make("attack", "fgsm", _tiny(), eps=EPS),
+    "pgd": lambda: make("attack", "pgd", _tiny(), eps=EPS, steps=1, random_start=False),
+    "mifgsm": lambda: make("attack", "mifgsm", _tiny(), eps=EPS, steps=1),
+    "bim": lambda: make("attack", "bim", _tiny(), eps=EPS, steps=1),
+    "autoattack": lambda: make("attack", "autoattack", _tiny(), eps=EPS),
+    "entropy": lambda: make("attack", "entropy", _split(), eps=EPS, steps=1, draws=1),
+    "adaptive_entropy": lambda: make("attack", "adaptive_entropy", _split(), defense=make("defense", "bit_depth"),
+                                     eps=EPS, steps=1, draws=1),
+    "salt_pepper": lambda: make("attack", "salt_pepper", _tiny(), steps=2, repeats=1),
 }
-TRANSFER_FACTORIES = {name: functools.partial(make_transfer_attack, name, [_tiny(0), _tiny(1)], EPS, steps=1)
+TRANSFER_FACTORIES = {name: functools.partial(make, "transfer attack", name, [_tiny(0), _tiny(1)], EPS, steps=1)
                       for name in ("mifgsm", "sam", "cse", "cwa")}
 NEEDS_SPLIT_MODEL = {"entropy", "adaptive_entropy"}  # image sizes a split model takes (multiples of 8)
 SLOW_ON_GOOD_INPUT = {"autoattack"}  # thousands of queries: only its input checks are exercised

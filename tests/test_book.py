@@ -30,5 +30,5 @@ def test_the_book_uses_the_cache_keyed_by_preset():
         outdir = "/x/_build/html"
 
     c = Config()
-    book._set_execution_cache(App(), c)
+    book.sphinx_ext._set_execution_cache(App(), c)
     assert c.nb_execution_cache_path.startswith("/x/_build/.jupyter_cache/")

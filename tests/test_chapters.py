@@ -23,8 +23,8 @@ def test_toc_lists_chapters():
     assert book.toc_files()[0] == "book/intro"
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
-def test_chapter_structure(path):
+def check_structure(path: Path) -> None:
+    """What every chapter notebook must look like (the new-chapter scaffold is checked against it too)."""
     cs = cells(path)
     first = "".join(cs[0]["source"])
     assert cs[0]["cell_type"] == "markdown" and first.startswith("# "), "a chapter opens with its # title"
@@ -38,6 +38,23 @@ def test_chapter_structure(path):
         "store chapters without outputs, except the cells nbval compares (tag nbval-check-output)"
     assert checked and all(c.get("outputs") for c in checked), \
         "a few deterministic cells keep their smoke outputs for nbval to compare (python -m robustnb.book nbval)"
+    box = first[first.index("Compute and runtime"):]
+    for preset in ("smoke", "cpu"):
+        assert f"{{{{ rt_{preset}_{path.stem} }}}}" in box and f"{{{{ mem_{preset}_{path.stem} }}}}" in box, \
+            f"the {preset} row's time and memory come from book/runtimes.json (robustnb.book.runtimes)"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_chapter_structure(path):
+    check_structure(path)
+
+
+@pytest.mark.chapters
+def test_a_new_chapter_from_the_scaffold_passes_the_chapter_checks(tmp_path):
+    path = book.scaffold(tmp_path / "new_chapter.ipynb", "A new chapter")
+    check_structure(path)
+    with pytest.raises(FileExistsError):
+        book.scaffold(path, "again")
 
 
 def reader_env() -> dict:

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from robustnb import corruptions as C
-from robustnb.corruptions import (CORRUPTION_GROUPS, CORRUPTIONS, STOCHASTIC, corrupt,
-                                  corruption_grid)
+from robustnb.corruptions import CORRUPTION_GROUPS, STOCHASTIC, corrupt, corruption_grid
+from robustnb.registry import CORRUPTIONS
 
 NAMES = sorted(CORRUPTIONS)
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from robustnb import defenses as D
+from robustnb import registry
 from robustnb.config import ConfigError
 from robustnb.signal import local_energy, split, total_variation, tv_denoise, tv_skimage
 
@@ -97,7 +98,7 @@ def test_disentangled_defense_parts(x):
     assert torch.equal(d(x), out) and torch.equal(d(x), d(x))  # deterministic
 
 
-@pytest.mark.parametrize("name", D.DEFENSES)
+@pytest.mark.parametrize("name", registry.DEFENSES.names())
 def test_every_defense_keeps_shape_and_range(x, name):
     out = D.make_defense(name, bitmap)(x)
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1

@@ -34,14 +34,15 @@ def test_train_nodes_local_uses_the_cache(tmp_env):
         E.train_nodes([a], backend="spark")
 
 
-def test_longest_first_orders_by_forward_flops_times_images_times_epochs():
+def test_training_cost_is_forward_flops_times_images_times_epochs():
     small, wide = _node(0), E.NodeSpec("cnn", _node(0).train, _tiny_dataset(), (("width", 16),), label="wide")
     long = _node(1, epochs=3)
     big_data = E.NodeSpec("cnn", _node(2).train, _tiny_dataset(256), (("width", 4),), label="more data")
     costs = {n.label: E.training_cost(n) for n in (small, wide, long, big_data)}
     assert costs["n1"] == pytest.approx(3 * costs["n0"]) and costs["more data"] == pytest.approx(4 * costs["n0"])
     assert costs["wide"] > 10 * costs["n0"]  # 4x the channels: about 16x the convolutions' work
-    assert [n.label for n in E.longest_first([small, long, wide, big_data])] == ["wide", "more data", "n1", "n0"]
+    jobs = [E.node_job(n, E.training_cost(n)) for n in (small, long, wide, big_data)]
+    assert [j.cost for j in jobs] == [costs[n] for n in ("n0", "n1", "wide", "more data")]
 
 
 def test_tune_node_local_is_cached_and_in_range(tmp_env):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from robustnb import ensembles as E
+from robustnb import registry
 from robustnb.config import ConfigError
 
 
@@ -46,7 +47,7 @@ def test_ensemble_module_matches_aggregate():
     nodes = [torch.nn.Linear(5, 4) for _ in range(3)]
     x = torch.randn(16, 5)
     stacked = torch.stack([m(x) for m in nodes])
-    for vote in E.VOTES:
+    for vote in registry.VOTES.names():
         assert torch.equal(E.Ensemble(nodes, vote)(x).argmax(1), E.aggregate(stacked, vote))
 
 

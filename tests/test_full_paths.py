@@ -12,7 +12,8 @@ from robustnb import book, ensembles
 from robustnb.attacks import EntropyAttack, check_in_ball
 from robustnb.config import PRESETS
 from robustnb.models import build_classifier
-from robustnb.split import SPLIT_ARCHITECTURES, build_split_model
+from robustnb.registry import SPLIT_ARCHITECTURES, VOTES
+from robustnb.split import build_split_model
 
 
 def test_pretrained_weights_load_through_torchvision_from_its_cache(tmp_path, monkeypatch):
@@ -30,7 +31,7 @@ def test_pretrained_weights_load_through_torchvision_from_its_cache(tmp_path, mo
     assert model(torch.rand(1, 3, 224, 224)).shape == (1, 31)
 
 
-@pytest.mark.parametrize("arch", SPLIT_ARCHITECTURES)
+@pytest.mark.parametrize("arch", SPLIT_ARCHITECTURES.names())
 def test_every_split_architecture_with_the_papers_sixteen_draws(arch):
     torch.manual_seed(0)
     m = build_split_model(arch, "hyperprior").eval()
@@ -44,7 +45,7 @@ def test_ten_nodes_vote_and_shard():
     shards = ensembles.make_shards(labels, 10, 40, "disjoint", seed=0)
     assert len(shards) == 10 and len(torch.cat(shards).unique()) == 400
     logits = torch.randn(10, 5, 10)
-    for vote in ensembles.VOTES:
+    for vote in VOTES.names():
         assert ensembles.aggregate(logits, vote).shape == (5,)
 
 

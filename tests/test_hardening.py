@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from robustnb import cache, compression, config, corruptions, defenses, train
-from robustnb.attacks import (CWA, EntropyAttack, SaltAndPepper, make_attack, make_transfer_attack, perturb,
-                              robustness_curve)
+from robustnb import data as rdata
+from robustnb.attacks import (CWA, STANDARD, EntropyAttack, SaltAndPepper, make_attack, make_transfer_attack,
+                              perturb, robustness_curve)
 from robustnb.config import ConfigError
 from robustnb.split import build_split_model, rate
 from robustnb.split.zoo import _check_lambda
@@ -180,8 +181,6 @@ def test_truncated_cached_tensors_are_recomputed(tmp_env):
 
 
 # ------------------------------------------------------------------------------- second pass (issue 25)
-from robustnb import data as rdata  # noqa: E402
-from robustnb.attacks import STANDARD_ATTACKS  # noqa: E402
 
 SPLIT_BAD = {**BAD_IMAGES, "HWC": lambda: torch.rand(2, 32, 32, 3)}
 
@@ -194,7 +193,7 @@ def factorized_model():
     return m
 
 
-@pytest.mark.parametrize("name", list(STANDARD_ATTACKS))
+@pytest.mark.parametrize("name", STANDARD)
 @pytest.mark.parametrize("bad", list(BAD_IMAGES))
 def test_the_attack_objects_make_attack_returns_check_their_inputs(tiny, name, bad):
     """Called directly, not through ``perturb``: a torchattacks object used to run on anything."""

@@ -63,7 +63,7 @@ def test_record_glues_the_table_as_text_a_notebook_can_hold(monkeypatch):
     from IPython.core.formatters import format_display_data
 
     glued = {}
-    monkeypatch.setattr(book, "glue", lambda name, value: glued.__setitem__(name, value))
+    monkeypatch.setattr(book.pages, "glue", lambda name, value: glued.__setitem__(name, value))
     book.record(chapter_table())
     data, _ = format_display_data(glued[ledger.GLUE_KEY])
     out = nbformat.v4.new_output("display_data", data={"application/papermill.record/" + k: v for k, v in data.items()})
@@ -150,7 +150,7 @@ def test_the_build_reads_chapters_in_book_order(tmp_path):
         "format: jb-book\nroot: book/intro\nparts:\n  - caption: A\n    chapters:\n      - file: book/zeta\n"
         "      - file: book/alpha\n  - caption: B\n    chapters:\n      - file: book/mid\n")
     docnames = sorted(["book/alpha", "book/intro", "book/mid", "book/zeta", "extra"])  # as Sphinx hands them
-    book._read_in_book_order(SimpleNamespace(srcdir=str(tmp_path)), None, docnames)
+    book.sphinx_ext._read_in_book_order(SimpleNamespace(srcdir=str(tmp_path)), None, docnames)
     assert docnames == ["book/intro", "book/zeta", "book/alpha", "book/mid", "extra"]
     assert book.toc_parts(tmp_path) == [("A", ["book/zeta", "book/alpha"]), ("B", ["book/mid"])]
 
@@ -166,8 +166,9 @@ def test_the_extension_connects_book_order_and_offline_assets():
             events.setdefault("directive", []).append(name)
 
     book.setup(App())
-    assert book._read_in_book_order in events["env-before-read-docs"]
-    assert book._serve_widget_js in events["config-inited"]
+    assert book.sphinx_ext._read_in_book_order in events["env-before-read-docs"]
+    assert book.sphinx_ext._serve_widget_js in events["config-inited"]
+    assert book.sphinx_ext._runtime_substitutions in events["config-inited"]
     assert {"claims-summary", "claims-forest"} <= set(events["directive"])
 
 
@@ -178,7 +179,7 @@ def test_plotly_mathjax_cdn_is_dropped_from_outputs():
             '</script><script>Plotly.newPlot()</script>')
     doc = nodes.document(None, None)
     doc += nodes.raw("", html, format="html")
-    book._drop_plotly_mathjax(None, doc, "x")
+    book.sphinx_ext._drop_plotly_mathjax(None, doc, "x")
     out = next(iter(doc.findall(nodes.raw))).astext()
     assert "mathjax" not in out and "Plotly.newPlot" in out
 
@@ -188,7 +189,7 @@ def test_repeated_inline_scripts_are_dropped_in_place():
 
     scripts = [_JavaScript(None, body="const A = 1"), _JavaScript("x.js"), _JavaScript("", body="const A = 1")]
     context = {"script_files": scripts}
-    book._dedupe_scripts(None, "p", "page.html", context, None)
+    book.sphinx_ext._dedupe_scripts(None, "p", "page.html", context, None)
     assert context["script_files"] is scripts and len(scripts) == 2
 
 

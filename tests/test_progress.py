@@ -20,7 +20,7 @@ def test_watch_passes_the_build_through_and_adds_status_lines(tmp_env, monkeypat
     progress._last.clear()
     chapter = book.chapters()[1].stem
     monkeypatch.setenv("ROBUSTNB_PRESET", "cpu")
-    monkeypatch.setattr(book, "_expected", lambda root, preset: {chapter: 120.0})
+    monkeypatch.setattr(book.watching, "_expected", lambda root, preset: {chapter: 120.0})
 
     def build():
         yield "reading sources... [ 10%] book/intro\n"
@@ -35,9 +35,3 @@ def test_watch_passes_the_build_through_and_adds_status_lines(tmp_env, monkeypat
     assert "reading sources" in text and "writing output" in text
     assert f"[1/{len(book.chapters())}] {chapter}" in text and "expected: about 2.0 min at cpu" in text
     assert "training resnet: epoch 2/8 done" in text
-
-
-def test_runtimes_file_names_real_chapters():
-    data = json.loads((book.ROOT / "book" / "runtimes.json").read_text())
-    names = {p.stem for p in book.chapters()}
-    assert data and all(set(v) <= names for v in data.values())

@@ -56,3 +56,15 @@ def test_python_at_a_terminal_shows_folders(home, monkeypatch):
     tty.isatty = lambda: True
     monkeypatch.setattr(sys, "stdin", tty)
     assert "cache: /elsewhere/cache" in str(run_in(home))
+
+
+def test_progress_bars_are_off_in_executed_pages_and_on_for_a_person(monkeypatch):
+    """A book build, papermill or nbval saves no progress widget into a page (robustnb.progress.tqdm)."""
+    from robustnb import progress
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: kernel(allow_stdin=False))
+    assert progress.tqdm(range(3)).disable
+    monkeypatch.setattr(IPython, "get_ipython", lambda: kernel(allow_stdin=True))
+    bar = progress.tqdm(range(3), file=io.StringIO())
+    assert not bar.disable
+    bar.close()

@@ -8,7 +8,8 @@ from robustnb.split import rate
 from robustnb.attacks import check_in_ball
 from robustnb.attacks.entropy import EntropyAttack
 from robustnb.config import ConfigError
-from robustnb.split import ENTROPY_MODELS, SPLIT_ARCHITECTURES, SplitModel, build_split_model
+from robustnb.registry import ENTROPY_MODELS, SPLIT_ARCHITECTURES
+from robustnb.split import SplitModel, build_split_model
 from robustnb.split.rate import rate_bpp
 
 
@@ -38,13 +39,13 @@ def trained_tiny(entropy_model, steps=60):
     return m
 
 
-@pytest.fixture(scope="module", params=ENTROPY_MODELS)
+@pytest.fixture(scope="module", params=ENTROPY_MODELS.names())
 def model(request):
     return trained_tiny(request.param)
 
 
-@pytest.mark.parametrize("arch", SPLIT_ARCHITECTURES)
-@pytest.mark.parametrize("em", ENTROPY_MODELS)
+@pytest.mark.parametrize("arch", SPLIT_ARCHITECTURES.names())
+@pytest.mark.parametrize("em", ENTROPY_MODELS.names())
 def test_every_split_model_runs_and_decodes_exactly(arch, em):
     torch.manual_seed(0)
     m = SplitModel(arch, em).eval()

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from robustnb.split import rate
-from robustnb.split import ENTROPY_MODELS, SplitModel
+from robustnb.registry import ENTROPY_MODELS
+from robustnb.split import SplitModel
 
 
-@pytest.fixture(scope="module", params=ENTROPY_MODELS)
+@pytest.fixture(scope="module", params=ENTROPY_MODELS.names())
 def model(request):
     torch.manual_seed(0)
     m = SplitModel("vgg", request.param, latent_channels=8).eval()

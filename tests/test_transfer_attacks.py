@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from robustnb.attacks import check_in_ball
-from robustnb.attacks.transfer import CSE, CWA, SAM, TRANSFER_ATTACKS, LogitEnsemble, make_transfer_attack
+from robustnb.attacks.transfer import CSE, CWA, SAM, LogitEnsemble, make_transfer_attack
+from robustnb.registry import TRANSFER_ATTACKS
 from robustnb.config import ConfigError
 from robustnb.models import Normalize
 from robustnb.train import TrainConfig, accuracy, fit
@@ -43,7 +44,7 @@ def trained():
     return m, _data(128, seed=1)
 
 
-@pytest.mark.parametrize("name", TRANSFER_ATTACKS)
+@pytest.mark.parametrize("name", TRANSFER_ATTACKS.names())
 def test_stays_in_ball_and_box(name):
     x = torch.rand(6, 3, 8, 8)
     x[0] = 0.0  # pixels at the box edges must stay inside [0, 1]
@@ -55,7 +56,7 @@ def test_stays_in_ball_and_box(name):
     assert x_adv.shape == x.shape and not torch.equal(x_adv, x)
 
 
-@pytest.mark.parametrize("name", TRANSFER_ATTACKS)
+@pytest.mark.parametrize("name", TRANSFER_ATTACKS.names())
 def test_identical_surrogate_breaks_the_target(trained, name):
     target, (x, y) = trained
     clean = accuracy(target, (x, y))

@@ -17,8 +17,8 @@ list of surrogates instead of one model, in :data:`robustnb.registry.TRANSFER_AT
 """
 
 from robustnb.attacks.base import EPS_MAX, check_epsilon, check_in_ball, perturb  # noqa: F401
-from robustnb.attacks.standard import STANDARD_ATTACKS, make_attack, robustness_curve  # noqa: F401
+from robustnb.attacks.standard import STANDARD, make_attack, robustness_curve  # noqa: F401
 from robustnb.attacks.entropy import EntropyAttack, entropy_attack  # noqa: F401
 from robustnb.attacks.adaptive import AdaptiveEntropyAttack, DefendedModel, adaptive_entropy_attack, bpda  # noqa: F401
-from robustnb.attacks.transfer import CSE, CWA, SAM, TRANSFER_ATTACKS, LogitEnsemble, make_transfer_attack  # noqa: F401
+from robustnb.attacks.transfer import CSE, CWA, SAM, LogitEnsemble, make_transfer_attack  # noqa: F401
 from robustnb.attacks.noise import SaltAndPepper, accuracy_at_budgets  # noqa: F401

@@ -97,7 +97,7 @@ class DefendedModel(nn.Module):
 class AdaptiveEntropyAttack(CheckedAttack, torchattacks.attack.Attack):
     """The entropy attack against ``defense`` in front of ``model`` (BPDA / unrolled gradients).
 
-    Keyword arguments go to ``EntropyAttack`` (``eps``, ``steps``, ``noise_samples`` ...). The adversarial
+    Keyword arguments go to ``EntropyAttack`` (``eps``, ``steps``, ``draws`` ...). The adversarial
     image is returned *before* the defense: the defender then applies the defense to it as usual.
 
     Examples::

@@ -11,11 +11,10 @@ with :class:`robustnb.config.ConfigError` instead of a traceback from inside tor
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
 from robustnb.checks import check_images, check_labels, check_number
 from robustnb.config import ConfigError, ConfigTypeError
-from robustnb.progress import note
+from robustnb.progress import note, tqdm
 
 EPS_MAX = 64 / 255  # the largest L-inf radius any chapter uses is 32/255; 64/255 leaves room
 

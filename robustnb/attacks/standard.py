@@ -15,40 +15,48 @@ import pandas as pd
 import torch
 import torchattacks
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustnb import registry
 from robustnb.config import ConfigError
 from robustnb.attacks.base import check_epsilon, checked, perturb
 from robustnb.checks import check_images, check_labels
+from robustnb.progress import tqdm
 from robustnb.train import accuracy
 
-for _name, _cls in (("fgsm", torchattacks.FGSM), ("pgd", torchattacks.PGD), ("mifgsm", torchattacks.MIFGSM),
-                    ("bim", torchattacks.BIM), ("autoattack", torchattacks.AutoAttack)):
-    registry.ATTACKS.add(_name, checked(_cls), group="standard")  # the torchattacks class, checking its inputs
-STANDARD_ATTACKS = {n: registry.ATTACKS.get(n) for n in registry.ATTACKS.names(group="standard")}
+STANDARD = ("fgsm", "pgd", "mifgsm", "bim", "autoattack")  #: the torchattacks attacks registered here
+
+
+def _standard_maker(key: str, cls: type):
+    """The maker of a standard attack: iterative attacks default to the usual step ``alpha = eps / 4`` (at least
+    1/255 when eps > 0) and 10 steps; AutoAttack to the model's number of classes."""
+    def make(model: nn.Module, eps: float, **kw) -> torchattacks.attack.Attack:
+        eps = check_epsilon(eps)
+        if key in ("pgd", "mifgsm", "bim"):
+            kw.setdefault("alpha", max(eps / 4, 1 / 255) if eps > 0 else 0.0)
+            kw.setdefault("steps", 10)
+        if key == "autoattack":
+            kw.setdefault("n_classes", _num_classes(model))
+        return cls(model, eps=eps, **kw)
+
+    return make
+
+
+for _name, _cls in zip(STANDARD, (torchattacks.FGSM, torchattacks.PGD, torchattacks.MIFGSM, torchattacks.BIM,
+                                  torchattacks.AutoAttack)):
+    _checked_cls = checked(_cls)  # the torchattacks class, checking its inputs
+    registry.ATTACKS.add(_name, _checked_cls, maker=_standard_maker(_name, _checked_cls), group="standard")
 
 
 def make_attack(name: str, model: nn.Module, eps: float, **kw) -> torchattacks.attack.Attack:
-    """A torchattacks attack by name (``fgsm``, ``pgd``, ``mifgsm``, ``bim``, ``autoattack``); calling it checks
-    the images and labels (:func:`robustnb.attacks.base.checked`).
-
-    Iterative attacks default to the usual step ``alpha = eps / 4`` (at least 1/255 when eps > 0) and
-    10 steps; pass ``alpha=`` / ``steps=`` to change them.
-    """
-    key = name.lower() if isinstance(name, str) else name
-    if key not in STANDARD_ATTACKS:
-        registry.ATTACKS.check(key)  # an unknown name: the registry's error, listing every attack
-        raise ConfigError(f"{name!r} is not a standard attack here: make_attack takes one of "
-                                   f"{', '.join(map(repr, STANDARD_ATTACKS))}.")
-    eps = check_epsilon(eps)
-    cls = STANDARD_ATTACKS[key]
-    if key in ("pgd", "mifgsm", "bim"):
-        kw.setdefault("alpha", max(eps / 4, 1 / 255) if eps > 0 else 0.0)
-        kw.setdefault("steps", 10)
-    if key == "autoattack":
-        kw.setdefault("n_classes", _num_classes(model))
-    return cls(model, eps=eps, **kw)
+    """A standard torchattacks attack by name (``fgsm``, ``pgd``, ``mifgsm``, ``bim``, ``autoattack``) with the
+    book's defaults (:func:`_standard_maker`); calling it checks the images and labels
+    (:func:`robustnb.attacks.base.checked`). Every attack, of any group: :func:`robustnb.mechanisms.make`."""
+    key = registry.ATTACKS.check(name.lower() if isinstance(name, str) else name)
+    if key not in registry.ATTACKS.names(group="standard"):
+        raise ConfigError(f"{name!r} is not a standard attack: make_attack takes one of "
+                          f"{', '.join(map(repr, registry.ATTACKS.names(group='standard')))}; build the others with "
+                          f"robustnb.mechanisms.make('attack', {name!r}, ...).")
+    return registry.ATTACKS.make(key, model, eps, **kw)
 
 
 def _num_classes(model: nn.Module) -> int:

@@ -192,27 +192,36 @@ class CWA(_EnsembleTransferAttack):
     use_flatten, use_inner = True, True
 
 
-def make_transfer_attack(name: str, surrogates: Sequence[nn.Module], eps: float = 8 / 255, steps: int = 10,
-                         alpha: float | None = None, decay: float = 1.0, **kw) -> torchattacks.attack.Attack:
-    """A transfer attack on a list of surrogate models by name: ``mifgsm``, ``sam``, ``cse`` or ``cwa``.
+def _transfer_maker(key: str):
+    """The maker of transfer attack ``key``: ``(surrogates, eps=8/255, steps=10, alpha=None, decay=1.0, **kw)``.
 
     ``alpha`` (outer step) defaults to ``eps / 5`` for all four (the authors' 16/255/5 at eps 16/255; see
     the module docstring for how the book's steps relate to theirs); ``kw`` goes to
-    SAM/CSE/CWA (``reverse_step``, ``inner_step``).
-    """
+    SAM/CSE/CWA (``reverse_step``, ``inner_step``). The surrogates are put in eval mode."""
+    def make(surrogates: Sequence[nn.Module], eps: float = 8 / 255, steps: int = 10, alpha: float | None = None,
+             decay: float = 1.0, **kw) -> torchattacks.attack.Attack:
+        eps = check_epsilon(eps, "eps")
+        alpha = eps / 5 if alpha is None else alpha
+        surrogates = list(surrogates)
+        for m in surrogates:
+            m.eval()
+        if key == "mifgsm":
+            if kw:
+                raise ConfigError(f"mifgsm takes no extra arguments {sorted(kw)}.")
+            return registry.TRANSFER_ATTACKS.get("mifgsm")(LogitEnsemble(surrogates), eps=eps, alpha=alpha,
+                                                           steps=steps, decay=decay)
+        return registry.TRANSFER_ATTACKS.get(key)(surrogates, eps=eps, alpha=alpha, steps=steps, decay=decay, **kw)
+
+    return make
+
+
+for _key in registry.TRANSFER_ATTACKS.names():
+    registry.TRANSFER_ATTACKS.set_maker(_key, _transfer_maker(_key))
+
+
+def make_transfer_attack(name: str, surrogates: Sequence[nn.Module], eps: float = 8 / 255, steps: int = 10,
+                         alpha: float | None = None, decay: float = 1.0, **kw) -> torchattacks.attack.Attack:
+    """A transfer attack on a list of surrogate models by name: ``mifgsm``, ``sam``, ``cse`` or ``cwa``
+    (:func:`_transfer_maker`; the same as ``robustnb.mechanisms.make("transfer attack", name, surrogates, ...)``)."""
     key = registry.TRANSFER_ATTACKS.check(name.lower() if isinstance(name, str) else name)
-    eps = check_epsilon(eps, "eps")
-    alpha = eps / 5 if alpha is None else alpha
-    surrogates = list(surrogates)
-    for m in surrogates:
-        m.eval()
-    if key == "mifgsm":
-        if kw:
-            raise ConfigError(f"mifgsm takes no extra arguments {sorted(kw)}.")
-        return registry.TRANSFER_ATTACKS.get("mifgsm")(LogitEnsemble(surrogates), eps=eps, alpha=alpha, steps=steps,
-                                                       decay=decay)
-    cls = registry.TRANSFER_ATTACKS.get(key)
-    return cls(surrogates, eps=eps, alpha=alpha, steps=steps, decay=decay, **kw)
-
-
-TRANSFER_ATTACKS = registry.TRANSFER_ATTACKS.names()
+    return registry.TRANSFER_ATTACKS.make(key, surrogates, eps=eps, steps=steps, alpha=alpha, decay=decay, **kw)

@@ -41,21 +41,24 @@ Salt & pepper needs no gradient and attacks every model itself (``query``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from robustnb import compression as C
 from robustnb import domains as D
 from robustnb import stats
-from robustnb.attacks import SaltAndPepper, make_attack, perturb
+from robustnb.attacks import SaltAndPepper, perturb
 from robustnb.attacks.noise import correct_at_budget
 from robustnb.cache import cached, data_spec, experiment
 from robustnb.config import Run, pick
-from robustnb.models import build_classifier, count_parameters
+from robustnb.jobs import Execution, ModelJob, run_jobs
+from robustnb.mechanisms import make
+from robustnb.models import count_parameters
+from robustnb.progress import tqdm
 from robustnb.train import TrainConfig, accuracy, fit, predict, speed_options
 
 METHODS = ("baseline", "pruned", "distilled", "int8")
@@ -81,7 +84,7 @@ def build(name: str, cfg: "StudyConfig", data):
     arch, kw = arch_and_kwargs(name, cfg)
     c, h, _ = data.image_shape
     size = max(h, 65) if cfg.imagenet_stem else h  # build_classifier keeps the ImageNet stem above 64 px
-    return build_classifier(arch, data.num_classes, c, size, data.mean, data.std, **kw)
+    return make("architecture", arch, data.num_classes, c, size, data.mean, data.std, **kw)
 
 
 @dataclass(frozen=True)
@@ -194,23 +197,38 @@ def attacker_name(arch: str) -> str:
     return f"{arch} attacker"
 
 
-def _train_base(arch: str, cfg: StudyConfig, run: Run, data, seed: int | None = None, desc: str = "training"):
+def _train_base(arch: str, cfg: StudyConfig, device, data, seed: int | None = None, desc: str = "training"):
     name, spec, tcfg = base_spec(arch, cfg, data, seed)
     return cached(name, spec, build=lambda: build(arch, cfg, data),
-                  train=lambda m: fit(m, data, tcfg, device=run.device, desc=f"{desc} {arch}"), device=run.device)
+                  train=lambda m: fit(m, data, tcfg, device=device, desc=f"{desc} {arch}"), device=device)
 
 
-def train_bases(cfg: StudyConfig, run: Run, doms: D.Domains) -> Zoo:
+def base_jobs(cfg: StudyConfig, data) -> list[ModelJob]:
+    """The bases and their attackers as :class:`robustnb.jobs.ModelJob` objects (on the CPU), the largest first."""
+    jobs = []
+    for seed in (None, attacker_seed(cfg)):
+        for size_rank, arch in enumerate(cfg.base_archs):  # the small base first, then the larger ones
+            name, spec, _ = base_spec(arch, cfg, data, seed)
+            jobs.append(ModelJob(name, spec, functools.partial(_train_base, arch, cfg, "cpu", data, seed),
+                                 cost=float(size_rank * cfg.epochs_for(arch))))
+    return jobs
+
+
+def train_bases(cfg: StudyConfig, run: Run, doms: D.Domains, ex: Execution | None = None) -> Zoo:
     """Train (or load from the cache) every base architecture on the source domain, and its attacker: the same
     architecture, recipe and training images from the training seed :func:`attacker_seed` (other initial
-    weights, other data order), kept in ``zoo.attackers`` and never evaluated."""
+    weights, other data order), kept in ``zoo.attackers`` and never evaluated. With ``ex`` on Ray they train
+    first as parallel Ray tasks (:func:`base_jobs`)."""
+    if ex is not None and ex.backend == "ray":
+        run_jobs(base_jobs(cfg, doms.train), ex, desc="bases and attackers")
     zoo = Zoo()
     for arch in tqdm(cfg.base_archs, desc="base models"):
-        m = _train_base(arch, cfg, run, doms.train)
+        m = _train_base(arch, cfg, run.device, doms.train)
         zoo.add(arch, m, method="baseline", base=arch, arch=arch, detail="fp32", params=count_parameters(m),
                 size_mb=C.state_dict_bytes(m) / 1e6)
     for arch in tqdm(cfg.base_archs, desc="attackers"):
-        zoo.attackers[arch] = _train_base(arch, cfg, run, doms.train, attacker_seed(cfg), "training the attacker")
+        zoo.attackers[arch] = _train_base(arch, cfg, run.device, doms.train, attacker_seed(cfg),
+                                          "training the attacker")
     return zoo
 
 
@@ -321,8 +339,8 @@ def attack_plan(name: str, zoo: "Zoo") -> dict[str, tuple[str, object]]:
 
 def salt_pepper_attack(cfg: StudyConfig, model) -> SaltAndPepper:
     """The chapter's salt & pepper search: its grid contains every reported budget (``cfg.sp_budgets``)."""
-    return SaltAndPepper(model, steps=cfg.sp_steps, repeats=cfg.sp_repeats, max_p=cfg.sp_max_p, seed=cfg.seed,
-                         budgets=cfg.sp_budgets)
+    return make("attack", "salt_pepper", model, steps=cfg.sp_steps, repeats=cfg.sp_repeats, max_p=cfg.sp_max_p,
+                seed=cfg.seed, budgets=cfg.sp_budgets)
 
 
 def _hits(model, data) -> np.ndarray:
@@ -365,7 +383,7 @@ def evaluate_all(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFrame:
                         key = (crafted_on, dom, atk, strength)
                         if key not in adv_cache:
                             kw = {"steps": cfg.pgd_steps} if atk == "pgd" else {}
-                            adv_cache[key] = perturb(make_attack(atk, source, e / 255, **kw), x, y)
+                            adv_cache[key] = perturb(make("attack", atk, source, eps=e / 255, **kw), x, y)
                         h = _hits(model, (adv_cache[key], y))
                         rows.append({**base, "attack": atk, "strength": strength, "budget": e / 255,
                                      "protocol": protocol, "accuracy": float(h.mean()), "crafted_on": crafted_on,
@@ -376,10 +394,6 @@ def evaluate_all(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFrame:
                 h = correct_at_budget(spa.last_min_p, b).numpy().astype(np.float64)
                 rows.append({**base, "attack": "salt_pepper", "strength": strength, "budget": b, "protocol": "query",
                              "accuracy": float(h.mean()), "crafted_on": name, "hits": h})
-            med = float(spa.last_min_p.median())
-            rows.append({**base, "attack": "salt_pepper", "strength": "median_min_p", "budget": np.nan,
-                         "protocol": "query", "accuracy": np.nan, "crafted_on": name, "median_min_p": med,
-                         "hits": None})
     df = pd.DataFrame(rows)
     return df.merge(info[["params", "size_mb", "compression", "detail"]], left_on="model", right_index=True)
 
@@ -399,7 +413,7 @@ def attacker_accuracy(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFra
 # ------------------------------------------------------------------------------------------ summaries
 def _scored(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
     """Rows with an accuracy: clean, salt & pepper, and FGSM / PGD of one ``protocol``."""
-    d = df[df.strength != "median_min_p"]
+    d = df
     if "protocol" not in d:  # a frame with a single protocol
         return d
     return d[~d.attack.isin(["fgsm", "pgd"]) | (d.protocol == protocol)]
@@ -559,7 +573,7 @@ def per_image(df: pd.DataFrame, model: str, kind: str, role: str | None = None,
     ``kind`` is ``"clean"``, ``"adversarial"`` (FGSM and PGD of ``protocol``) or ``"salt_pepper"``; ``role``
     restricts to ``"source"`` or ``"target"`` domains. The same image index is the same test image in every
     domain (target images are shifted copies of the source ones), so the result has one value per image."""
-    d = df[(df.model == model) & (df.strength != "median_min_p")]
+    d = df[df.model == model]
     if role is not None:
         d = d[d.role == role]
     if kind == "clean":
@@ -672,7 +686,7 @@ def accuracy_vs_compression(df: pd.DataFrame) -> pd.DataFrame:
 
 def robustness_vs_compression(df: pd.DataFrame) -> pd.DataFrame:
     """Source-domain accuracy under each attack and strength, with the compression ratio."""
-    d = df[(df.role == "source") & (df.attack != "clean") & (df.strength != "median_min_p")].copy()
+    d = df[(df.role == "source") & (df.attack != "clean")].copy()
     d["attack_strength"] = d.attack + " " + d.strength
     return d[["model", "method", "base", "attack_strength", "accuracy", "compression", "size_mb"]]
 

@@ -21,12 +21,13 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from tqdm.auto import tqdm
 
-from robustnb import attacks, corruptions, data, plots, stats, widgets
-from robustnb.attacks import entropy_attack
+from robustnb import corruptions, data, plots, stats, widgets
+from robustnb.attacks import perturb
 from robustnb.cache import experiment
 from robustnb.config import Run, pick
+from robustnb.mechanisms import make
+from robustnb.progress import tqdm
 from robustnb.split import key_columns, load_split_models, model_grid, rate
 from robustnb.train import predict
 
@@ -62,7 +63,7 @@ class EntropyAttacksConfig:
     n_corrupt: int = 128
 
     @classmethod
-    def from_preset(cls, preset: str, seed: int = 0) -> "EntropyAttacksConfig":
+    def from_preset(cls, preset: str) -> "EntropyAttacksConfig":
         archs, entropy_models, lambdas = model_grid(preset)
         return cls(
             archs=archs,
@@ -128,6 +129,24 @@ def _measure(key, m, kind: str, name: str, level: float, x, y, x_new, clean_byte
                          "linf": (x_new - x).abs().flatten(1).amax(1).numpy() if len(x) else np.zeros(0)})
 
 
+def attack_plan(cfg: EntropyAttacksConfig) -> list[tuple[str, str, tuple, dict]]:
+    """The attacks of the grid: (label in the frames, registered attack, epsilons in 1/255, its settings). The
+    entropy attack, its stealthy (keep-label) variant, and PGD on the model's logits."""
+    entropy = dict(steps=cfg.steps, draws=cfg.draws)
+    return [("entropy", "entropy", cfg.eps_255, entropy),
+            (STEALTHY, "entropy", cfg.stealthy_eps_255, {**entropy, "keep_label": True}),
+            (PGD, "pgd", cfg.pgd_eps_255, dict(steps=cfg.steps))]
+
+
+def attacked(m, name: str, eps_255: float, x: torch.Tensor, y: torch.Tensor | None = None, **settings) -> torch.Tensor:
+    """``x`` under registered attack ``name`` at ``eps_255``/255 (:func:`robustnb.mechanisms.make`), in batches:
+    PGD attacks the split model's logits, the entropy attacks its rate."""
+    if eps_255 == 0:
+        return x
+    target = m.logits_model() if name == "pgd" else m
+    return perturb(make("attack", name, target, eps=eps_255 / 255, **settings), x, y, batch_size=128, desc=name)
+
+
 @experiment
 def attack_images(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.DataFrame:
     """Entropy attack over the epsilon grid (plus the stealthy variant and PGD) for every model, one row per
@@ -138,18 +157,11 @@ def attack_images(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.DataF
         with _eval(m):
             clean_bytes = rate.real_bytes(m, x).numpy()
         clean_ok = _correct(m, x, y)
-        for eps in cfg.eps_255:
-            with _eval(m):
-                adv = x if eps == 0 else entropy_attack(m, x, eps / 255, cfg.steps, cfg.draws)
-            frames.append(_measure(key, m, "attack", "entropy", float(eps), x, y, adv, clean_bytes, clean_ok))
-        for eps in cfg.stealthy_eps_255:
-            with _eval(m):
-                adv = entropy_attack(m, x, eps / 255, cfg.steps, cfg.draws, keep_label=True)
-            frames.append(_measure(key, m, "attack", STEALTHY, float(eps), x, y, adv, clean_bytes, clean_ok))
-        for eps in cfg.pgd_eps_255:
-            with _eval(m):
-                adv = attacks.make_attack("pgd", m.logits_model(), eps / 255, steps=cfg.steps)(x, y)
-            frames.append(_measure(key, m, "attack", PGD, float(eps), x, y, adv, clean_bytes, clean_ok))
+        for label, name, epsilons, settings in attack_plan(cfg):
+            for eps in epsilons:
+                with _eval(m):
+                    adv = attacked(m, name, eps, x, y, **settings)
+                frames.append(_measure(key, m, "attack", label, float(eps), x, y, adv, clean_bytes, clean_ok))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -402,7 +414,7 @@ def numbers(cfg: EntropyAttacksConfig, images: pd.DataFrame, corr: pd.DataFrame 
 def attack_view(model, x: torch.Tensor, eps_255: float, steps: int, draws: int, title: str = "") -> go.Figure:
     """One image: adversarial image, perturbation (x4 around grey), clean and adversarial bit maps."""
     x = x[:1]
-    adv = x if eps_255 == 0 else entropy_attack(model, x, eps_255 / 255, steps, draws)
+    adv = attacked(model, "entropy", eps_255, x, steps=steps, draws=draws)
     b0, b1 = float(rate.real_bytes(model, x)[0]), float(rate.real_bytes(model, adv)[0])
     maps = torch.cat([rate.bit_map(model, x), rate.bit_map(model, adv)])
     return plots.attack_panel(x[0], adv[0], maps, b0, b1, title=f"{title} epsilon {eps_255:g}/255: {b0:.0f} -> "
@@ -432,7 +444,7 @@ def reproduce(run: Run) -> pd.DataFrame:
     ``python -m robustnb reproduce entropy_attacks`` runs this (:mod:`robustnb.cli`). It makes the notebook's
     own calls, in its order and with its config, so the book and the command read and fill the same experiment
     cache (``ROBUSTNB_CACHE``) and give the same table at the same preset and seed."""
-    cfg = EntropyAttacksConfig.from_preset(run.preset, run.seed)
+    cfg = EntropyAttacksConfig.from_preset(run.preset)
     test_set = load_test(cfg, run.seed)
     models = load_models(cfg, run)
     images = attack_images(cfg, models, test_set)

@@ -19,7 +19,7 @@ partly removed; every verdict here holds for JPEG-filtered images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Callable, Mapping
 
 import numpy as np
@@ -27,15 +27,15 @@ import pandas as pd
 import skimage.data
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from robustnb import data, plots, stats, widgets
+from robustnb import data, plots, registry, stats, widgets
 from robustnb.attacks import entropy_attack
 from robustnb.cache import experiment
 from robustnb.config import ConfigError, pick
-from robustnb.corruptions import corrupt
+from robustnb.mechanisms import make
+from robustnb.progress import tqdm
 from robustnb.signal import F_MAX, center_mask, filtered, local_energy, radial_frequency, radial_spectrum
-from robustnb.split import ENTROPY_MODELS, LAMBDAS, load_split_models, rate
+from robustnb.split import LAMBDAS, load_split_models, rate
 
 CUTOFF = 0.25  #: the cutoff (cycles/pixel) of the claims' low- and high-pass filters
 
@@ -232,7 +232,7 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
 }
 
 #: numbers the prose may type: the book's fixed settings (the papers give no numbers for these claims)
-QUOTED_NUMBERS: tuple[str, ...] = ("0.25", "50%")
+QUOTED_NUMBERS: tuple[str, ...] = (f"{CUTOFF:g}", "50%")  # the claims' cutoff; "mostly" = above one half
 
 
 def _per_image(frame: pd.DataFrame, condition: str, cols) -> pd.DataFrame:
@@ -271,10 +271,31 @@ def removed_share(per_image: pd.DataFrame, attacked: str | None = None, clean: s
     return stats.ratio_ci(extra, removed, seed).shifted(1)
 
 
-def claim_estimates(res: dict, seed: int = 0) -> dict[str, stats.Estimate]:
+@dataclass(frozen=True)
+class FrequencyStudy:
+    """The chapter's measurements, each a tidy frame with ``entropy_model``, ``lam`` and ``model`` columns.
+
+    ``sweep`` (:func:`cutoff_sweep`), ``bands`` (:func:`band_shares`), ``alloc`` (:func:`bit_allocation`),
+    ``spectra`` (:func:`spectra`), ``per_image`` (:func:`filter_rates` at :data:`CUTOFF`); ``inputs``: the images
+    of each condition for the last model (clean, corrupted, attacked)."""
+    per_image: pd.DataFrame = field(default_factory=pd.DataFrame)
+    alloc: pd.DataFrame = field(default_factory=pd.DataFrame)
+    sweep: pd.DataFrame = field(default_factory=pd.DataFrame)
+    bands: pd.DataFrame = field(default_factory=pd.DataFrame)
+    spectra: pd.DataFrame = field(default_factory=pd.DataFrame)
+    inputs: dict = field(default_factory=dict)
+
+    def of_model(self, model: str) -> "FrequencyStudy":
+        """The frames restricted to one model (its ``model`` label)."""
+        frames = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "inputs"}
+        return FrequencyStudy(**{k: v[v["model"] == model] if "model" in v else v for k, v in frames.items()},
+                              inputs=self.inputs)
+
+
+def claim_estimates(res: FrequencyStudy, seed: int = 0) -> dict[str, stats.Estimate]:
     """The estimate behind each claim of :data:`PAPER_CLAIMS`, from :func:`study`'s ``per_image`` and
     ``alloc`` frames (per image, averaged over the models present)."""
-    pi, alloc = res["per_image"], res["alloc"]
+    pi, alloc = res.per_image, res.alloc
     clean = _per_image(pi, "clean", ("bits", "bits_lowpass", "bits_highpass"))
     drop_lp = 1 - clean["bits_lowpass"] / clean["bits"]
     drop_hp = 1 - clean["bits_highpass"] / clean["bits"]
@@ -287,7 +308,7 @@ def claim_estimates(res: dict, seed: int = 0) -> dict[str, stats.Estimate]:
     }
 
 
-def claims(res: dict, seed: int = 0) -> pd.DataFrame:
+def claims(res: FrequencyStudy, seed: int = 0) -> pd.DataFrame:
     """The paper-vs-ours table: one row per claim of :data:`PAPER_CLAIMS` (columns
     :data:`robustnb.stats.CLAIM_COLUMNS`), verdicts by :func:`robustnb.stats.verdict` on 95% intervals over
     the test images (see each claim's ``measure``). The attack claim ("mostly") is a lower bound: the removed
@@ -295,13 +316,12 @@ def claims(res: dict, seed: int = 0) -> pd.DataFrame:
     return stats.claims_table(CHAPTER, PAPER_CLAIMS, claim_estimates(res, seed))
 
 
-def claims_by_model(res: dict, seed: int = 0) -> pd.DataFrame:
+def claims_by_model(res: FrequencyStudy, seed: int = 0) -> pd.DataFrame:
     """:func:`claims` for each model alone (context: which models carry a pooled verdict). Columns
     ``model`` and :data:`robustnb.stats.CLAIM_COLUMNS`."""
     out = []
-    for model, _ in res["per_image"].groupby("model", sort=False):
-        sub = {k: res[k][res[k]["model"] == model] for k in ("per_image", "alloc")}
-        out.append(claims(sub, seed).assign(model=model))
+    for model, _ in res.per_image.groupby("model", sort=False):
+        out.append(claims(res.of_model(model), seed).assign(model=model))
     df = pd.concat(out, ignore_index=True)
     return df[["model"] + list(stats.CLAIM_COLUMNS)]
 
@@ -314,12 +334,12 @@ def _pct_range(v: pd.Series) -> str:
     return f"{lo}%" if lo == hi else f"{lo}-{hi}%"
 
 
-def numbers(res: dict, seed: int = 0) -> dict[str, str]:
+def numbers(res: FrequencyStudy, seed: int = 0) -> dict[str, str]:
     """Formatted numbers for the prose (glued by :func:`robustnb.book.record`): the attack's and shot noise's
     rate overheads (:func:`robustnb.stats.ratio_ci`), the rate a low-pass at :data:`CUTOFF` keeps of clean and
     of attacked inputs (mean per-image ratio, bootstrap), the share of the rate and of the signal power of the
     bands above :data:`CUTOFF` (range over models), the shot noise / attack perturbation power, and sizes."""
-    pi = res["per_image"]
+    pi = res.per_image
     attacked = attacked_condition(pi)
     clean = _per_image(pi, "clean", ("bits", "bits_lowpass"))
     out = {}
@@ -333,11 +353,11 @@ def numbers(res: dict, seed: int = 0) -> dict[str, str]:
     for key, cond in (("fa_lowpass_keeps_clean", "clean"), ("fa_lowpass_keeps_attacked", attacked)):
         d = _per_image(pi, cond, ("bits", "bits_lowpass"))
         out[key] = stats.mean_ci((d["bits_lowpass"] / d["bits"]).to_numpy(), seed).fmt()
-    bd = res["bands"]
+    bd = res.bands
     bd = bd[(bd["condition"] == "clean") & (bd["lo"] >= CUTOFF - 1e-9)].groupby("model", sort=False)
     bits_share, power_share = bd["share"].sum(), bd["power_share"].sum()
     out["fa_hf_bit_share"], out["fa_hf_power_share"] = _pct_range(bits_share), _pct_range(power_share)
-    sp = res["spectra"]
+    sp = res.spectra
     sp = sp[(sp["signal"] == "perturbation") & (sp["model"] == sp["model"].iloc[-1])]
     pw = sp.groupby("condition")["power"].sum()
     out["fa_shot_vs_attack_power"] = (f"{pw['shot_noise'] / pw[attacked]:.1f}x"
@@ -391,10 +411,10 @@ class FrequencyConfig:
     photo_size: int
 
     @classmethod
-    def from_preset(cls, preset: str, seed: int = 0) -> "FrequencyConfig":
+    def from_preset(cls, preset: str) -> "FrequencyConfig":
         return cls(
             arch=pick(preset, smoke="vgg", cpu="resnet", full="resnet"),
-            entropy_models=ENTROPY_MODELS,
+            entropy_models=registry.ENTROPY_MODELS.names(),
             lambdas=pick(preset, smoke=(min(LAMBDAS),), cpu=tuple(LAMBDAS), full=tuple(LAMBDAS)),
             n_images=pick(preset, smoke=16, cpu=64, full=1000),
             eps_255=8.0,
@@ -424,17 +444,16 @@ def make_inputs(cfg: FrequencyConfig, model, x: torch.Tensor) -> dict[str, torch
     """Clean, corrupted (each of ``cfg.corruptions`` at ``cfg.severity``) and entropy-attacked inputs."""
     out = {"clean": x}
     for c in cfg.corruptions:
-        out[c] = corrupt(x, c, cfg.severity)
+        out[c] = make("corruption", c, severity=cfg.severity)(x)
     out[f"attacked {cfg.eps_255:g}/255"] = entropy_attack(model, x, cfg.eps_255 / 255, cfg.attack_steps,
                                                           cfg.attack_draws)
     return out
 
 
 @experiment
-def study(cfg: FrequencyConfig, models: dict, x: torch.Tensor, y: torch.Tensor) -> dict[str, pd.DataFrame]:
-    """Every measurement of the chapter, for every model: ``{"sweep", "bands", "alloc", "spectra",
-    "per_image"}`` frames with ``entropy_model``, ``lam`` and ``model`` columns (``per_image``:
-    :func:`filter_rates` at :data:`CUTOFF`) (and the inputs of the last model under ``"inputs"``)."""
+def measurements(cfg: FrequencyConfig, models: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Every measurement of the chapter, for every model, as the fields of :class:`FrequencyStudy` (a dict: what
+    the result cache stores); :func:`study` returns it typed."""
     sweeps, bands, allocs, specs, per_image = [], [], [], [], []
     inputs = {}
     for (em, lam), model in tqdm(models.items(), desc="models", leave=False):
@@ -451,11 +470,16 @@ def study(cfg: FrequencyConfig, models: dict, x: torch.Tensor, y: torch.Tensor) 
             "per_image": pd.concat(per_image, ignore_index=True), "inputs": inputs}
 
 
-def summary(res: dict, cutoff: float = CUTOFF) -> pd.DataFrame:
+def study(cfg: FrequencyConfig, models: dict, x: torch.Tensor, y: torch.Tensor, cache: bool = True) -> FrequencyStudy:
+    """Every measurement of the chapter, for every model (cached: :func:`measurements`)."""
+    return FrequencyStudy(**measurements(cfg, models, x, y, cache=cache))
+
+
+def summary(res: "FrequencyStudy", cutoff: float = CUTOFF) -> pd.DataFrame:
     """Per model and condition: mean bits, object/background bit ratio, bits-vs-HF-energy correlation and the
     rate kept after a low-pass at ``cutoff`` (``lowpass_keeps``)."""
-    a = res["alloc"].groupby(["entropy_model", "lam", "condition"], sort=False)[["bits", "object_ratio", "hf_corr"]].mean()
-    s = res["sweep"]
+    a = res.alloc.groupby(["entropy_model", "lam", "condition"], sort=False)[["bits", "object_ratio", "hf_corr"]].mean()
+    s = res.sweep
     s = s[(s["filter"] == "low-pass") & ((s["cutoff"] - cutoff).abs() < 1e-6)]
     keep = s.set_index(["entropy_model", "lam", "condition"])["rate_ratio"].rename("lowpass_keeps")
     return a.join(keep).reset_index()
@@ -510,9 +534,9 @@ def photo_stack(models: dict, photos: torch.Tensor, names):
     return torch.cat(imgs), titles
 
 
-def setup_text(cfg: FrequencyConfig, res: dict) -> str:
+def setup_text(cfg: FrequencyConfig, res: FrequencyStudy) -> str:
     """What ran, in words, for the prose (glued): models, images and attack of this build's preset."""
-    pi = res["per_image"]
+    pi = res.per_image
     n_lam, draws = len(cfg.lambdas), cfg.attack_draws
     return (f"{pi['model'].nunique()} {cfg.arch.upper()} split models of the entropy-attack chapters "
             f"({len(cfg.entropy_models)} entropy models x {n_lam} rate weight{'s' if n_lam > 1 else ''}), "
@@ -528,7 +552,7 @@ def reproduce(run) -> pd.DataFrame:
     ``python -m robustnb reproduce frequency_analysis`` runs this (:mod:`robustnb.cli`). It makes the notebook's
     own calls, in its order and with its config, so the book and the command read and fill the same experiment
     cache (``ROBUSTNB_CACHE``) and give the same table at the same preset and seed."""
-    cfg = FrequencyConfig.from_preset(run.preset, run.seed)
+    cfg = FrequencyConfig.from_preset(run.preset)
     models = load_models(cfg, run)
     x, y = cifar_images(cfg, run)
     res = study(cfg, models, x, y)

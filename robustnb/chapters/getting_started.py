@@ -17,6 +17,7 @@ import numpy as np
 from robustnb import attacks, data, plots, stats, widgets
 from robustnb.cache import experiment
 from robustnb.config import Run, pick
+from robustnb.mechanisms import make
 from robustnb.train import TrainConfig, predict, speed_options, train_classifier
 
 
@@ -104,7 +105,7 @@ def explore(model, test_set, epsilons_255=(0, 1, 2, 4, 8, 16), n_images: int = 6
     x, y = test_set.tensors(n_images)
 
     def show(epsilon, attack):
-        x_adv = x if epsilon == 0 else attacks.make_attack(attack, model, epsilon)(x, y)
+        x_adv = x if epsilon == 0 else make("attack", attack, model, eps=epsilon)(x, y)
         pred = predict(model, x_adv).argmax(1)
         titles = [f"{test_set.classes[p]}{'' if p == t else ' ✗'}" for p, t in zip(pred.tolist(), y.tolist())]
         return plots.image_grid(x_adv, titles=titles, cols=n_images,

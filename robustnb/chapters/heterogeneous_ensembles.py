@@ -38,15 +38,16 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from robustnb import data as rdata
 from robustnb import distributed as D
 from robustnb import ensembles as E
 from robustnb import plots, stats, widgets
-from robustnb.attacks import TRANSFER_ATTACKS, make_transfer_attack, perturb
+from robustnb.attacks import perturb
 from robustnb.cache import experiment
 from robustnb.config import ConfigError, Run, in_colab, pick
+from robustnb.mechanisms import make, names
+from robustnb.progress import tqdm
 from robustnb.train import TrainConfig, predict, speed_options
 
 AXES = ("ENS", "tuned HP", "data non-IID", "architecture", "optimizer", "scheduler", "all")
@@ -174,9 +175,9 @@ class HeteroConfig:
         unknown = [a for a in self.axes if a not in AXES]
         if unknown:
             raise ConfigError(f"Unknown axes {unknown}: choose from {AXES}.")
-        bad = [a for a in self.attacks if a not in TRANSFER_ATTACKS]
+        bad = [a for a in self.attacks if a not in names("transfer attack")]
         if bad:
-            raise ConfigError(f"Unknown attacks {bad}: choose from {TRANSFER_ATTACKS}.")
+            raise ConfigError(f"Unknown attacks {bad}: choose from {names('transfer attack')}.")
         if self.tuner not in D.TUNERS:
             raise ConfigError(f"Unknown tuner {self.tuner!r}: choose one of {D.TUNERS}.")
         if self.dataset not in ("cifar10", "fashion_mnist"):
@@ -216,7 +217,7 @@ class HeteroConfig:
             surrogates=pick(preset, smoke=(("cnn", 8), ("cnn", 12)), cpu=(("cnn", 24), ("vgg11", 0)),
                             full=(("resnet34", 0), ("densenet121", 0), ("cnn", 64))),
             surrogate_epochs=pick(preset, smoke=1, cpu=8, full=30),
-            attacks=TRANSFER_ATTACKS,
+            attacks=names("transfer attack"),
             eps_255=8,
             sweep_eps_255=pick(preset, smoke=(4, 8), cpu=(2, 4, 8, 16), full=(2, 4, 8, 16)),
             attack_steps=pick(preset, smoke=2, cpu=10, full=10),
@@ -387,8 +388,8 @@ def craft(cfg: HeteroConfig, surrogates, splits: Splits) -> dict:
 
 @experiment
 def crafted(surrogates: list, attack: str, eps_255: float, steps: int, x: torch.Tensor, y: torch.Tensor):
-    """One transfer attack's examples on the surrogates (``robustnb.attacks.make_transfer_attack``)."""
-    return perturb(make_transfer_attack(attack, surrogates, eps_255 / 255, steps=steps), x, y, batch_size=128)
+    """One transfer attack's examples on the surrogates (``make("transfer attack", ...)``)."""
+    return perturb(make("transfer attack", attack, surrogates, eps=eps_255 / 255, steps=steps), x, y, batch_size=128)
 
 
 @experiment

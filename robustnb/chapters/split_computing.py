@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from tqdm.auto import tqdm
 
 from robustnb import data, plots, stats
 from robustnb.cache import experiment
 from robustnb.config import Run, pick
+from robustnb.progress import tqdm
 from robustnb.split import key_columns, load_split_models, model_grid, rate
 from robustnb.train import predict
 
@@ -66,7 +66,7 @@ class SplitComputingConfig:
     n_test: int
 
     @classmethod
-    def from_preset(cls, preset: str, seed: int = 0) -> "SplitComputingConfig":
+    def from_preset(cls, preset: str) -> "SplitComputingConfig":
         archs, entropy_models, lambdas = model_grid(preset)
         return cls(archs=archs, entropy_models=entropy_models, lambdas=lambdas,
                    n_test=pick(preset, smoke=32, cpu=1000, full=10_000))
@@ -207,7 +207,7 @@ def reproduce(run: Run) -> pd.DataFrame:
     ``python -m robustnb reproduce split_computing`` runs this (:mod:`robustnb.cli`). It makes the notebook's
     own calls, in its order and with its config, so the book and the command read and fill the same experiment
     cache (``ROBUSTNB_CACHE``) and give the same table at the same preset and seed."""
-    cfg = SplitComputingConfig.from_preset(run.preset, run.seed)
+    cfg = SplitComputingConfig.from_preset(run.preset)
     test_set = load_test(cfg, run.seed)
     models = load_models(cfg, run)
     images = image_rates(cfg, models, test_set)

@@ -13,16 +13,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from robustnb import data, plots, stats, widgets
+from robustnb import data, plots, registry, stats, widgets
 from robustnb.attacks import adaptive_entropy_attack, entropy_attack
 from robustnb.cache import experiment
 from robustnb.config import pick
-from robustnb.corruptions import corrupt
-from robustnb.defenses import (DEFENSES, DefenseSettings, apply, grad_cam, likelihood_mask, make_defense,
-                               mask_agreement, model_bit_map)
-from robustnb.split import ENTROPY_MODELS, LAMBDAS, TUNING_HOLDOUT_PER_CLASS, load_split_models, rate, tuning_holdout
+from robustnb.defenses import DefenseSettings, apply, grad_cam, likelihood_mask, mask_agreement, model_bit_map
+from robustnb.mechanisms import make
+from robustnb.progress import tqdm
+from robustnb.split import LAMBDAS, TUNING_HOLDOUT_PER_CLASS, load_split_models, rate, tuning_holdout
 from robustnb.train import predict
 
 
@@ -61,10 +60,10 @@ class DefenseConfig:
     settings: DefenseSettings = DefenseSettings()
 
     @classmethod
-    def from_preset(cls, preset: str, seed: int = 0) -> "DefenseConfig":
+    def from_preset(cls, preset: str) -> "DefenseConfig":
         return cls(
             arch=pick(preset, smoke="vgg", cpu="resnet", full="resnet"),
-            entropy_models=ENTROPY_MODELS,
+            entropy_models=registry.ENTROPY_MODELS.names(),
             lam=pick(preset, smoke=min(LAMBDAS), cpu=LAMBDAS[1], full=LAMBDAS[1]),
             n_images=pick(preset, smoke=6, cpu=256, full=1000),
             eps_255=pick(preset, smoke=(2.0,), cpu=(2.0, 8.0), full=(2.0, 8.0)),
@@ -95,7 +94,8 @@ def load_models(cfg: DefenseConfig, run) -> dict:
 def defenses_for(model, cfg: DefenseConfig, settings: DefenseSettings | None = None) -> dict:
     """Every registered defense with ``settings`` (default ``cfg.settings``; the tuned ones in the chapter);
     the disentangled one uses ``model``'s bit map."""
-    return {n: make_defense(n, model_bit_map(model), settings or cfg.settings) for n in DEFENSES}
+    return {n: make("defense", n, model_bit_map(model), settings or cfg.settings)
+            for n in registry.DEFENSES.names()}
 
 
 def _per_image(model, x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +177,7 @@ def tuning_frame(model, x, y, eps_255: float, steps: int, draws: int, settings, 
     base = _metrics(model, x, y)
     rows = []
     for g in grid:
-        d = make_defense("disentangled_tv", model_bit_map(model), replace(settings, **g))
+        d = make("defense", "disentangled_tv", model_bit_map(model), replace(settings, **g))
         clean, att = _metrics(model, apply(d, x), y), _metrics(model, apply(d, xa), y)
         rows.append({**g, "accuracy_cost": base["accuracy"] - clean["accuracy"],
                      "clean_overhead": clean["bytes"] / base["bytes"] - 1,
@@ -210,7 +210,7 @@ def evaluate(cfg: DefenseConfig, models: dict, x: torch.Tensor, y: torch.Tensor,
     rows, attacked = [], {}
     for em, model in models.items():
         defs = defenses_for(model, cfg, (tuned or {}).get(em))
-        sets = [("clean", 0.0, x), (cfg.corruption, 0.0, corrupt(x, cfg.corruption, cfg.severity))]
+        sets = [("clean", 0.0, x), (cfg.corruption, 0.0, make("corruption", cfg.corruption, severity=cfg.severity)(x))]
         for eps in cfg.eps_255:
             sets.append(("attacked", eps, _attack(model, x, eps, cfg)))
         attacked[em] = next(xa for kind, _, xa in sets if kind == "attacked")
@@ -268,8 +268,8 @@ def lambda_tv_sweep(cfg: DefenseConfig, models: dict, x, y, attacked: dict, tune
     for em, model in models.items():
         clean_bytes = _metrics(model, x, y)["bytes"]
         for lt in cfg.lambda_tv_grid:
-            d = make_defense("disentangled_tv", model_bit_map(model), _settings(tuned or cfg.settings, em),
-                             lambda_tv=lt)
+            d = make("defense", "disentangled_tv", model_bit_map(model), _settings(tuned or cfg.settings, em),
+                     lambda_tv=lt)
             for kind, xin in (("clean", x), ("attacked", attacked[em])):
                 m = _metrics(model, apply(d, xin), y)
                 rows.append({"entropy_model": em, "lambda_tv": lt, "input": kind, **m,
@@ -292,7 +292,7 @@ def mask_comparison(models: dict, x: torch.Tensor, settings=DefenseSettings()) -
 def parts_stack(model, x: torch.Tensor, settings: DefenseSettings = DefenseSettings()):
     """Images for ``plots.image_grid``: per input image, input | low | high (x4 around grey) | mask |
     Grad-CAM | defended. Returns ``(images (6N, 3, H, W), titles)``."""
-    d = make_defense("disentangled_tv", model_bit_map(model), settings)
+    d = make("defense", "disentangled_tv", model_bit_map(model), settings)
     with torch.no_grad():
         p = d.forward_parts(x)
     cam = grad_cam(model, x)
@@ -479,8 +479,8 @@ def explore(models: dict, x: torch.Tensor, y: torch.Tensor, attacked: dict, cfg:
     def show(entropy_model, inp, lambda_tv):
         m = models[entropy_model]
         xin = (x if inp == "clean" else attacked[entropy_model])[:n_images]
-        d = make_defense("disentangled_tv", model_bit_map(m), _settings(tuned or cfg.settings, entropy_model),
-                         lambda_tv=lambda_tv)
+        d = make("defense", "disentangled_tv", model_bit_map(m), _settings(tuned or cfg.settings, entropy_model),
+                 lambda_tv=lambda_tv)
         xd = apply(d, xin)
         b0, b1 = rate.real_bytes(m, x[:n_images]), rate.real_bytes(m, xd)
         pred = predict(m, xd).argmax(1)
@@ -504,7 +504,7 @@ def reproduce(run) -> pd.DataFrame:
     ``python -m robustnb reproduce tv_defense`` runs this (:mod:`robustnb.cli`). It makes the notebook's
     own calls, in its order and with its config, so the book and the command read and fill the same experiment
     cache (``ROBUSTNB_CACHE``) and give the same table at the same preset and seed."""
-    cfg = DefenseConfig.from_preset(run.preset, run.seed)
+    cfg = DefenseConfig.from_preset(run.preset)
     models = load_models(cfg, run)
     x, y = cifar_images(cfg, run)
     tuned, _ = tune_settings(cfg, models, run)

@@ -10,7 +10,7 @@
 ==============================  =====================================================================
 """
 
-from robustnb.split.model import (ENTROPY_MODELS, LAMBDAS, SPLIT_ARCHITECTURES, LogitsOnly,  # noqa: F401
-                                  SplitModel, build_split_model, check_entropy_model, check_split_arch)
+from robustnb.split.model import (LAMBDAS, LogitsOnly, SplitModel, build_split_model, check_entropy_model,  # noqa: F401
+                                  check_split_arch)
 from robustnb.split.zoo import (TUNING_HOLDOUT_PER_CLASS, SplitTrainConfig, get_split_model, key_columns,  # noqa: F401
                                 load_split_models, model_grid, training_pool, tuning_holdout)

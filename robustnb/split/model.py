@@ -40,7 +40,6 @@ from torchvision.models.resnet import BasicBlock
 
 registry.ENTROPY_MODELS.add("factorized", EntropyBottleneck, description="one learned density per channel")
 registry.ENTROPY_MODELS.add("hyperprior", GaussianConditional, description="mean-scale hyperprior")
-ENTROPY_MODELS = registry.ENTROPY_MODELS.names()
 #: the initial width of the learned factorized densities (CompressAI's ``EntropyBottleneck`` default: values
 #: spread over about +-10); a smaller one starts the density near the scale of an untrained encoder's latents
 DENSITY_INIT_SCALE = 10.0
@@ -92,7 +91,6 @@ def _vgg(num_classes: int, in_channels: int) -> tuple[nn.Module, nn.Module, int]
     return stem, tail, 24
 
 
-SPLIT_ARCHITECTURES = registry.SPLIT_ARCHITECTURES.names()
 
 
 def _conv(cin, cout, k=3, s=1):

@@ -15,17 +15,19 @@ images the models have not fitted (the TV defense does); they train on :func:`tr
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
-from robustnb import data
+from robustnb import data, registry
 from robustnb.cache import cached, data_spec
 from robustnb.checks import check_number
 from robustnb.config import ConfigError, Run, pick
-from robustnb.split.model import (DENSITY_INIT_SCALE, ENTROPY_MODELS, LAMBDAS, SPLIT_ARCHITECTURES, SplitModel,
-                                  build_split_model, check_entropy_model, check_split_arch)
+from robustnb.jobs import Execution, ModelJob, run_jobs
+from robustnb.progress import tqdm
+from robustnb.split.model import (DENSITY_INIT_SCALE, LAMBDAS, SplitModel, build_split_model, check_entropy_model,
+                                  check_split_arch)
 from robustnb.split.rate import rate_bpp
 from robustnb.train import TrainConfig, fit, speed_options
 
@@ -102,6 +104,69 @@ def _check_lambda(lam) -> float:
         raise ConfigError(f"{e} The book trains lambda in {LAMBDAS}.") from None
 
 
+@dataclass(frozen=True)
+class _Recipe:
+    """How the split model ``(arch, entropy_model, lambda)`` of a preset is trained: the training set, the model's
+    arguments, and the cache names and specs of its two stages (the base at the smallest lambda, then the lambda
+    fine-tune)."""
+    arch: str
+    entropy_model: str
+    lam: float
+    cfg: SplitTrainConfig
+    train_set: data.ImageDataset
+    model_kw: dict
+
+    @classmethod
+    def of(cls, arch: str, entropy_model: str, lam: float, preset: str, seed: int) -> "_Recipe":
+        check_split_arch(arch)
+        check_entropy_model(entropy_model)
+        cfg = SplitTrainConfig.from_preset(preset, seed)
+        model_kw = {"latent_channels": cfg.latent_channels}
+        if cfg.init_scale != DENSITY_INIT_SCALE:  # only when not the default: models trained before keep their keys
+            model_kw["init_scale"] = cfg.init_scale
+        return cls(arch, entropy_model, _check_lambda(lam), cfg, _train_set(cfg, seed), model_kw)
+
+    def build(self) -> SplitModel:
+        return build_split_model(self.arch, self.entropy_model, self.train_set, **self.model_kw)
+
+    @property
+    def base_name_spec(self) -> tuple[str, dict]:
+        spec = {"kind": "split-base", "arch": self.arch, "entropy_model": self.entropy_model, "lambda": min(LAMBDAS),
+                **data_spec(self.train_set), "model_kw": self.model_kw, "train": self.cfg.base.as_dict()}
+        return f"split-{self.arch}-{self.entropy_model}-base", spec
+
+    @property
+    def name_spec(self) -> tuple[str, dict]:
+        spec = {"kind": "split", "base": self.base_name_spec[1], "lambda": self.lam,
+                "finetune": self.cfg.finetune.as_dict()}
+        return f"split-{self.arch}-{self.entropy_model}-lam{self.lam:g}", spec
+
+
+def _base(r: _Recipe, device, verbose: bool = True) -> SplitModel:
+    """Stage 1: the base model at the smallest lambda, trained (or loaded) through the model cache."""
+    lam0 = min(LAMBDAS)
+
+    def train_base(m):
+        hist = fit(m, r.train_set, r.cfg.base, device=device, extra_terms={"rate": (lam0, rate_bpp)},
+                   desc=f"split {r.arch}/{r.entropy_model} base")
+        m.update(force=True)
+        return hist
+
+    return cached(*r.base_name_spec, r.build, train_base, device=device, verbose=verbose)
+
+
+def _finetuned(r: _Recipe, device, verbose: bool = True) -> SplitModel:
+    """Stage 2: the base fine-tuned at ``r.lam``, trained (or loaded) through the model cache."""
+    def train_fine(m):
+        m.load_state_dict(copy.deepcopy(_base(r, device, verbose).state_dict()))
+        hist = fit(m, r.train_set, r.cfg.finetune, device=device, extra_terms={"rate": (r.lam, rate_bpp)},
+                   desc=f"split {r.arch}/{r.entropy_model} lambda={r.lam:g}")
+        m.update(force=True)
+        return hist
+
+    return cached(*r.name_spec, r.build, train_fine, device=device, verbose=verbose)
+
+
 def get_split_model(arch: str, entropy_model: str, lam: float, run: Run, *, preset: str | None = None,
                     verbose: bool = True) -> SplitModel:
     """The trained split model for ``(arch, entropy_model, lambda)`` at ``preset`` (default ``run.preset``).
@@ -109,59 +174,44 @@ def get_split_model(arch: str, entropy_model: str, lam: float, run: Run, *, pres
     Trains (stage 1 base, then the lambda fine-tune) or loads both from the model cache; the CDF tables
     are refreshed (``update(force=True)``) so ``compress()`` works. Eval mode, on ``run.device``.
     """
-    check_split_arch(arch)
-    check_entropy_model(entropy_model)
-    lam = _check_lambda(lam)
     preset = preset or run.preset
-    cfg = SplitTrainConfig.from_preset(preset, run.seed)
-    train_set = _train_set(cfg, run.seed)
-    dspec = data_spec(train_set)
-    model_kw = {"latent_channels": cfg.latent_channels}
-    if cfg.init_scale != DENSITY_INIT_SCALE:  # only when not the default: models trained before keep their keys
-        model_kw["init_scale"] = cfg.init_scale
-    lam0 = min(LAMBDAS)
-
-    def build():
-        return build_split_model(arch, entropy_model, train_set, **model_kw)
-
-    base_spec = {"kind": "split-base", "arch": arch, "entropy_model": entropy_model, "lambda": lam0,
-                 **dspec, "model_kw": model_kw, "train": cfg.base.as_dict()}
-
-    def train_base(m):
-        hist = fit(m, train_set, cfg.base, device=run.device, extra_terms={"rate": (lam0, rate_bpp)},
-                   desc=f"split {arch}/{entropy_model} base")
-        m.update(force=True)
-        return hist
-
-    base = cached(f"split-{arch}-{entropy_model}-base", base_spec, build, train_base, device=run.device,
-                  verbose=verbose)
-    spec = {"kind": "split", "base": base_spec, "lambda": lam, "finetune": cfg.finetune.as_dict()}
-
-    def train_fine(m):
-        m.load_state_dict(copy.deepcopy(base.state_dict()))
-        hist = fit(m, train_set, cfg.finetune, device=run.device, extra_terms={"rate": (lam, rate_bpp)},
-                   desc=f"split {arch}/{entropy_model} lambda={lam:g}")
-        m.update(force=True)
-        return hist
-
-    model = cached(f"split-{arch}-{entropy_model}-lam{lam:g}", spec, build, train_fine, device=run.device,
-                   verbose=verbose)
+    r = _Recipe.of(arch, entropy_model, lam, preset, run.seed)
+    model = _finetuned(r, run.device, verbose)
     model.update(force=True)
     model.eval()
-    model.robustnb_info.update({"arch": arch, "entropy_model": entropy_model, "lambda": lam, "preset": preset})
+    model.robustnb_info.update({"arch": arch, "entropy_model": entropy_model, "lambda": r.lam, "preset": preset})
     return model
 
 
 def model_grid(preset: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[float, ...]]:
     """``(archs, entropy_models, lambdas)`` of the split models every chapter uses at ``preset`` (one grid,
     so the chapters share their models through the cache)."""
-    return (pick(preset, smoke=("vgg",), cpu=("resnet",), full=SPLIT_ARCHITECTURES), ENTROPY_MODELS,
-            pick(preset, smoke=(LAMBDAS[0],), cpu=LAMBDAS, full=LAMBDAS))
+    archs = pick(preset, smoke=("vgg",), cpu=("resnet",), full=registry.SPLIT_ARCHITECTURES.names())
+    return archs, registry.ENTROPY_MODELS.names(), pick(preset, smoke=(LAMBDAS[0],), cpu=LAMBDAS, full=LAMBDAS)
 
 
-def load_split_models(archs, entropy_models, lambdas, run: Run, verbose: bool = False) -> dict:
-    """``{(arch, entropy_model, lambda): SplitModel}`` for every combination: trained on first use, then
-    loaded from the model cache."""
+def split_jobs(archs, entropy_models, lambdas, run: Run) -> list[ModelJob]:
+    """The split models of a grid as :class:`robustnb.jobs.ModelJob` objects (on the CPU): one base per
+    (architecture, entropy model), and each lambda's fine-tune, which needs its base."""
+    jobs = []
+    for arch in archs:
+        for em in entropy_models:
+            for lam in lambdas:
+                r = _Recipe.of(arch, em, lam, run.preset, run.seed)
+                base = ModelJob(*r.base_name_spec, functools.partial(_base, r, "cpu", False),
+                                cost=float(r.cfg.base.epochs))
+                jobs.append(ModelJob(*r.name_spec, functools.partial(_finetuned, r, "cpu", False), needs=(base,),
+                                     cost=float(r.cfg.finetune.epochs)))
+    return jobs
+
+
+def load_split_models(archs, entropy_models, lambdas, run: Run, verbose: bool = False,
+                      ex: Execution | None = None) -> dict:
+    """``{(arch, entropy_model, lambda): SplitModel}`` for every combination (trained once, then cached). With
+    ``ex`` on Ray, the models not cached yet train first as Ray tasks (:func:`split_jobs`,
+    :func:`robustnb.jobs.run_jobs`)."""
+    if ex is not None and ex.backend == "ray":
+        run_jobs(split_jobs(archs, entropy_models, lambdas, run), ex, desc="split models")
     keys = [(a, em, lam) for a in archs for em in entropy_models for lam in lambdas]
     return {k: get_split_model(*k, run, verbose=verbose) for k in tqdm(keys, desc="split models", leave=False)}
 

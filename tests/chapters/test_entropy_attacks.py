@@ -1,11 +1,17 @@
 """The entropy-attack chapter's module (robustnb.chapters.entropy_attacks): config and the grid's frames."""
 
+import dataclasses
+
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from robustnb import stats
 from robustnb.chapters import entropy_attacks as ch
 from robustnb.config import PRESETS
-from robustnb.split import model_grid
+from robustnb.data import ImageDataset
+from robustnb.split import build_split_model, model_grid
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -47,14 +53,6 @@ def test_smoke_models_are_trained_enough_that_the_attack_raises_the_bytes():
 
 
 # ------------------------------------------------------------------------------ per-image measurements, claims
-import dataclasses  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from robustnb import stats  # noqa: E402
-from robustnb.data import ImageDataset  # noqa: E402
-from robustnb.split import build_split_model  # noqa: E402
 
 
 def _toy_models_and_data(n=6):
@@ -77,14 +75,14 @@ def test_attack_images_are_measured_in_eval_mode_whatever_the_attack_leaves(monk
     back in eval mode, and its buffers must be untouched."""
     models, data = _toy_models_and_data()
 
-    def leaves_training_mode(name, model, eps, **kw):
+    def leaves_training_mode(kind, name, model, eps, **kw):
         def run(x, y):
-            model.train()
+            if name == "pgd":
+                model.train()
             return x
         return run
 
-    monkeypatch.setattr(ch.attacks, "make_attack", leaves_training_mode)
-    monkeypatch.setattr(ch, "entropy_attack", lambda m, x, eps, steps, draws, **kw: x)
+    monkeypatch.setattr(ch, "make", leaves_training_mode)
     cfg = dataclasses.replace(ch.EntropyAttacksConfig.from_preset("smoke"), n_attack=6, eps_255=(0, 8),
                               pgd_eps_255=(8,), stealthy_eps_255=(8,))
     before = {k: {n: b.clone() for n, b in m.named_buffers()} for k, m in models.items()}

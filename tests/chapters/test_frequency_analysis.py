@@ -97,7 +97,7 @@ def synthetic_res(n=30, removed=0.9, hf=0.6, corr=0.5, obj=1.3, seed=0):
     pi = per_image_frame(clean, lp, adv, adv - (clean - lp) - removed * extra, clean_hp=hp)
     alloc = pd.DataFrame({"condition": "clean", "image": np.arange(n), "model": "m",
                           "hf_corr": corr + rng.normal(0, 0.05, n), "object_ratio": obj + rng.normal(0, 0.05, n)})
-    return {"per_image": pi, "alloc": alloc}
+    return Fq.FrequencyStudy(per_image=pi, alloc=alloc)
 
 
 def test_claims_frame_has_one_row_per_declared_claim_with_computed_verdicts():
@@ -119,15 +119,15 @@ def test_mostly_means_above_one_half_and_weak_correlations_are_judged_by_the_int
     assert df["fa_attack_bits_high_frequency"] == "not reproduced"  # above 0, but not "mostly"
     assert df["fa_bits_follow_hf_energy"] == "reproduced"  # weak (< 0.3) but reliably positive
     noisy = synthetic_res(n=4, corr=0.02)
-    noisy["alloc"]["hf_corr"] = [-0.5, 0.6, -0.4, 0.5]
+    noisy.alloc["hf_corr"] = [-0.5, 0.6, -0.4, 0.5]
     assert Fq.claims(noisy).set_index("claim_id").loc["fa_bits_follow_hf_energy", "verdict"] == \
         "inconclusive at this size"
 
 
 def test_claims_pool_models_per_image():
     a, b = synthetic_res(seed=1), synthetic_res(seed=2, corr=0.1)
-    b = {k: v.assign(model="m2") for k, v in b.items()}
-    res = {k: pd.concat([a[k], b[k]], ignore_index=True) for k in a}
+    res = Fq.FrequencyStudy(**{k: pd.concat([getattr(a, k), getattr(b, k).assign(model="m2")], ignore_index=True)
+                               for k in ("per_image", "alloc")})
     pooled = Fq.claims(res).set_index("claim_id")
     assert pooled.loc["fa_bits_follow_hf_energy", "n"] == 30  # images, not image x model rows
     by_model = Fq.claims_by_model(res)
@@ -144,10 +144,10 @@ def test_study_frames_give_claims_and_numbers_on_a_known_rate():
     inputs = {"clean": x, "shot_noise": (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1),
               "defocus_blur": S.filtered(x, 0.1, "low"), "attacked 8/255": (x + 0.1 * hf).clamp(0, 1)}
     tag = {"entropy_model": "e", "lam": 1.0, "model": "e, lambda=1"}
-    res = {"per_image": Fq.filter_rates(energy_rate, inputs, Fq.CUTOFF).assign(**tag),
-           "bands": Fq.band_shares(energy_rate, inputs).assign(**tag),
-           "alloc": Fq.bit_allocation(lambda t: S.local_energy(t, (4, 4)), inputs).assign(**tag),
-           "spectra": Fq.spectra(inputs).assign(**tag)}
+    res = Fq.FrequencyStudy(per_image=Fq.filter_rates(energy_rate, inputs, Fq.CUTOFF).assign(**tag),
+                            bands=Fq.band_shares(energy_rate, inputs).assign(**tag),
+                            alloc=Fq.bit_allocation(lambda t: S.local_energy(t, (4, 4)), inputs).assign(**tag),
+                            spectra=Fq.spectra(inputs).assign(**tag))
     df = Fq.claims(res).set_index("claim_id")
     assert df.loc["fa_attack_bits_high_frequency", "verdict"] == "reproduced"
     assert df.loc["fa_attack_bits_high_frequency", "value"] > 0.9

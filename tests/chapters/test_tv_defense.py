@@ -7,7 +7,8 @@ import pytest
 from robustnb import stats
 from robustnb.chapters import tv_defense as ch
 from robustnb.config import PRESETS
-from robustnb.defenses import DEFENSES, DefenseSettings
+from robustnb.defenses import DefenseSettings
+from robustnb.registry import DEFENSES
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -49,7 +50,7 @@ def _per_image(defended=-0.10, attack=0.28, adaptive=(-0.05, 0.02), cost=2, seed
         return out
 
     noise = lambda: 0.01 * clean * g.standard_normal(n)  # noqa: E731
-    for d in DEFENSES:
+    for d in DEFENSES.names():
         tv = d == "disentangled_tv"
         add(d, "clean", 0.0, clean * (0.9 if d != "none" else 1.0), drop(cost) if tv else correct)
         add(d, "attacked", 2.0, clean * (1 + (defended if d != "none" else attack)) + noise(),
@@ -124,7 +125,7 @@ def test_tuning_runs_on_training_images_only(monkeypatch, tmp_path):
     monkeypatch.setattr(ch, "training_images", lambda c, r: seen.append("train") or train)
     monkeypatch.setattr(ch, "cifar_images", lambda c, r: pytest.fail("tuning must not read the test images"))
     monkeypatch.setattr(ch, "entropy_attack", lambda m, x, *a: x + 0.1)
-    monkeypatch.setattr(ch, "make_defense", lambda name, bm, s, **kw: s)
+    monkeypatch.setattr(ch, "make", lambda kind, name, bm, s, **kw: s)
     monkeypatch.setattr(ch, "apply", lambda s, x: (s, x))
 
     def metrics(model, x, y):

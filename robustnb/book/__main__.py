@@ -1,0 +1,37 @@
+"""``python -m robustnb.book``: the book's maintenance commands (see :mod:`robustnb.book`)."""
+
+import sys
+from pathlib import Path
+
+from robustnb.book import ROOT, chapters, scaffold, store_checked_outputs, summary_report, sync, watch, write_ledger
+
+USAGE = ("usage: python -m robustnb.book [list | sync | ledger | summary [BUILD] | watch | nbval NB EXECUTED | "
+         "new PATH TITLE]")
+
+
+def main(argv: list[str]) -> int:
+    cmd = argv[0] if argv else "list"
+    if cmd == "sync":
+        for p in sync():
+            print("updated", p.relative_to(ROOT))
+    elif cmd == "new" and len(argv) == 3:
+        print("created", scaffold(Path(argv[1]), argv[2]))
+    elif cmd == "nbval" and len(argv) == 3:  # python -m robustnb.book nbval book/x.ipynb executed.ipynb
+        print("stored", store_checked_outputs(Path(argv[1]), Path(argv[2])), "checked cells")
+    elif cmd == "watch":
+        watch()
+    elif cmd == "ledger":
+        print("wrote", write_ledger().relative_to(ROOT))
+    elif cmd == "summary":  # python -m robustnb.book summary [BUILD_DIR]: after `make book`
+        print(summary_report(Path(argv[1]) if len(argv) > 1 else ROOT / "_build"))
+    elif cmd == "list":
+        for p in chapters():
+            print(p.relative_to(ROOT))
+    else:
+        print(f"{USAGE}, got {' '.join(argv)!r}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

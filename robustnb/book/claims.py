@@ -1,0 +1,91 @@
+"""The claims ledger page (``book/claims.md``) and the terminal summary ``make book`` ends with: every chapter's
+claims, pasted from the chapters' own executed results (cross-page glue)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from robustnb import ledger
+from robustnb.book.toc import ROOT, chapters, toc_files, toc_parts
+
+LEDGER = "book/claims.md"
+
+
+def ledger_markdown(root: Path = ROOT) -> str:
+    """The claims ledger page: every claim of every chapter (its ``PAPER_CLAIMS``), the paper's figure, ours
+    with its interval and the verdict, both pasted from the chapter's own executed results (cross-page glue),
+    so the ledger cannot disagree with the chapters. ``python -m robustnb.book ledger`` rewrites the page."""
+    lines = ["# Claims ledger", "",
+             "Every claim of the three papers that this book tests, with the paper's figure, ours with its 95%",
+             "interval, and the verdict of the rule for the claim's form in `robustnb.stats.verdict` (an increase",
+             "or decrease, of the paper's size or not; a difference between two of our measurements; an upper or",
+             "lower bound; no change within a margin). *Holm* reads the chapter's claims together: a claim",
+             "\"holds\" when its one-sided test still rejects \"the claim is false\" after Holm's adjustment over",
+             "all the chapter's claims (family-wise 2.5%). Claims marked *(book)* are the book's own additions,",
+             "not the paper's. The measured columns are pasted",
+             "from each chapter's own run in this build (same preset, same seed), so they always agree with the",
+             "chapters' tables. Data: the offline CIFAR-10 archive is a JPEG re-encoding at quality 75 (see the",
+             "introduction); chapters say where they use a stand-in for the paper's data.", "",
+             "## At a glance", "",
+             "How many of each paper's claims this build reproduced, reproduced in direction only, did not reproduce,",
+             "or could not decide (counted from the chapters' tables below). Each chapter's section opens with a",
+             "forest plot of its claims: ours with its 95% interval (a circle coloured by the verdict), the paper's",
+             "figure or bound where it gives one (an open diamond), on the claim's own units; hover for the claim.", "",
+             "```{claims-summary}", "```", ""]
+    for nb in chapters(root):
+        mod = importlib.import_module(f"robustnb.chapters.{nb.stem}")
+        claims = getattr(mod, "PAPER_CLAIMS", {})
+        if not claims:
+            continue
+        title = next(iter(json.loads(nb.read_text())["cells"]))["source"]
+        title = "".join(title).splitlines()[0].lstrip("# ").strip()
+        rel = nb.name
+        lines += [f"## [{title}]({rel})", "", f"```{{claims-forest}} {rel}", "```", "",
+                  "| claim | paper | ours (95% interval) | verdict | Holm |",
+                  "|---|---|---|---|---|"]
+        for cid, pc in claims.items():
+            mark = " *(book)*" if pc.addition else ""
+            lines.append(f"| {pc.claim}{mark} | {pc.paper} ({pc.source}) | {{glue:text}}`{rel}::{cid}:s` | "
+                         f"{{glue:text}}`{rel}::{cid}_verdict:s` | {{glue:text}}`{rel}::{cid}_holm:s` |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def summary_report(build_dir: Path, root: Path = ROOT) -> str:
+    """The claims summary of a built book (``build_dir``: the folder holding ``html`` and ``jupyter_execute``)
+    as text for the terminal: ``make book`` ends with it."""
+    glued = glued_ledgers(Path(build_dir) / "jupyter_execute", root)
+    if not glued:
+        return f"No claims found in {build_dir}/jupyter_execute: build the book first (make book)."
+    table = papers_summary(glued, root)
+    return f"Claims ledger ({len(glued)} chapters; details in {build_dir}/html/book/claims.html):\n" + \
+        ledger.summary_text(table)
+
+
+def write_ledger(root: Path = ROOT) -> Path:
+    path = root / LEDGER
+    path.write_text(ledger_markdown(root))
+    return path
+
+
+def glued_ledgers(folder: Path, root: Path = ROOT) -> dict:
+    """Every chapter's glued ledger rows in a build (docname -> frame), from myst-nb's glue stores in ``folder``
+    (its output folder: ``_build/jupyter_execute``)."""
+    out = {}
+    for docname in toc_files(root):
+        rows = ledger.read_glued(Path(folder) / f"{docname}.glue.json")
+        if rows is not None:
+            out[docname] = rows
+    return out
+
+
+def papers_summary(glued: dict, root: Path = ROOT):
+    """:func:`robustnb.ledger.summary` over the toc's parts that hold claims (one per paper)."""
+    papers = {}
+    for caption, files in toc_parts(root):
+        frames = [glued[f] for f in files if f in glued]
+        if frames:
+            papers[caption] = frames
+    return ledger.summary(papers)

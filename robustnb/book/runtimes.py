@@ -1,0 +1,109 @@
+"""The measured runtimes, in one file (``book/runtimes.json``), and what the book renders from it.
+
+``python -m robustnb.bench --preset P --fresh-cache`` records each chapter's cold wall time and its kernel's peak
+memory there (:func:`save`); a chapter not yet measured at a preset may carry an estimate instead, which is always
+rendered as one. The book's Sphinx extension turns the file into MyST substitutions (:func:`substitutions`), so
+every chapter's runtime box and the introduction's table print the same numbers: ``{{ rt_cpu_tv_defense }}``
+(wall time), ``{{ mem_cpu_tv_defense }}`` (peak memory), ``{{ rt_cpu_total }}`` (the whole book). ``make book``'s
+progress line reads the expected times from it (:func:`expected`).
+
+The file: ``{preset: {"seconds": {chapter: s}, "peak_mb": {chapter: MB}, "estimated_seconds": {chapter: s}}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from robustnb.book.toc import ROOT, chapters
+
+PATH = ROOT / "book" / "runtimes.json"
+FIELDS = ("seconds", "peak_mb", "estimated_seconds")
+NOT_MEASURED = "not measured"
+
+
+def load(path: Path = PATH) -> dict:
+    """The file's content; ``{}`` when it does not exist. A malformed file is an error naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc})") from exc
+    for preset, fields in data.items():
+        bad = sorted(set(fields) - set(FIELDS)) if isinstance(fields, dict) else [repr(fields)]
+        if bad:
+            raise ValueError(f"{path}: preset {preset!r} has {bad}; allowed fields are {list(FIELDS)}")
+    return data
+
+
+def expected(preset: str, path: Path = PATH) -> dict[str, float]:
+    """Chapter -> expected cold seconds at ``preset``: measured where measured, else the estimate."""
+    entry = load(path).get(preset, {})
+    return {**entry.get("estimated_seconds", {}), **entry.get("seconds", {})}
+
+
+def save(rows: Iterable[tuple[str, float, float]], preset: str, path: Path = PATH) -> Path:
+    """Record measured (chapter, cold seconds, peak MB) rows at ``preset``; a measurement replaces the chapter's
+    estimate. Other chapters and presets are kept."""
+    data = load(path)
+    entry = data.setdefault(preset, {})
+    for chapter, seconds, peak_mb in rows:
+        entry.setdefault("seconds", {})[chapter] = round(float(seconds), 1)
+        entry.setdefault("peak_mb", {})[chapter] = round(float(peak_mb))
+        entry.get("estimated_seconds", {}).pop(chapter, None)
+    if not entry.get("estimated_seconds", True):
+        del entry["estimated_seconds"]
+    Path(path).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def duration(seconds: float) -> str:
+    """34 s, 5.7 min, 22 min, 2.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    if minutes < 10:
+        return f"{minutes:.1f} min"
+    if minutes < 90:
+        return f"{minutes:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def memory(mb: float) -> str:
+    return f"{mb / 1024:.1f} GB"
+
+
+def _chapter_texts(entry: dict, chapter: str) -> tuple[str, str, float, bool]:
+    """(wall time, memory, seconds counted in the total, whether an estimate) of one chapter at one preset."""
+    measured, mem, estimated = (entry.get(field, {}) for field in FIELDS)
+    memory_text = memory(mem[chapter]) if chapter in mem else NOT_MEASURED
+    if chapter in measured:
+        return duration(measured[chapter]), memory_text, measured[chapter], False
+    if chapter in estimated:
+        return f"about {duration(estimated[chapter])} (**estimate**, not yet measured)", memory_text, \
+            estimated[chapter], True
+    return NOT_MEASURED, memory_text, 0.0, False
+
+
+def substitutions(path: Path = PATH, names: list[str] | None = None) -> dict[str, str]:
+    """MyST substitutions of every chapter's wall time and peak memory at every preset in the file, and of the
+    whole book's time (the sum of the chapters; "about" and the number of estimated rows when any is estimated)."""
+    names = names if names is not None else [p.stem for p in chapters()]
+    out = {}
+    for preset, entry in load(path).items():
+        total, estimates, missing = 0.0, 0, 0
+        for chapter in names:
+            wall, mem, seconds, estimate = _chapter_texts(entry, chapter)
+            out[f"rt_{preset}_{chapter}"], out[f"mem_{preset}_{chapter}"] = wall, mem
+            total += seconds
+            estimates += estimate
+            missing += wall == NOT_MEASURED
+        text = duration(total)
+        if estimates:
+            text = f"about {text} (the sum of the rows; {estimates} of them estimated)"
+        if missing:
+            text += f" ({missing} chapter{'s' if missing > 1 else ''} not measured)"
+        out[f"rt_{preset}_total"] = text
+    return out

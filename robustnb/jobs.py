@@ -1,0 +1,179 @@
+"""Independent trainings as jobs: in this process, or as Ray tasks on a local Ray or a cluster.
+
+A :class:`ModelJob` is one model trained through the model cache (:func:`robustnb.cache.cached`): its cache name
+and spec (the key) and a function that builds, trains and caches it. :func:`run_jobs` trains the jobs whose
+checkpoint is not cached yet. With ``Execution(backend="ray")`` they run as parallel Ray tasks, a job after the
+jobs it ``needs`` (whose checkpoints travel to its worker); each trained checkpoint comes back through Ray's
+object store into this process's own cache, so a cluster needs no shared file system. In this process
+(``backend="local"``) nothing runs here: the caller's own loading trains each model when it asks for it, in
+order. Either way the caller then loads every model from the cache as usual.
+
+Used for the ensemble nodes (:mod:`robustnb.distributed`), the split models (:mod:`robustnb.split.zoo`) and the
+compressed chapter's bases and attackers. Ray is imported only when the ``ray`` backend is used.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from robustnb import cpus
+from robustnb.cache import atomic_write, cache_key, cache_path
+from robustnb.config import ConfigError, data_dir, pick
+from robustnb.progress import tqdm
+
+BACKENDS = ("local", "ray")
+#: where Ray workers cache what they train before sending it back (on their own machine, never shared)
+WORKER_CACHE = Path(tempfile.gettempdir()) / "robustnb-ray-worker-cache"
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"Unknown backend {backend!r}: choose one of {', '.join(map(repr, BACKENDS))}.")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where independent jobs run, apart from what they compute (never part of a cache key): ``backend``
+    (``local``: in this process, ``ray``: Ray tasks), the Ray ``address`` (None: ``$RAY_ADDRESS``, else a local
+    Ray), ``num_cpus`` of a local Ray (None: the usable CPUs) and ``threads``, this process's torch threads while
+    Ray workers train on the cores (so the two do not oversubscribe them)."""
+
+    backend: str = "local"
+    address: str | None = None
+    num_cpus: int | None = None
+    threads: int = 1
+
+    def __post_init__(self):
+        _check_backend(self.backend)
+
+    @classmethod
+    def from_preset(cls, preset: str, backend: str | None = None, address: str | None = None) -> "Execution":
+        """``smoke``: in-process; ``cpu`` and ``full``: Ray (a local instance, or the cluster at ``address``)."""
+        return cls(backend=backend or pick(preset, smoke="local", cpu="ray", full="ray"), address=address)
+
+
+def ray_init(address: str | None = None, num_cpus: int | None = None):
+    """Start (or join) Ray once: a local instance, or the cluster at ``address`` / ``$RAY_ADDRESS``.
+
+    Workers cache what they train in their own scratch folder (:data:`WORKER_CACHE`, on their machine) and
+    send results back through Ray's object store; jobs carry their data, so a cluster needs no shared file
+    system. Workers run one torch thread each with OpenMP's passive wait policy (:mod:`robustnb.cpus`).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    env = {"ROBUSTNB_CACHE": str(WORKER_CACHE), "ROBUSTNB_DATA": str(data_dir()), **cpus.worker_env(1)}
+    kw = dict(runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False,
+              logging_level="ERROR", configure_logging=True)
+    if address is None:
+        kw["num_cpus"] = num_cpus or cpus.usable_cpus()
+    ray.init(address=address, **kw)
+    return ray
+
+
+def ray_shutdown() -> None:
+    """Stop the Ray instance this process started (no-op when Ray is not running)."""
+    try:
+        import ray
+    except ImportError:  # pragma: no cover
+        return
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """One model trained through the model cache: its cache ``name`` and ``spec`` (the key), ``train()`` that
+    builds, trains and caches it (a :func:`robustnb.cache.cached` call) and returns the model, the jobs it
+    ``needs`` (whose cached checkpoints it loads: a fine-tune needs its base), and its ``cost`` (for scheduling:
+    the costliest first)."""
+
+    name: str
+    spec: dict
+    train: Callable[[], nn.Module]
+    needs: tuple["ModelJob", ...] = ()
+    cost: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return cache_key(self.spec)
+
+    @property
+    def path(self) -> Path:
+        """Its checkpoint in this process's model cache."""
+        return cache_path(self.name, self.spec)
+
+    def is_cached(self) -> bool:
+        return self.path.exists()
+
+
+def adopt(job: ModelJob, blob: bytes) -> Path:
+    """Put a checkpoint trained elsewhere into this process's model cache (atomically; a checkpoint already
+    there is kept). Loading it through the cache verifies its spec and checksum."""
+    path = job.path
+    if not path.exists():
+        atomic_write(path, lambda f: f.write(blob))
+    return path
+
+
+def _run_in_worker(job: ModelJob, *needed: bytes) -> bytes:
+    """A Ray task: put the checkpoints ``job`` needs into the worker's own cache, train ``job`` there and return
+    its checkpoint file's bytes (they travel back through Ray's object store)."""
+    torch.set_num_threads(1)
+    for need, blob in zip(job.needs, needed):
+        adopt(need, blob)
+    model = job.train()
+    return Path(model.robustnb_info["path"]).read_bytes()
+
+
+def _with_needs(jobs: Sequence[ModelJob]) -> list[ModelJob]:
+    """The distinct jobs (by key) and everything they need, each after what it needs."""
+    out: dict[str, ModelJob] = {}
+
+    def visit(job: ModelJob) -> None:
+        for need in job.needs:
+            visit(need)
+        out.setdefault(job.key, job)
+
+    for job in jobs:
+        visit(job)
+    return list(out.values())
+
+
+def run_jobs(jobs: Sequence[ModelJob], ex: Execution | None = None, desc: str = "models") -> int:
+    """Train the jobs (and what they need) that are not in the model cache yet, as Ray tasks when
+    ``ex.backend == "ray"`` (see the module docstring); returns how many ran. Locally (``ex`` None or
+    ``backend="local"``) nothing runs here: loading each model through the cache trains it."""
+    if ex is None or ex.backend != "ray":
+        return 0
+    todo = [j for j in _with_needs(jobs) if not j.is_cached()]
+    if not todo:
+        return 0
+    ray = ray_init(ex.address, ex.num_cpus)
+    remote = ray.remote(num_cpus=1)(_run_in_worker)
+    depth: dict[str, int] = {}  # 0: needs nothing still to train; what a job needs is launched before it
+    for job in todo:  # in dependency order
+        depth[job.key] = 1 + max((depth[n.key] for n in job.needs if n.key in depth), default=-1)
+    refs = {}
+    for job in sorted(todo, key=lambda j: (depth[j.key], -j.cost)):  # the costliest first at each depth
+        needed = [refs[n.key] if n.key in refs else ray.put(n.path.read_bytes()) for n in job.needs]
+        refs[job.key] = remote.remote(job, *needed)  # Ray starts it once the checkpoints it needs exist
+    pending = {refs[j.key]: j for j in todo}
+    with tqdm(total=len(pending), desc=f"training {len(todo)} {desc} on Ray") as bar:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            adopt(pending.pop(done[0]), ray.get(done[0]))  # re-raises a worker's error here
+            bar.update(1)
+    return len(todo)
+
+
+__all__ = ["BACKENDS", "WORKER_CACHE", "Execution", "ModelJob", "adopt", "ray_init", "ray_shutdown", "run_jobs"]

@@ -1,0 +1,72 @@
+"""Independent trainings as jobs (robustnb.jobs): on Ray, each after what it needs, back into the driver's cache."""
+
+import functools
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from robustnb import jobs as J
+from robustnb.cache import cached
+from robustnb.config import ConfigError
+
+
+def _build():
+    return nn.Linear(2, 1)
+
+
+def _train_toy(tag: float, base_tag: float | None = None) -> nn.Module:
+    """A toy model through the model cache: weights ``tag``; its bias the sum of its base's weights."""
+    def train(m):
+        with torch.no_grad():
+            m.weight.fill_(tag)
+            m.bias.fill_(0.0 if base_tag is None else float(_train_toy(base_tag).weight.sum()))
+
+    return cached("toy", {"kind": "toy", "tag": tag, "base": base_tag}, _build, train, verbose=False)
+
+
+def toy_job(tag: float, base: J.ModelJob | None = None) -> J.ModelJob:
+    base_tag = None if base is None else base.spec["tag"]
+    return J.ModelJob("toy", {"kind": "toy", "tag": tag, "base": base_tag},
+                      functools.partial(_train_toy, tag, base_tag), needs=() if base is None else (base,), cost=tag)
+
+
+def test_jobs_run_on_ray_after_what_they_need_and_come_back_to_the_driver(tmp_path, monkeypatch):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the toy jobs live in this test module
+    monkeypatch.setenv("ROBUSTNB_CACHE", str(tmp_path / "driver"))
+    base = toy_job(1.0)
+    fine, other = toy_job(2.0, base), toy_job(3.0)
+    assert J.run_jobs([fine, other], J.Execution("local")) == 0 and not fine.is_cached()  # local: trained on load
+    try:
+        assert J.run_jobs([fine, other], J.Execution("ray", num_cpus=2)) == 3  # the base came along
+    finally:
+        J.ray_shutdown()
+    assert base.is_cached() and fine.is_cached() and other.is_cached()
+    assert J.WORKER_CACHE != tmp_path / "driver"
+    model = _train_toy(2.0, 1.0)
+    assert model.robustnb_info["from_cache"]
+    assert float(model.weight.detach()[0, 0]) == 2.0 and float(model.bias.detach()) == 2.0  # base weights: 1 + 1
+    assert J.run_jobs([fine], J.Execution("ray")) == 0  # all cached: nothing starts
+
+
+def test_jobs_are_keyed_by_their_spec_and_backends_are_checked():
+    assert toy_job(1.0).key == toy_job(1.0).key != toy_job(2.0).key
+    with pytest.raises(ConfigError, match="Unknown backend 'spark'"):
+        J.Execution("spark")
+
+
+def test_split_model_jobs_share_their_base_and_match_the_models_the_chapters_load():
+    """Each lambda's fine-tune needs the base of its (architecture, entropy model); the jobs' cache entries are
+    the ones get_split_model reads (the same recipe)."""
+    import robustnb
+    from robustnb.split import zoo
+
+    run = robustnb.setup("smoke", verbose=False)
+    jobs = zoo.split_jobs(("vgg",), ("factorized",), (0.01, 0.04), run)
+    assert len(jobs) == 2 and jobs[0].key != jobs[1].key
+    assert [j.needs[0].key for j in jobs] == [jobs[0].needs[0].key] * 2 and jobs[0].needs[0].spec["kind"] == "split-base"
+    r = zoo._Recipe.of("vgg", "factorized", 0.04, "smoke", run.seed)
+    assert (jobs[1].name, jobs[1].spec) == r.name_spec

@@ -1,0 +1,74 @@
+"""book/runtimes.json: the one file the runtime boxes, the intro's table and the progress line read."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from robustnb import bench, book
+from robustnb.book import runtimes
+
+NAMES = ["alpha", "beta", "gamma"]
+
+
+def write(tmp_path, data):
+    path = tmp_path / "runtimes.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_file_names_real_chapters_and_known_fields():
+    data = runtimes.load()
+    names = {p.stem for p in book.chapters()}
+    assert {"smoke", "cpu"} <= set(data)
+    for fields in data.values():
+        assert all(set(chapters) <= names for chapters in fields.values())
+
+
+def test_substitutions_render_measured_estimated_and_missing_rows(tmp_path):
+    path = write(tmp_path, {"cpu": {"seconds": {"alpha": 45.0, "beta": 1336.8}, "peak_mb": {"alpha": 1638},
+                                    "estimated_seconds": {"gamma": 9000.0}}})
+    subs = runtimes.substitutions(path, NAMES)
+    assert subs["rt_cpu_alpha"] == "45 s" and subs["rt_cpu_beta"] == "22 min"
+    assert subs["rt_cpu_gamma"].startswith("about 2.5 h") and "estimate" in subs["rt_cpu_gamma"]
+    assert subs["mem_cpu_alpha"] == "1.6 GB" and subs["mem_cpu_beta"] == runtimes.NOT_MEASURED
+    assert subs["rt_cpu_total"].startswith("about 2.9 h") and "1 of them estimated" in subs["rt_cpu_total"]
+    only_measured = runtimes.substitutions(path, ["alpha", "beta"])
+    assert only_measured["rt_cpu_total"] == "23 min"
+    missing = runtimes.substitutions(path, ["alpha", "delta"])
+    assert missing["rt_cpu_delta"] == runtimes.NOT_MEASURED and "1 chapter not measured" in missing["rt_cpu_total"]
+
+
+@pytest.mark.parametrize("seconds, text", [(5, "5 s"), (89, "89 s"), (90, "1.5 min"), (599, "10.0 min"),
+                                           (600, "10 min"), (5399, "90 min"), (5400, "1.5 h")])
+def test_durations(seconds, text):
+    assert runtimes.duration(seconds) == text
+
+
+def test_a_measurement_replaces_the_estimate_and_keeps_the_rest(tmp_path):
+    path = write(tmp_path, {"cpu": {"seconds": {"alpha": 10.0}, "estimated_seconds": {"beta": 100.0}},
+                            "smoke": {"seconds": {"beta": 3.0}}})
+    df = pd.DataFrame([{"chapter": "beta", "wall_s": 77.4, "peak_mem_mb": 2048.2, "status": "ok"},
+                       {"chapter": "gamma", "wall_s": 1.0, "peak_mem_mb": 1.0, "status": "Error: boom"}])
+    bench.save_runtimes(df, "cpu", path)
+    data = json.loads(path.read_text())
+    assert data["cpu"] == {"seconds": {"alpha": 10.0, "beta": 77.4}, "peak_mb": {"beta": 2048}}
+    assert data["smoke"] == {"seconds": {"beta": 3.0}}
+    assert runtimes.expected("cpu", path) == {"alpha": 10.0, "beta": 77.4}
+
+
+def test_a_malformed_file_names_the_bad_field(tmp_path):
+    with pytest.raises(ValueError, match="'wall'.*allowed fields"):
+        runtimes.load(write(tmp_path, {"cpu": {"wall": {}}}))
+    assert runtimes.load(tmp_path / "absent.json") == {}
+
+
+def test_every_substitution_the_book_uses_is_defined():
+    """A chapter box or the intro naming a runtime the file cannot render would fail the build (-W)."""
+    defined = runtimes.substitutions()
+    used = set()
+    for page in [*book.chapters(), book.ROOT / "book" / "intro.md"]:
+        used |= set(re.findall(r"\{\{\s*((?:rt|mem)_\w+)\s*\}\}", page.read_text()))
+    assert used and used <= set(defined), sorted(used - set(defined))
+    assert {"rt_cpu_total", "rt_smoke_total"} <= used
