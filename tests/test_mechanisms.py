@@ -12,15 +12,7 @@ import robustnb
 from robustnb import defenses, registry
 from robustnb.config import ConfigError
 from robustnb.mechanisms import KINDS, SIGNATURES, make, names
-from robustnb.split import build_split_model
-
-
-@pytest.fixture(scope="module")
-def split_model():
-    torch.manual_seed(0)
-    m = build_split_model("vgg", "factorized").eval()
-    m.update(force=True)
-    return m
+from test_attack_properties import split_model  # noqa: F401  (the same untrained smoke split model fixture)
 
 
 def images(n=2, size=32, seed=0):

@@ -63,8 +63,8 @@ def test_progress_bars_are_off_in_executed_pages_and_on_for_a_person(monkeypatch
     from robustnb import progress
 
     monkeypatch.setattr(IPython, "get_ipython", lambda: kernel(allow_stdin=False))
-    assert progress.tqdm(range(3)).disable
+    assert progress.tqdm(range(3), disable=False).disable  # off even when asked for (TQDM_DISABLE set or not)
     monkeypatch.setattr(IPython, "get_ipython", lambda: kernel(allow_stdin=True))
-    bar = progress.tqdm(range(3), file=io.StringIO())
-    assert not bar.disable
+    bar = progress.tqdm(range(3), file=io.StringIO(), disable=False)
+    assert not bar.disable  # a person watching gets the bar
     bar.close()
