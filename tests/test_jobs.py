@@ -1,6 +1,7 @@
 """Independent trainings as jobs (robustnb.jobs): on Ray, each after what it needs, back into the driver's cache."""
 
 import functools
+import pickle
 import sys
 
 import pytest
@@ -70,3 +71,8 @@ def test_split_model_jobs_share_their_base_and_match_the_models_the_chapters_loa
     assert [j.needs[0].key for j in jobs] == [jobs[0].needs[0].key] * 2 and jobs[0].needs[0].spec["kind"] == "split-base"
     r = zoo._Recipe.of("vgg", "factorized", 0.04, "smoke", run.seed)
     assert (jobs[1].name, jobs[1].spec) == r.name_spec
+    # a job travels to a Ray worker without the training images: the worker selects them again from its disk
+    blob = pickle.dumps(jobs[1].train)
+    assert len(blob) < 100_000, len(blob)
+    back = pickle.loads(pickle.dumps(r))
+    assert back.name_spec == r.name_spec and torch.equal(back.train_set.labels, r.train_set.labels)

@@ -232,6 +232,27 @@ def train_bases(cfg: StudyConfig, run: Run, doms: D.Domains, ex: Execution | Non
     return zoo
 
 
+def one_model(cfg: StudyConfig, zoo: Zoo, doms: D.Domains, n: int = 64) -> pd.DataFrame:
+    """The protocol on one model before the grid: the small base and its int8 copy, quantized here as
+    :func:`compress_all` does (same calibration images), on ``n`` images of every domain, clean and under FGSM
+    at the heavy budget crafted on the base's attacker (the transfer protocol, the same adversarial images for
+    both). Columns ``model, size_mb, domain, role, clean, fgsm`` (accuracies in [0, 1])."""
+    arch = cfg.base_archs[0]
+    base = zoo.models[arch]
+    calib = doms.train.tensors(cfg.n_calibration, cfg.seed + 1)[0]
+    pair = {f"{arch} fp32": base, f"{arch} int8": C.quantize_int8(base, calib)}
+    fgsm = make("attack", "fgsm", zoo.attackers[arch], eps=cfg.eps_255[-1] / 255)
+    rows = []
+    for dom, ds in doms.eval.items():
+        x, y = ds.tensors(min(n, len(ds)), cfg.seed)
+        adv = perturb(fgsm, x, y)
+        for name, m in pair.items():
+            rows.append({"model": name, "size_mb": C.state_dict_bytes(m) / 1e6, "domain": dom,
+                         "role": "source" if dom == doms.source else "target",
+                         "clean": float(_hits(m, (x, y)).mean()), "fgsm": float(_hits(m, (adv, y)).mean())})
+    return pd.DataFrame(rows)
+
+
 def compress_all(cfg: StudyConfig, run: Run, doms: D.Domains, zoo: Zoo) -> Zoo:
     """Add pruned, distilled and int8 models to ``zoo`` (trained through the cache)."""
     small = cfg.base_archs[0]

@@ -365,6 +365,35 @@ def train_surrogates(cfg: HeteroConfig, run: Run, splits: Splits, ex: D.Executio
     return [models[s.key] for s in specs]
 
 
+def one_small_case(cfg: HeteroConfig, run: Run, n_images: int = 64, attack: str = "cwa") -> pd.DataFrame:
+    """The protocol on one small case before the grid: two nodes on the first two of round 0's disjoint shards
+    for N = ``cfg.n_max``, untuned (the optimizer's defaults), as ENS (two copies of the small CNN) and as the
+    architecture instantiation (the first two architectures); the attacker's first surrogate, trained on its own
+    data, crafts ``attack`` at ``cfg.eps_255`` on ``n_images`` test images. One row per instantiation and member
+    (each node, then the hard vote): ``clean_acc`` on those images and ``robust_acc_cc`` on the clean-correct
+    ones. The surrogate is the grid's (from the model cache afterwards); the nodes are not (the grid's are
+    tuned)."""
+    splits = load_splits(cfg)
+    two = shards(cfg, splits, 0, cfg.n_max)[:2]
+    nodes = {"ENS": [_node(cfg, two[i], "ENS", i) for i in range(2)],
+             "architecture": [_node(cfg, two[i], "architecture", i, arch=cfg.archs[i]) for i in range(2)]}
+    surrogate_spec = surrogate_specs(cfg, splits)[:1]
+    models = D.train_nodes([*surrogate_spec, *(n for ns in nodes.values() for n in ns)], "local", run.device)
+    x, y = splits.test.tensors(n_images)
+    adv = crafted([models[surrogate_spec[0].key]], attack, cfg.eps_255, cfg.attack_steps, x, y)
+    rows = []
+    for axis, specs in nodes.items():
+        clean = torch.stack([predict(models[s.key], x) for s in specs])
+        attacked = torch.stack([predict(models[s.key], adv) for s in specs])
+        members = [(f"node {i} ({s.arch})", clean[i:i + 1], attacked[i:i + 1]) for i, s in enumerate(specs)]
+        for member, c, a in [*members, ("hard vote", clean, attacked)]:
+            ok, kept = E.aggregate(c, "hard") == y, E.aggregate(a, "hard") == y
+            rows.append({"instantiation": axis, "member": member, "clean_acc": float(ok.float().mean()),
+                         "robust_acc_cc": float((ok & kept).sum() / ok.sum()) if ok.any() else float("nan"),
+                         "n_clean_correct": int(ok.sum())})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------------------------------- attacking
 def attack_set(cfg: HeteroConfig, splits: Splits) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``n_attack`` test images every transfer attack perturbs, with *their* labels (a stratified

@@ -116,6 +116,27 @@ def _attack(model, x, eps_255, cfg: DefenseConfig, defense=None, mode="auto", st
                                    mode=mode, restarts=restarts)
 
 
+def one_image(cfg: DefenseConfig, model, x: torch.Tensor, y: torch.Tensor, settings: DefenseSettings | None = None):
+    """The protocol on one test image before the tuning and the grid: the image clean and entropy-attacked
+    (``cfg.eps_255[0]``, the chapter's steps and noise draws), each as sent and through the disentangled
+    defense with ``settings`` (default ``cfg.settings``: untuned). Returns ``(frame, images, titles)``: the
+    frame has one row per input (``input, bytes, predicted, label``), bytes from the real coder."""
+    d = make("defense", "disentangled_tv", model_bit_map(model), settings or cfg.settings)
+    x, y = x[:1], y[:1]
+    xa = _attack(model, x, cfg.eps_255[0], cfg)
+    inputs = {"clean": x, f"attacked ({cfg.eps_255[0]:g}/255)": xa, "clean, defended": apply(d, x),
+              "attacked, defended": apply(d, xa)}
+    rows = []
+    for name, xin in inputs.items():
+        b, _ = _per_image(model, xin, y)
+        pred = int(predict(model, xin).argmax(1)[0])
+        rows.append({"input": name, "bytes": float(b[0]), "predicted": data.CIFAR10_CLASSES[pred],
+                     "label": data.CIFAR10_CLASSES[int(y[0])]})
+    frame = pd.DataFrame(rows)
+    titles = [f"{r.input}: {r.bytes:.0f} B, {r.predicted}" for r in frame.itertuples()]
+    return frame, torch.cat(list(inputs.values())), titles
+
+
 def tuning_set(cfg: DefenseConfig, run) -> data.ImageDataset:
     """``cfg.n_train`` stratified images of the split models' tuning hold-out
     (:func:`robustnb.split.tuning_holdout`): CIFAR-10 *training* images that no split model trained on, at

@@ -92,8 +92,14 @@ class SplitTrainConfig:
 
 
 def _train_set(cfg: SplitTrainConfig, seed: int):
-    """The split models' training set: ``cfg.n_train`` images of :func:`training_pool` (never the hold-out)."""
-    return training_pool().subset(cfg.n_train, seed)
+    """The split models' training set: ``cfg.n_train`` images of :func:`training_pool` (never the hold-out);
+    selected once per process (a grid's recipes, and the recipes a Ray worker unpickles, share it)."""
+    return _pool_subset(cfg.n_train, seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _pool_subset(n: int, seed: int) -> data.ImageDataset:
+    return training_pool().subset(n, seed)
 
 
 def _check_lambda(lam) -> float:
@@ -113,6 +119,7 @@ class _Recipe:
     entropy_model: str
     lam: float
     cfg: SplitTrainConfig
+    seed: int
     train_set: data.ImageDataset
     model_kw: dict
 
@@ -124,7 +131,12 @@ class _Recipe:
         model_kw = {"latent_channels": cfg.latent_channels}
         if cfg.init_scale != DENSITY_INIT_SCALE:  # only when not the default: models trained before keep their keys
             model_kw["init_scale"] = cfg.init_scale
-        return cls(arch, entropy_model, _check_lambda(lam), cfg, _train_set(cfg, seed), model_kw)
+        return cls(arch, entropy_model, _check_lambda(lam), cfg, seed, _train_set(cfg, seed), model_kw)
+
+    def __reduce__(self):
+        """Pickled without its training set (150 MB at ``cpu``), which the receiving process selects again from
+        the data on its disk: a Ray task carries the recipe, not a copy of the images."""
+        return _recipe, (self.arch, self.entropy_model, self.lam, self.cfg, self.seed, self.model_kw)
 
     def build(self) -> SplitModel:
         return build_split_model(self.arch, self.entropy_model, self.train_set, **self.model_kw)
@@ -140,6 +152,10 @@ class _Recipe:
         spec = {"kind": "split", "base": self.base_name_spec[1], "lambda": self.lam,
                 "finetune": self.cfg.finetune.as_dict()}
         return f"split-{self.arch}-{self.entropy_model}-lam{self.lam:g}", spec
+
+
+def _recipe(arch, entropy_model, lam, cfg, seed, model_kw) -> _Recipe:
+    return _Recipe(arch, entropy_model, lam, cfg, seed, _train_set(cfg, seed), model_kw)
 
 
 def _base(r: _Recipe, device, verbose: bool = True) -> SplitModel:
