@@ -40,7 +40,7 @@ test: install
 	TQDM_DISABLE=1 ROBUSTNB_PRESET=smoke $(BIN)/jupyter-book build . --builder html -W -n --keep-going --path-output $(SMOKE_BUILD)
 	ROBUSTNB_PRESET=smoke ROBUSTNB_BOOK_HTML=$(SMOKE_BUILD)/_build/html \
 	  $(BIN)/python -m pytest tests book --nbval-lax --nbval-current-env \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q -rs
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q -rs --durations=25
 
 unit: install
 	$(BIN)/lint-imports

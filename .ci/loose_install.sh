@@ -36,7 +36,7 @@ EOF
 unit_tests() {  # [test paths]: default all of tests/
   # pytest's own exit code fails the job, 5 ("no tests ran") included.
   rc=0
-  "$py" -m pytest "${@:-tests}" -q -m "not chapters and not book" -p no:cacheprovider || rc=$?
+  "$py" -m pytest "${@:-tests}" -q -m "not chapters and not book" -p no:cacheprovider --durations=10 || rc=$?
   if [ "$rc" -eq 5 ]; then echo "loose install: pytest collected no tests" >&2; fi
   if [ "$rc" -ne 0 ]; then exit "$rc"; fi
 }
