@@ -4,9 +4,9 @@ A *node* is one classifier with its own data shard, architecture, optimizer, lea
 hyperparameters (:class:`NodeSpec`). Nodes are independent jobs: :func:`train_nodes` trains them through
 the model cache (:func:`robustnb.cache.cached`), in-process (``backend="local"``) or as parallel Ray tasks
 (``backend="ray"``: a local Ray instance by default, a cluster when ``address`` or ``$RAY_ADDRESS`` is
-given). :func:`tune_node` tunes a node's learning rate, weight decay and (where its optimizer and schedule use
-it) momentum on its own data, each trial training the node as it will be trained, with Ray Tune and the ASHA
-scheduler (``backend="ray"``) or an in-process random search (``backend="local"``).
+given). :func:`tune_nodes` tunes each node's learning rate, weight decay and (where its optimizer and schedule
+use it) momentum on its own data, each trial training the node as it will be trained: with Ray Tune, all nodes in
+one experiment with ASHA early stopping per node (``tuner="asha"``), or an in-process random search.
 Ray is imported only when the ``ray`` backend is used (it is heavy and optional on a laptop).
 
 How the nodes vote is :mod:`robustnb.ensembles`.
@@ -44,6 +44,9 @@ OPTIMIZER_DEFAULTS = {"sgd": (0.05, 0.9, 5e-4), "adam": (2e-3, 0.0, 5e-4), "adam
 #: tuning ranges of the learning rate per optimizer (log-uniform)
 LR_RANGES = {"sgd": (0.01, 0.2), "adam": (3e-4, 5e-3), "adamw": (3e-4, 5e-3), "rmsprop": (1e-4, 2e-3)}
 MOMENTUM_RANGE, WEIGHT_DECAY_RANGE = (0.8, 0.95), (1e-5, 1e-3)
+#: ASHA's rungs for ``tuner="asha"``: a node's trial reaching epoch 1, 2, 4, ... is stopped when its validation
+#: accuracy is below the median of that node's trials already there (the authors' tuning uses these values)
+ASHA_GRACE_PERIOD, ASHA_REDUCTION_FACTOR = 1, 2
 
 
 # --------------------------------------------------------------------------------------------- nodes
@@ -169,11 +172,15 @@ def _trial(config: dict, node: NodeSpec, report) -> float:
     return float(hist["eval_acc"].iloc[-1]) if len(hist) else float("nan")
 
 
-def _ray_trainable(config, node=None):
+def _ray_trainable(config, nodes=None):
+    """One tuning trial on a Ray worker; ``nodes``: one object reference per node (a trial fetches its own
+    node's shard, not every node's)."""
+    import ray
     from ray import tune
 
     torch.set_num_threads(1)
-    _trial(config, node, tune.report)
+    trial = dict(config["trial"])
+    _trial({k: v for k, v in trial.items() if k != "node"}, ray.get(nodes[trial["node"]]), tune.report)
 
 
 def _sample_space(space: dict, rng: np.random.Generator) -> dict:
@@ -183,56 +190,125 @@ def _sample_space(space: dict, rng: np.random.Generator) -> dict:
     return out
 
 
+def trial_configs(node: NodeSpec, trials: int) -> list[dict]:
+    """The ``trials`` hyperparameter samples of a node, drawn from its seed alone: each round re-draws them, and
+    a node gets the same samples whichever other nodes are tuned beside it."""
+    rng = np.random.default_rng(node.train.seed)
+    space = search_space(node.train)
+    return [_sample_space(space, rng) for _ in range(trials)]
+
+
+def _tuning_spec(node: NodeSpec, trials: int, tuner: str) -> tuple[str, dict]:
+    name, spec = node.cache_name_spec()
+    asha = {"grace_period": ASHA_GRACE_PERIOD, "reduction_factor": ASHA_REDUCTION_FACTOR} if tuner == "asha" else {}
+    return name, {"kind": "tuning", **spec, "trials": trials, "tuner": tuner, "protocol": "full-schedule",
+                  "sampler": "node-seed", "asha": asha,
+                  "space": {k: list(v) for k, v in search_space(node.train).items()}}
+
+
 def tune_node(node: NodeSpec, trials: int = 4, tuner: str = "random", address: str | None = None,
               num_cpus: int | None = None) -> dict:
-    """Tune a node's hyperparameters (:func:`tuned_params`) on its own shard (80/20 split); cached as JSON.
+    """Tune one node (:func:`tune_nodes` with a single node)."""
+    return tune_nodes([node], trials, tuner, address, num_cpus)[0]
 
-    Every trial trains the node as it will be trained (:func:`_trial`), with ``trials`` random samples of
-    :func:`search_space` drawn from the node's seed (so each training round re-draws them). ``asha``: Ray Tune
-    with ASHA early stopping (grace period 1 epoch, reduction factor 2, as in the authors' tuning) on a local Ray
-    or the cluster at ``address``; parallel trials make ASHA's choices depend on timing, and the cached result
-    is the one used. ``random``: every trial runs to the end, in this process. Returns the tuned values and
-    ``val_acc``.
+
+def tune_nodes(nodes: Sequence[NodeSpec], trials: int = 4, tuner: str = "random", address: str | None = None,
+               num_cpus: int | None = None) -> list[dict]:
+    """Tune each node's hyperparameters (:func:`tuned_params`) on its own shard (80/20 split); each node's
+    result is cached as JSON under its own spec. Returns one dict per node: the tuned values and ``val_acc``.
+
+    Every trial trains the node as it will be trained (:func:`_trial`) with one of the node's
+    :func:`trial_configs` (``trials`` random samples of :func:`search_space` drawn from the node's seed).
+    ``asha``: ONE Ray Tune experiment for all the nodes not cached yet, on a local Ray or the cluster at
+    ``address``, with ASHA early stopping applied to each node's trials separately (:func:`_per_node_asha`:
+    grace period :data:`ASHA_GRACE_PERIOD` epoch, reduction factor :data:`ASHA_REDUCTION_FACTOR`, as in the
+    authors' tuning). The costliest nodes' trials start first and every worker stays busy until the last trial
+    (one small experiment per node left a worker idle during each node's last trial, and paid Tune's start-up
+    every time). Parallel trials make ASHA's choices depend on timing; the cached result is the one used.
+    ``random``: every trial runs to the end, in this process.
     """
     if tuner not in TUNERS:
         raise ConfigError(f"Unknown tuner {tuner!r}: choose one of {', '.join(map(repr, TUNERS))}.")
-    name, spec = node.cache_name_spec()
-    space = search_space(node.train)
-    tspec = {"kind": "tuning", **spec, "trials": trials, "tuner": tuner, "protocol": "full-schedule",
-             "space": {k: list(v) for k, v in space.items()}}
-    return cached_json(name, tspec, lambda: _tune(node, space, trials, tuner, address, num_cpus,
-                                                  cache_key(tspec)), folder="tuning")
+    specs = [_tuning_spec(node, trials, tuner) for node in nodes]
+    todo = {}
+    for node, (name, tspec) in zip(nodes, specs):
+        if not cache_path(name, tspec, "tuning", suffix=".json").exists():
+            todo.setdefault(cache_key(tspec), node)
+    found = _tune_asha(list(todo.values()), trials, address, num_cpus) if todo and tuner == "asha" else {}
+    out = []
+    for node, (name, tspec) in zip(nodes, specs):
+        key = cache_key(tspec)
+        compute = (lambda k=key: found[k]) if key in found else (lambda n=node: _tune_random(n, trials))
+        out.append(cached_json(name, tspec, compute, folder="tuning"))
+    return out
 
 
-def _tune(node: NodeSpec, space: dict, trials: int, tuner: str, address, num_cpus, key: str) -> dict:
-    seed = node.train.seed
-    if tuner == "random":
-        rng = np.random.default_rng(seed)
-        results = []
-        for _ in tqdm(range(trials), desc=f"tuning {node.label or node.arch}", leave=False):
-            config = _sample_space(space, rng)
-            results.append({**config, "val_acc": _trial(config, node, lambda _: None)})
-        return max(results, key=lambda r: r["val_acc"])
+def _tune_random(node: NodeSpec, trials: int) -> dict:
+    results = []
+    for config in tqdm(trial_configs(node, trials), desc=f"tuning {node.label or node.arch}", leave=False):
+        results.append({**config, "val_acc": _trial(config, node, lambda _: None)})
+    return max(results, key=lambda r: r["val_acc"])
+
+
+def _per_node_asha(epochs: Sequence[int]):
+    """A Ray Tune scheduler running one ASHA per node: trial ``config["trial"]["node"] == i`` is stopped or
+    continued by node ``i``'s own ASHA (``max_t = epochs[i]``), so a node's trials are only ever compared with
+    each other, as in a separate experiment per node."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    class PerNodeASHA(FIFOScheduler):
+        def __init__(self):
+            super().__init__()
+            self.asha = [ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=e,
+                                       grace_period=min(ASHA_GRACE_PERIOD, e),
+                                       reduction_factor=ASHA_REDUCTION_FACTOR) for e in epochs]
+
+        def _of(self, trial):
+            return self.asha[trial.config["trial"]["node"]]
+
+        def set_search_properties(self, metric, mode, **spec) -> bool:
+            return True  # every node's ASHA already has its metric and mode
+
+        def on_trial_add(self, controller, trial):
+            self._of(trial).on_trial_add(controller, trial)
+
+        def on_trial_result(self, controller, trial, result):
+            return self._of(trial).on_trial_result(controller, trial, result)
+
+        def on_trial_complete(self, controller, trial, result):
+            self._of(trial).on_trial_complete(controller, trial, result)
+
+        def on_trial_remove(self, controller, trial):
+            self._of(trial).on_trial_remove(controller, trial)
+
+    return PerNodeASHA()
+
+
+def _tune_asha(nodes: list[NodeSpec], trials: int, address, num_cpus) -> dict[str, dict]:
+    """One Ray Tune experiment over every trial of ``nodes``; returns ``{tuning key: best trial}``."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter honours verbose=0
-    ray_init(address, num_cpus)
+    ray = ray_init(address, num_cpus)
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import BasicVariantGenerator
 
-    param_space = {k: (tune.loguniform(lo, hi) if scale == "log" else tune.uniform(lo, hi))
-                   for k, (lo, hi, scale) in space.items()}
+    order = sorted(range(len(nodes)), key=lambda i: -training_cost(nodes[i]))  # costliest first
+    samples = [trial_configs(node, trials) for node in nodes]
+    grid = [{"node": i, **samples[i][j]} for j in range(trials) for i in order]
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_ray_trainable, node=node), {"cpu": 1}),
-        param_space=param_space,
-        tune_config=tune.TuneConfig(metric="val_acc", mode="max", num_samples=trials,
-                                    scheduler=ASHAScheduler(max_t=node.train.epochs, grace_period=1,
-                                                            reduction_factor=2, time_attr="epoch"),
-                                    search_alg=BasicVariantGenerator(random_state=seed)),
-        run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="robustnb-tune-"), verbose=0,
-                                  name=f"tune-{key}"),
+        tune.with_resources(tune.with_parameters(_ray_trainable, nodes=[ray.put(n) for n in nodes]), {"cpu": 1}),
+        param_space={"trial": tune.grid_search(grid)},
+        tune_config=tune.TuneConfig(num_samples=1, scheduler=_per_node_asha([n.train.epochs for n in nodes])),
+        run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="robustnb-tune-"), verbose=0, name="tune"),
     )
-    result = tuner.fit().get_best_result()
-    return {**{k: float(result.config[k]) for k in space}, "val_acc": float(result.metrics["val_acc"])}
+    best = {}
+    for result in tuner.fit():
+        if result.error is not None:
+            raise RuntimeError(f"a tuning trial failed: {result.error}") from result.error
+        trial = dict(result.config["trial"])
+        i = trial.pop("node")
+        row = {**trial, "val_acc": float(result.metrics["val_acc"])}
+        if i not in best or row["val_acc"] > best[i]["val_acc"]:
+            best[i] = row
+    return {cache_key(_tuning_spec(nodes[i], trials, "asha")[1]): b for i, b in best.items()}
 
 
 def tuned(node: NodeSpec, params: dict) -> NodeSpec:
@@ -249,5 +325,6 @@ def node_table(nodes: dict[str, NodeSpec]) -> pd.DataFrame:
 
 
 __all__ = ["BACKENDS", "TUNERS", "Execution", "NodeSpec", "default_train", "adopt_checkpoint", "WORKER_CACHE",
-           "node_job", "train_node", "train_nodes", "training_cost", "tune_node", "tuned", "tuned_params",
+           "node_job", "train_node", "train_nodes", "training_cost", "tune_node", "tune_nodes", "trial_configs",
+           "tuned", "tuned_params",
            "search_space", "ray_init", "ray_shutdown", "node_table"]

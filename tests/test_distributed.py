@@ -1,6 +1,7 @@
 """Node training through the cache, and tuning (robustnb.distributed)."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -65,6 +66,45 @@ def test_tuning_is_redrawn_by_the_nodes_seed_and_momentum_only_where_used(tmp_en
     assert set(adam) == {"lr", "weight_decay", "val_acc"}
     lo, hi = E.LR_RANGES["adam"]
     assert lo <= adam["lr"] <= hi
+
+
+def test_a_nodes_samples_come_from_its_seed_alone():
+    """Tuning samples depend on the node's seed only, not on which nodes are tuned beside it."""
+    a, b = _node(0), _node(1)
+    assert E.trial_configs(a, 3) == E.trial_configs(_node(0), 3) != E.trial_configs(b, 3)
+    assert E.trial_configs(a, 2) == E.trial_configs(a, 3)[:2]
+
+
+def test_asha_tunes_several_nodes_in_one_experiment_each_on_its_own_samples(tmp_env):
+    """tuner="asha": one Ray Tune experiment for all nodes, ASHA per node; each node's result is one of its own
+    samples, cached under its own spec (a second call trains nothing), and a node alone gets the same result."""
+    nodes = [_node(0, epochs=2), _node(1, epochs=2, optimizer="adam", lr=2e-3)]
+    try:
+        best = E.tune_nodes(nodes, trials=2, tuner="asha", num_cpus=2)
+        for node, b in zip(nodes, best):
+            sample = {k: v for k, v in b.items() if k != "val_acc"}
+            assert sample in E.trial_configs(node, 2) and 0.0 <= b["val_acc"] <= 1.0
+        assert set(best[1]) == {"lr", "weight_decay", "val_acc"}
+        assert E.tune_nodes(nodes[::-1], trials=2, tuner="asha") == best[::-1]  # from the cache, per node
+    finally:
+        E.ray_shutdown()
+    _, cache = tmp_env
+    assert len(list((cache / "tuning").glob("*.json"))) == 2
+
+
+def test_per_node_asha_compares_a_trial_only_with_its_own_nodes_trials():
+    from ray.tune.schedulers import TrialScheduler
+
+    sched = E._per_node_asha([4, 4])
+    trial = lambda tid, node: SimpleNamespace(trial_id=tid, config={"trial": {"node": node}})  # noqa: E731
+    a, b, c = trial("a", 0), trial("b", 1), trial("c", 0)
+    for t in (a, b, c):
+        sched.on_trial_add(None, t)
+    assert sched.on_trial_result(None, a, {"epoch": 1, "val_acc": 0.9}) == TrialScheduler.CONTINUE
+    # node 1's first trial is not compared with node 0's better one
+    assert sched.on_trial_result(None, b, {"epoch": 1, "val_acc": 0.1}) == TrialScheduler.CONTINUE
+    # node 0's second trial is, and stops below it
+    assert sched.on_trial_result(None, c, {"epoch": 1, "val_acc": 0.2}) == TrialScheduler.STOP
 
 
 def test_nodes_trained_on_a_two_node_ray_cluster_equal_local_ones(tmp_path, monkeypatch):

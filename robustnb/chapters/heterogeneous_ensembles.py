@@ -18,7 +18,7 @@ of ``pool / N`` images (more nodes, less data each, as in the paper) and trains 
 
 So each axis is judged twice: against ENS (the paper's comparison: what heterogeneity + independent tuning adds
 to identical nodes) and against tuned HP (what the axis adds beyond tuning). A tuning trial trains the node as it
-will train (its optimizer, schedule and epochs; :func:`robustnb.distributed.tune_node`), and every tuned value
+will train (its optimizer, schedule and epochs; :func:`robustnb.distributed.tune_nodes`), and every tuned value
 reaches training.
 
 Each training seed is an independent **round**, as the authors' rounds: the pool is split into shards afresh,
@@ -48,7 +48,7 @@ from robustnb.cache import experiment
 from robustnb.config import ConfigError, Run, in_colab, pick
 from robustnb.mechanisms import make, names
 from robustnb.progress import tqdm
-from robustnb.train import TrainConfig, predict, speed_options
+from robustnb.train import TrainConfig, predict, speed_for, speed_options
 
 AXES = ("ENS", "tuned HP", "data non-IID", "architecture", "optimizer", "scheduler", "all")
 HEADLINE_ATTACK = "cwa"
@@ -285,7 +285,7 @@ def _node(cfg: HeteroConfig, data, axis: str, i: int, arch=None, optimizer="sgd"
     arch = arch or "cnn"
     kw = (("width", cfg.node_width),) if arch == "cnn" else ()
     train = D.default_train(optimizer, scheduler, cfg.epochs, cfg.batch_size, node_seed(cfg, i, seed)).replace(
-        **dict(cfg.speed))
+        **speed_for(arch, cfg.speed))
     return D.NodeSpec(arch, train, data, kw, label=f"{axis} #{i}")
 
 
@@ -310,37 +310,44 @@ def plan(cfg: HeteroConfig, splits: Splits, seed: int, n: int) -> dict[str, list
     return out
 
 
-def tune_round(cfg: HeteroConfig, nodes: dict[str, list[D.NodeSpec]], ex: D.Execution = D.Execution()
-               ) -> tuple[dict, list[dict]]:
-    """Tune one round's nodes for one N: ENS gets ONE configuration, tuned on its node 0 (a shard of the size its
-    nodes train on) with one node's budget, shared by all its nodes; every other axis tunes each node on its
-    own shard. Returns ``({axis: tuned specs}, tuning rows)``."""
+def tuning_jobs(nodes: dict[str, list[D.NodeSpec]]) -> dict[str, list[D.NodeSpec]]:
+    """The nodes of one round and N that are tuned: ENS tunes ONE configuration, on its node 0 (a shard of the
+    size its nodes train on) with one node's budget, shared by all its nodes; every other axis tunes each node
+    on its own shard."""
+    return {axis: specs[:1] if axis == "ENS" else specs for axis, specs in nodes.items()}
+
+
+def apply_tuning(nodes: dict[str, list[D.NodeSpec]], best: dict[str, list[dict]]) -> tuple[dict, list[dict]]:
+    """The tuned specs ``{axis: specs}`` (ENS's one configuration given to every ENS node) and the tuning rows."""
     out, rows = {}, []
     for axis, specs in nodes.items():
-        to_tune = specs[:1] if axis == "ENS" else specs
-        best = [D.tune_node(node, cfg.tune_trials, cfg.tuner, ex.address, ex.num_cpus) for node in to_tune]
-        if axis == "ENS":
-            best = best * len(specs)  # one master configuration for every ENS node
-        out[axis] = [D.tuned(node, b) for node, b in zip(specs, best)]
+        values = best[axis] * len(specs) if axis == "ENS" else best[axis]
+        out[axis] = [D.tuned(node, b) for node, b in zip(specs, values)]
         rows += [{"axis": axis, "node": i, "arch": node.arch, "optimizer": node.train.optimizer,
                   "scheduler": node.train.scheduler, "shard_size": len(node.data), **b}
-                 for i, (node, b) in enumerate(zip(specs, best)) if axis != "ENS" or i == 0]
+                 for i, (node, b) in enumerate(zip(specs, values)) if axis != "ENS" or i == 0]
     return out, rows
 
 
 def build_nodes(cfg: HeteroConfig, run: Run, splits: Splits, ex: D.Execution = D.Execution(), seeds=None, also=()):
     """Tune and train every node of every round (seed) and N.
 
-    ``also``: more node specs (the attacker's surrogates) trained in the same pool, so that the workers stay
-    busy until the last model is done. Returns ``(plans, models, tuning frame)`` with ``plans[seed][n][axis]``
-    the tuned node specs and ``models`` the nodes only (``{key: model}``)."""
+    Every tuning of the grid is one call of :func:`robustnb.distributed.tune_nodes` (with ``asha``: one Ray Tune
+    experiment, ASHA per node), then every node and ``also`` (the attacker's surrogates) train in one pool, so
+    that the workers stay busy until the last model is done. Returns ``(plans, models, tuning frame)`` with
+    ``plans[seed][n][axis]`` the tuned node specs and ``models`` the nodes only (``{key: model}``)."""
     seeds = tuple(cfg.seeds if seeds is None else seeds)
-    plans, rows = {}, []
-    for seed in seeds:
-        plans[seed] = {}
-        for n in tqdm(cfg.n_values, desc=f"tuning round {seed}"):
-            plans[seed][n], r = tune_round(cfg, plan(cfg, splits, seed, n), ex)
-            rows += [{"seed": seed, "n_nodes": n, **row} for row in r]
+    untuned = {(seed, n): plan(cfg, splits, seed, n) for seed in seeds for n in cfg.n_values}
+    jobs = [(sn, axis, node) for sn, nodes in untuned.items() for axis, specs in tuning_jobs(nodes).items()
+            for node in specs]
+    values = D.tune_nodes([node for *_, node in jobs], cfg.tune_trials, cfg.tuner, ex.address, ex.num_cpus)
+    best = {}
+    for (sn, axis, _), v in zip(jobs, values):
+        best.setdefault(sn, {}).setdefault(axis, []).append(v)
+    plans, rows = {seed: {} for seed in seeds}, []
+    for (seed, n), nodes in untuned.items():
+        plans[seed][n], r = apply_tuning(nodes, best[(seed, n)])
+        rows += [{"seed": seed, "n_nodes": n, **row} for row in r]
     flat = [node for by_n in plans.values() for by_axis in by_n.values() for ns in by_axis.values() for node in ns]
     trained = D.train_nodes([*flat, *also], ex.backend, run.device, ex.address, ex.num_cpus)
     models = {n.key: trained[n.key] for n in flat}  # the nodes only: ``also`` is loaded by its own caller
@@ -353,7 +360,7 @@ def surrogate_specs(cfg: HeteroConfig, splits: Splits) -> list[D.NodeSpec]:
     for j, (arch, width) in enumerate(cfg.surrogates):
         kw = (("width", width),) if arch == "cnn" else ()
         train = TrainConfig(epochs=cfg.surrogate_epochs, batch_size=cfg.batch_size, optimizer="sgd", lr=0.05,
-                            scheduler="cosine", seed=cfg.seed + 1000 + j, **dict(cfg.speed))
+                            scheduler="cosine", seed=cfg.seed + 1000 + j, **speed_for(arch, cfg.speed))
         specs.append(D.NodeSpec(arch, train, splits.attacker, kw, label=f"surrogate {arch}"))
     return specs
 

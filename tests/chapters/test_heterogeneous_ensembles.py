@@ -55,16 +55,20 @@ def _toy_splits(pool=40):
 
 def _fake_tune(calls):
     """A tuner whose values depend on the node's seed and shard (as a real search's do)."""
-    def tune(node, *a, **k):
-        calls.append(node)
-        h = (node.train.seed * 7919 + int(node.data.labels.sum()) * 31 + len(node.data)) % 997
-        return {"lr": 0.01 + h * 1e-5, "momentum": 0.8 + h * 1e-4, "weight_decay": 1e-5 + h * 1e-8, "val_acc": 0.5}
+    def tune(nodes, *a, **k):
+        out = []
+        for node in nodes:
+            calls.append(node)
+            h = (node.train.seed * 7919 + int(node.data.labels.sum()) * 31 + len(node.data)) % 997
+            out.append({"lr": 0.01 + h * 1e-5, "momentum": 0.8 + h * 1e-4, "weight_decay": 1e-5 + h * 1e-8,
+                        "val_acc": 0.5})
+        return out
     return tune
 
 
 def _build(monkeypatch, cfg, splits=None):
     calls = []
-    monkeypatch.setattr(H.D, "tune_node", _fake_tune(calls))
+    monkeypatch.setattr(H.D, "tune_nodes", _fake_tune(calls))
     monkeypatch.setattr(H.D, "train_nodes", lambda nodes, *a, **k: {n.key: None for n in nodes})
     plans, models, tuning = H.build_nodes(cfg, SimpleNamespace(device="cpu"), splits or _toy_splits())
     return plans, tuning, calls
@@ -150,7 +154,7 @@ def test_surrogates_train_in_the_nodes_pool_but_are_not_nodes(monkeypatch):
     cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2), seeds=(0,), pool=40)
     splits = _toy_splits()
     calls = []
-    monkeypatch.setattr(H.D, "tune_node", _fake_tune([]))
+    monkeypatch.setattr(H.D, "tune_nodes", _fake_tune([]))
     monkeypatch.setattr(H.D, "train_nodes", lambda nodes, *a, **k: calls.append(nodes) or {n.key: n for n in nodes})
     surrogates = H.surrogate_specs(cfg, splits)
     plans, models, _ = H.build_nodes(cfg, SimpleNamespace(device="cpu"), splits, also=surrogates)
