@@ -105,16 +105,14 @@ def speed_for(arch: str, speed: Mapping) -> dict:
     return out
 
 
-def speed_options(preset: str, arch: str | None = None) -> dict:
+def speed_options(preset: str) -> dict:
     """The training speed options of a preset, for ``TrainConfig(**speed_options(preset))``.
 
     ``cpu`` trains under bfloat16 autocast in the channels-last layout (``python -m robustnb.bench --speed``
-    measures images/s and accuracy per setting on your machine), except the architectures in
-    :data:`FP32_FASTER_ON_CPU` when ``arch`` is given; ``smoke`` keeps float32 (its outputs are the ones nbval
-    checks) and so does ``full`` (not yet run on a GPU: float32 is the path tested there).
+    measures images/s and accuracy per setting on your machine; :func:`speed_for` adapts it per architecture);
+    ``smoke`` keeps float32 (its outputs are the ones nbval checks) and so does ``full`` (not yet run on a GPU: float32 is the path tested there).
     """
-    opts = dict(pick(preset, smoke={}, cpu={"precision": "bf16", "channels_last": True}, full={}))
-    return speed_for(arch, opts) if arch else opts
+    return dict(pick(preset, smoke={}, cpu={"precision": "bf16", "channels_last": True}, full={}))
 
 
 # -------------------------------------------------------------------------------------------- helpers
