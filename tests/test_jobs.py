@@ -76,3 +76,66 @@ def test_split_model_jobs_share_their_base_and_match_the_models_the_chapters_loa
     assert len(blob) < 100_000, len(blob)
     back = pickle.loads(pickle.dumps(r))
     assert back.name_spec == r.name_spec and torch.equal(back.train_set.labels, r.train_set.labels)
+
+
+def test_a_run_trains_its_jobs_on_ray_on_the_cpu_at_cpu_and_full_only():
+    """smoke stays in-process (its checked outputs must not depend on Ray), a GPU run keeps its trainings on the
+    GPU in this process, the cpu and full presets on the CPU send them to Ray; an explicit backend wins."""
+    from robustnb.config import Run
+
+    def run(preset, device="cpu"):
+        return Run(preset=preset, seed=0, device=torch.device(device))
+
+    assert J.Execution.for_run(run("smoke")).backend == "local"
+    assert J.Execution.for_run(run("cpu")).backend == "ray"
+    assert J.Execution.for_run(run("full")).backend == "ray"
+    assert J.Execution.for_run(run("cpu", "cuda")).backend == "local"
+    assert J.Execution.for_run(run("cpu"), "local").backend == "local"
+    assert J.Execution.for_run(run("smoke"), "ray", "ray://head:10001").address == "ray://head:10001"
+    with pytest.raises(ConfigError, match="Unknown backend 'spark'"):
+        J.Execution.for_run(run("cpu"), "spark")
+
+
+class _FakeRay:
+    def __init__(self, up):
+        self.up, self.shutdowns = up, 0
+
+    def is_initialized(self):
+        return self.up
+
+    def shutdown(self):
+        self.up, self.shutdowns = False, self.shutdowns + 1
+
+
+@pytest.mark.parametrize("running_before", [False, True])
+def test_a_ray_session_stops_only_the_ray_it_started(monkeypatch, running_before):
+    fake = _FakeRay(running_before)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    with J.ray_session(J.Execution("ray")):
+        fake.up = True  # run_jobs started (or found) Ray
+    assert fake.shutdowns == (0 if running_before else 1)
+    with J.ray_session(J.Execution("local")):
+        pass
+    assert fake.shutdowns == (0 if running_before else 1)
+
+
+def test_split_models_of_a_cpu_run_train_as_ray_jobs_by_default(monkeypatch):
+    """load_split_models hands the models of a cpu run on the CPU to Ray (run_jobs) before loading them."""
+    from robustnb.config import Run
+    from robustnb.split import zoo
+
+    seen = []
+
+    def fake_run_jobs(jobs, ex, desc=""):
+        seen.append((len(jobs), ex.backend))
+        raise RuntimeError("stop here")
+
+    def fake_split_jobs(archs, entropy_models, lambdas, run):  # no data needed: one stand-in per model
+        return [(a, em, lam) for a in archs for em in entropy_models for lam in lambdas]
+
+    monkeypatch.setattr(zoo, "run_jobs", fake_run_jobs)
+    monkeypatch.setattr(zoo, "split_jobs", fake_split_jobs)
+    with pytest.raises(RuntimeError, match="stop here"):
+        zoo.load_split_models(("resnet",), ("factorized", "hyperprior"), (0.01, 0.04),
+                              Run(preset="cpu", seed=0, device=torch.device("cpu")))
+    assert seen == [(4, "ray")]

@@ -24,7 +24,7 @@ from robustnb import data, registry
 from robustnb.cache import cached, data_spec
 from robustnb.checks import check_number
 from robustnb.config import ConfigError, Run, pick
-from robustnb.jobs import Execution, ModelJob, run_jobs
+from robustnb.jobs import Execution, ModelJob, ray_session, run_jobs
 from robustnb.progress import tqdm
 from robustnb.split.model import (DENSITY_INIT_SCALE, LAMBDAS, SplitModel, build_split_model, check_entropy_model,
                                   check_split_arch)
@@ -224,10 +224,13 @@ def split_jobs(archs, entropy_models, lambdas, run: Run) -> list[ModelJob]:
 def load_split_models(archs, entropy_models, lambdas, run: Run, verbose: bool = False,
                       ex: Execution | None = None) -> dict:
     """``{(arch, entropy_model, lambda): SplitModel}`` for every combination (trained once, then cached). With
-    ``ex`` on Ray, the models not cached yet train first as Ray tasks (:func:`split_jobs`,
-    :func:`robustnb.jobs.run_jobs`)."""
-    if ex is not None and ex.backend == "ray":
-        run_jobs(split_jobs(archs, entropy_models, lambdas, run), ex, desc="split models")
+    ``ex`` on Ray (the default at ``cpu`` and ``full`` on the CPU: :meth:`robustnb.jobs.Execution.for_run`), the
+    models not cached yet train first as Ray tasks (:func:`split_jobs`, :func:`robustnb.jobs.run_jobs`): the two
+    bases side by side, then the fine-tunes; ``ex=Execution("local")`` trains them here, one after another."""
+    ex = Execution.for_run(run) if ex is None else ex
+    if ex.backend == "ray":
+        with ray_session(ex):
+            run_jobs(split_jobs(archs, entropy_models, lambdas, run), ex, desc="split models")
     keys = [(a, em, lam) for a in archs for em in entropy_models for lam in lambdas]
     return {k: get_split_model(*k, run, verbose=verbose) for k in tqdm(keys, desc="split models", leave=False)}
 
