@@ -55,7 +55,7 @@ from robustnb.attacks import SaltAndPepper, perturb
 from robustnb.attacks.noise import correct_at_budget
 from robustnb.cache import cached, data_spec, experiment
 from robustnb.config import Run, pick
-from robustnb.jobs import Execution, ModelJob, run_jobs
+from robustnb.jobs import Execution, ModelJob, ray_session, run_jobs
 from robustnb.mechanisms import make
 from robustnb.models import count_parameters
 from robustnb.progress import tqdm
@@ -217,10 +217,13 @@ def base_jobs(cfg: StudyConfig, data) -> list[ModelJob]:
 def train_bases(cfg: StudyConfig, run: Run, doms: D.Domains, ex: Execution | None = None) -> Zoo:
     """Train (or load from the cache) every base architecture on the source domain, and its attacker: the same
     architecture, recipe and training images from the training seed :func:`attacker_seed` (other initial
-    weights, other data order), kept in ``zoo.attackers`` and never evaluated. With ``ex`` on Ray they train
-    first as parallel Ray tasks (:func:`base_jobs`)."""
-    if ex is not None and ex.backend == "ray":
-        run_jobs(base_jobs(cfg, doms.train), ex, desc="bases and attackers")
+    weights, other data order), kept in ``zoo.attackers`` and never evaluated. With ``ex`` on Ray (the default
+    at ``cpu`` and ``full`` on the CPU: :meth:`robustnb.jobs.Execution.for_run`) the ones not cached yet train
+    first as parallel Ray tasks (:func:`base_jobs`); ``ex=Execution("local")`` trains them here, one by one."""
+    ex = Execution.for_run(run) if ex is None else ex
+    if ex.backend == "ray":
+        with ray_session(ex):
+            run_jobs(base_jobs(cfg, doms.train), ex, desc="bases and attackers")
     zoo = Zoo()
     for arch in tqdm(cfg.base_archs, desc="base models"):
         m = _train_base(arch, cfg, run.device, doms.train)

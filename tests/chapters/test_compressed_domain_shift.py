@@ -283,3 +283,21 @@ def test_salt_pepper_grid_contains_every_budget(preset):
     grid = ch.salt_pepper_attack(cfg, _Linear(0)).grid(cfg.sp_max_p)[0]
     for b in cfg.sp_budgets:
         assert torch.isclose(grid, torch.tensor(b, dtype=grid.dtype)).any(), (preset, b)
+
+
+def test_bases_and_attackers_of_a_cpu_run_train_as_ray_jobs_by_default(monkeypatch):
+    """At cpu on the CPU the bases and their attackers go to Ray (run_jobs) before the zoo loads them."""
+    from robustnb.config import Run
+
+    seen = []
+
+    def fake_run_jobs(jobs, ex, desc=""):
+        seen.append((len(jobs), ex.backend))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(ch, "run_jobs", fake_run_jobs)
+    monkeypatch.setattr(ch, "base_jobs", lambda cfg, data: [(a, s) for s in (0, 1) for a in cfg.base_archs])
+    cfg = ch.StudyConfig.from_preset("cpu")
+    with pytest.raises(RuntimeError, match="stop here"):
+        ch.train_bases(cfg, Run(preset="cpu", seed=0, device=torch.device("cpu")), SimpleNamespace(train=None))
+    assert seen == [(2 * len(cfg.base_archs), "ray")]
