@@ -65,7 +65,7 @@ class Execution:
         """Where a run's independent trainings go unless ``backend`` says otherwise: Ray tasks (a local Ray, or
         the cluster at ``address`` / ``$RAY_ADDRESS``) when the run trains on the CPU at ``cpu`` or ``full`` (two
         one-thread workers on two cores train 1.8x the images per second of one two-thread process: a split-model
-        epoch took 72 s on each worker, side by side, against 64 s alone in the kernel, measured on the build machine); in
+        epoch took 72 s on each worker, side by side, against 64 s alone in the kernel, on the build machine); in
         this process at ``smoke`` (its checked outputs must not depend on Ray) and on a GPU (jobs train on the
         CPU, the GPU is this process's)."""
         if backend is None:
