@@ -68,9 +68,9 @@ class Execution:
         epoch took 72 s on each worker, side by side, against 64 s alone in the kernel, on the build machine); in
         this process at ``smoke`` (its checked outputs must not depend on Ray) and on a GPU (jobs train on the
         CPU, the GPU is this process's)."""
-        if backend is None:
-            backend = "ray" if run.preset != "smoke" and run.device.type == "cpu" else "local"
-        return cls(backend=backend, address=address)
+        if backend is None and run.device.type != "cpu":
+            backend = "local"
+        return cls.from_preset(run.preset, backend, address)
 
 
 def ray_init(address: str | None = None, num_cpus: int | None = None):
