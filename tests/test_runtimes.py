@@ -72,3 +72,14 @@ def test_every_substitution_the_book_uses_is_defined():
         used |= set(re.findall(r"\{\{\s*((?:rt|mem)_\w+)\s*\}\}", page.read_text()))
     assert used and used <= set(defined), sorted(used - set(defined))
     assert {"rt_cpu_total", "rt_smoke_total"} <= used
+
+
+def test_the_gpu_entry_renders_beside_stopped_and_not_run_rows(tmp_path):
+    path = write(tmp_path, {"gpu": {"seconds": {"alpha": 38.1, "beta": 353.3}, "beside": {"beta": "gamma"},
+                                    "stopped_seconds": {"gamma": 369.3}, "notes": {"delta": "no Ray there"}}})
+    subs = runtimes.substitutions(path, [*NAMES, "delta"])
+    assert subs["rt_gpu_alpha"] == "38 s"
+    assert subs["rt_gpu_beta"] == "5.9 min (beside the gamma chapter, each on half of the cores)"
+    assert subs["rt_gpu_gamma"] == "not finished: stopped after 6.2 min"
+    assert subs["rt_gpu_delta"] == f"{runtimes.NOT_MEASURED}: no Ray there"
+    assert subs["rt_gpu_total"] == "6.5 min (2 chapters not measured)"  # a stopped chapter is not counted

@@ -8,6 +8,10 @@ every chapter's runtime box and the introduction's table print the same numbers:
 progress line reads the expected times from it (:func:`expected`).
 
 The file: ``{preset: {"seconds": {chapter: s}, "peak_mb": {chapter: MB}, "estimated_seconds": {chapter: s}}}``.
+The entry ``gpu`` holds the ``cpu`` preset run on a lent GPU (``bash .ci/gpu_check.sh``: ``python -m robustnb
+reproduce <chapter> --preset cpu --device cuda`` from an empty cache) and has three more fields, each by chapter:
+``stopped_seconds`` (stopped unfinished after s), ``beside`` (the chapter that ran beside it on the same machine)
+and ``notes`` (why a chapter was not run). Its substitutions are ``{{ rt_gpu_<chapter> }}``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from robustnb.book.toc import ROOT, chapters
 
 PATH = ROOT / "book" / "runtimes.json"
-FIELDS = ("seconds", "peak_mb", "estimated_seconds")
+FIELDS = ("seconds", "peak_mb", "estimated_seconds", "stopped_seconds", "beside", "notes")
 NOT_MEASURED = "not measured"
 
 
@@ -77,10 +81,15 @@ def memory(mb: float) -> str:
 
 def _chapter_texts(entry: dict, chapter: str) -> tuple[str, str, float, bool]:
     """(wall time, memory, seconds counted in the total, whether an estimate) of one chapter at one preset."""
-    measured, mem, estimated = (entry.get(field, {}) for field in FIELDS)
+    measured, mem, estimated, stopped, beside, notes = (entry.get(field, {}) for field in FIELDS)
     memory_text = memory(mem[chapter]) if chapter in mem else NOT_MEASURED
+    next_to = f" (beside the {beside[chapter]} chapter, each on half of the cores)" if chapter in beside else ""
     if chapter in measured:
-        return duration(measured[chapter]), memory_text, measured[chapter], False
+        return duration(measured[chapter]) + next_to, memory_text, measured[chapter], False
+    if chapter in stopped:
+        return f"not finished: stopped after {duration(stopped[chapter])}{next_to}", memory_text, 0.0, False
+    if chapter in notes:
+        return f"{NOT_MEASURED}: {notes[chapter]}", memory_text, 0.0, False
     if chapter in estimated:
         return f"about {duration(estimated[chapter])} (**estimate**, not yet measured)", memory_text, \
             estimated[chapter], True
@@ -99,7 +108,7 @@ def substitutions(path: Path = PATH, names: list[str] | None = None) -> dict[str
             out[f"rt_{preset}_{chapter}"], out[f"mem_{preset}_{chapter}"] = wall, mem
             total += seconds
             estimates += estimate
-            missing += wall == NOT_MEASURED
+            missing += seconds == 0.0
         text = duration(total)
         if estimates:
             text = f"about {text} (the sum of the rows; {estimates} of them estimated)"
