@@ -6,7 +6,11 @@ torch's defaults ran 10-35x slower beside a 2-thread CPU load, not the 2x that h
 The cause is OpenMP's wait policy: between parallel regions, GNU OpenMP threads spin-wait for work; on
 cores they share with another program a spinning thread burns the slice the other thread needed, and every
 parallel region waits for its slowest thread. ``OMP_WAIT_POLICY=PASSIVE`` makes idle threads sleep, which
-costs nothing measurable alone and removes the collapse.
+removes the collapse but is not free alone. Measured 2026-12-04 on the build machine (4,096 images, bf16 +
+channels-last, threads adapted, images/s, two runs each): alone, the small CNN trained 1,423-1,740 img/s passive
+against 1,843-2,107 with a short spin (``GOMP_SPINCOUNT=100000``), the split ResNet 751-914 against 1,568-1,645;
+beside a 2-thread load the two were about equal (CNN 630-705 vs 568-665, split ResNet 493-538 vs 506-613). Passive
+waiting is kept until a cold book run with the short spin is measured (the runtime boxes were measured with it).
 
 :func:`prepare` (run on import of robustnb) sets, unless the user already did:
 

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pandas as pd
@@ -209,3 +210,28 @@ def test_reproduce_runs_every_chapter_at_smoke(name, tmp_path, bare_env):
         assert again.returncode == 0, again.stderr[-3000:]
         assert _cache_files() == middle, f"{name}: the second run computed {sorted(_cache_files() - middle)}"
         assert out.read_text() == first
+
+
+@pytest.mark.chapters
+def test_the_gpu_check_script_times_a_chapter_and_records_what_the_deadline_left_out(tmp_path):
+    """.ci/gpu_check.sh (the device check that wrote runtimes.json's ``gpu`` entry), here at ``smoke`` on the
+    CPU: a chapter run through the command line is timed with its exit code and its claims table kept; a step
+    the deadline leaves no time for is recorded as not started, not dropped."""
+
+    def check(deadline, stream):
+        out = tmp_path / f"out{deadline}"
+        env = dict(os.environ, OUT=str(out), PRESET="smoke", DEVICE="cpu", WHEELS="none", PY=sys.executable,
+                   STREAM_A=stream, STREAM_B="")
+        proc = subprocess.run(["bash", ".ci/gpu_check.sh", str(deadline)], cwd=book.ROOT, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return out, [json.loads(line) for line in (out / "times.jsonl").read_text().splitlines()]
+
+    out, rows = check(800, "getting_started")
+    assert len(rows) == 1 and rows[0]["chapter"] == "getting_started" and rows[0]["rc"] == 0, rows
+    assert rows[0]["seconds"] > 0 and "gs_clean_acc" in (out / "summary.txt").read_text()
+    with tarfile.open(out / "results.tar.gz") as tar:
+        assert "./getting_started.csv" in tar.getnames()
+    _, rows = check(1, "full_paths_tests split_computing")
+    assert [(r["chapter"], r["rc"]) for r in rows] == [("full_paths_tests", "not started (deadline)"),
+                                                       ("split_computing", "not started (deadline)")]
