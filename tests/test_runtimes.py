@@ -82,4 +82,5 @@ def test_the_gpu_entry_renders_beside_stopped_and_not_run_rows(tmp_path):
     assert subs["rt_gpu_beta"] == "5.9 min (beside the gamma chapter, each on half of the cores)"
     assert subs["rt_gpu_gamma"] == "not finished: stopped after 6.2 min"
     assert subs["rt_gpu_delta"] == f"{runtimes.NOT_MEASURED}: no Ray there"
-    assert subs["rt_gpu_total"] == "6.5 min (2 chapters not measured)"  # a stopped chapter is not counted
+    # a stopped chapter is not counted in the total
+    assert subs["rt_gpu_total"] == "6.5 min for the 2 chapters measured (2 chapters not measured)"

@@ -113,6 +113,8 @@ def substitutions(path: Path = PATH, names: list[str] | None = None) -> dict[str
         if estimates:
             text = f"about {text} (the sum of the rows; {estimates} of them estimated)"
         if missing:
-            text += f" ({missing} chapter{'s' if missing > 1 else ''} not measured)"
+            done = len(names) - missing
+            text += (f" for the {done} chapter{'s' if done != 1 else ''} measured "
+                     f"({missing} chapter{'s' if missing > 1 else ''} not measured)")
         out[f"rt_{preset}_total"] = text
     return out
