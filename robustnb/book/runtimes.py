@@ -11,7 +11,8 @@ The file: ``{preset: {"seconds": {chapter: s}, "peak_mb": {chapter: MB}, "estima
 The entry ``gpu`` holds the ``cpu`` preset run on a lent GPU (``bash .ci/gpu_check.sh``: ``python -m robustnb
 reproduce <chapter> --preset cpu --device cuda`` from an empty cache) and has three more fields, each by chapter:
 ``stopped_seconds`` (stopped unfinished after s), ``beside`` (the chapter that ran beside it, the script
-pinning each to half of the cores) and ``notes`` (why a chapter was not run). Its substitutions are ``{{ rt_gpu_<chapter> }}``.
+pinning each to half of the cores) and ``notes`` (why a chapter was not run). Its substitutions are
+``{{ rt_gpu_<chapter> }}``.
 """
 
 from __future__ import annotations
