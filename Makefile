@@ -1,4 +1,4 @@
-# Two commands do everything on a fresh machine (Python 3.10+ with venv; no GPU needed):
+# Two commands do everything on a fresh machine (Python 3.11 to 3.14 with venv; no GPU needed):
 #   make book   install into .venv, execute every chapter (PRESET=cpu by default) and render _build/html
 #   make test   install, build the book at the smoke preset (warnings are errors), then run pytest:
 #               unit tests, papermill per chapter, nbval on every chapter, checks of the built HTML, every page
@@ -16,10 +16,17 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: install book test unit bench clean
 
+# Two steps, as the Colab cell: requirements.txt less its '# no-deps' lines with their dependencies, then those
+# lines (compressai, torchattacks) with --no-deps, whose declared numpy<2 / requests pins would otherwise block
+# numpy 2, the only numpy with wheels for Python 3.13 and 3.14. constraints.txt pins every version (per Python
+# where they must differ); `python3 .ci/check_wheels.py` checks that they resolve for each Python named above.
+NO_DEPS = $(shell sed -n 's/[[:space:]]*\#[[:space:]]*no-deps.*//p' requirements.txt)
+
 $(BIN)/.installed: requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install -q -r <(grep -v '#[[:space:]]*no-deps' requirements.txt) -c constraints.txt
+	$(BIN)/python -m pip install -q --no-deps $(foreach r,$(NO_DEPS),'$(r)') -c constraints.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 

@@ -1,7 +1,7 @@
 """Runtime benchmark: ``python -m robustnb.bench --preset cpu`` runs every chapter and prints a table.
 
-Each chapter runs under papermill in a fresh kernel with ``preset`` injected; the table gives wall time
-and the kernel's peak resident memory. ``--fresh-cache`` points ROBUSTNB_CACHE at an empty temporary
+Each chapter runs under papermill in a fresh kernel with ``preset`` injected; the table gives wall time,
+the longest cell (which the book build's per-cell timeout must clear) and the kernel's peak resident memory. ``--fresh-cache`` points ROBUSTNB_CACHE at an empty temporary
 folder, so the times include training (a "cold" first run); without it, models already in the cache
 are reused (a "warm" rerun). Executed notebooks go to a temporary folder: nothing in the book is
 overwritten. The runtime box at the top of each chapter quotes these measurements.
@@ -45,7 +45,19 @@ def _run_one(notebook: str, preset: str, out: str) -> None:
         error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     seconds = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kernel (a child), in KiB on Linux
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024, "error": error}))
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024, "error": error,
+                      "longest_cell_s": longest_cell(out)}))
+
+
+def longest_cell(executed: str) -> float:
+    """The longest cell of an executed notebook, in seconds (papermill's per-cell ``duration``); NaN if none."""
+    try:
+        cells = json.loads(Path(executed).read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return float("nan")
+    times = [c.get("metadata", {}).get("papermill", {}).get("duration") for c in cells]
+    times = [t for t in times if isinstance(t, (int, float))]
+    return max(times) if times else float("nan")
 
 
 def bench(preset: str, names: list[str] | None = None, fresh_cache: bool = False) -> pd.DataFrame:
@@ -73,8 +85,10 @@ def bench(preset: str, names: list[str] | None = None, fresh_cache: bool = False
             res = {"seconds": float("nan"), "peak_mb": float("nan"), "error": proc.stderr[-300:]}
         rows.append({"chapter": p.stem, "preset": preset, "cache": "cold" if fresh_cache else "warm",
                      "wall_s": round(res["seconds"], 1), "peak_mem_mb": round(res["peak_mb"]),
+                     "longest_cell_s": round(res.get("longest_cell_s", float("nan")), 1),
                      "status": "ok" if not res.get("error") else res["error"]})
-        print(f"  {p.stem}: {rows[-1]['wall_s']} s, {rows[-1]['peak_mem_mb']} MB, {rows[-1]['status']}", flush=True)
+        print(f"  {p.stem}: {rows[-1]['wall_s']} s (longest cell {rows[-1]['longest_cell_s']} s), "
+              f"{rows[-1]['peak_mem_mb']} MB, {rows[-1]['status']}", flush=True)
     return pd.DataFrame(rows)
 
 
@@ -82,7 +96,8 @@ def save_runtimes(df: pd.DataFrame, preset: str, path: Path = runtimes.PATH) -> 
     """Record each chapter's measured cold wall time and peak memory in ``book/runtimes.json``, which the runtime
     boxes, the introduction's table and ``make book``'s progress line are rendered from."""
     ok = df[df["status"] == "ok"]
-    return runtimes.save(((r.chapter, r.wall_s, r.peak_mem_mb) for r in ok.itertuples()), preset, path)
+    return runtimes.save(((r.chapter, r.wall_s, r.peak_mem_mb, getattr(r, "longest_cell_s", float("nan")))
+                          for r in ok.itertuples()), preset, path)
 
 
 SPEED_SETTINGS = (("fp32", False), ("fp32", True), ("bf16", True))

@@ -9,14 +9,21 @@ allowed range, so a mistake fails at the call that made it instead of deep insid
 * :func:`check_labels`: one integer class index per image (the lengths of images and labels must agree).
 * :func:`check_number`: a real number (not a bool, not NaN), finite unless allowed, inside an interval,
   integral where it must be (Python and NumPy integers alike).
+* :func:`check_flag` (a real ``True``/``False``, not the string ``"no"``) and :func:`check_choice` (one of a few
+  names).
+* :func:`one_or_more`: the one rule for an argument that takes one value or several: a single value (a name, a
+  number, a model, a job) is a sequence of one, never iterated by character or by layer; a mapping, or an item
+  of the wrong type, is refused naming the argument.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable, Mapping
 
 import torch
+from torch import nn
 
 from robustnb.config import ConfigError, ConfigTypeError
 
@@ -106,4 +113,61 @@ def check_number(value, name: str, lo: float | None = None, hi: float | None = N
     return value
 
 
-__all__ = ["check_images", "check_labels", "check_number"]
+def check_flag(value, name: str) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (a NumPy bool too), else raise: ``bool("no")`` is True."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise ConfigError(f"{name} must be True or False, got {value!r}.")
+
+
+def check_choice(value, name: str, choices) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise naming them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}.")
+    return value
+
+
+#: values that are one item even though Python can iterate them: a name (by character), a model (nn.Sequential:
+#: by layer), a tensor with one value
+_ATOMS = (str, bytes, numbers.Number)
+
+
+def one_or_more(value, name: str, item: type | tuple[type, ...] | None = None, *, empty: bool = True,
+                what: str | None = None) -> list:
+    """``value`` as a list: one value (a string, a number, a 0-d tensor, an ``nn.Module`` other than an
+    ``nn.ModuleList``, or anything of type ``item``) becomes a list of one; a sequence, set, generator, 1-d
+    tensor or ``nn.ModuleList`` becomes the list of its items. The package's one rule for arguments that take
+    one value or several (attack names, epsilons, surrogate models, jobs, nodes ...): never iterated by
+    character or by layer.
+
+    Refused with :class:`~robustnb.config.ConfigError` naming ``name``: ``None``, a mapping (its keys or its
+    values? say which with ``list(d.values())``), an item that is not an ``item``, and (``empty=False``) no item.
+    ``what`` names an item in the messages (default: the type's name).
+    """
+    what = what or (" or ".join(t.__name__ for t in (item if isinstance(item, tuple) else (item,))) if item
+                    else "value")
+    what = f"an {what}" if what[0].lower() in "aeiou" else f"a {what}"
+    if value is None:
+        raise ConfigTypeError(f"{name} must be {what} or a sequence of them, got None.")
+    if isinstance(value, Mapping):
+        raise ConfigTypeError(f"{name} must be {what} or a sequence of them, got a {type(value).__name__} (pass "
+                              f"list(d.values()) or list(d) to say which).")
+    if isinstance(value, nn.ModuleList):
+        single = False
+    else:
+        single = (isinstance(value, _ATOMS) or getattr(value, "ndim", None) == 0 or isinstance(value, nn.Module)
+                  or (item is not None and isinstance(value, item) and not isinstance(value, (list, tuple)))
+                  or not isinstance(value, Iterable))
+    items = [value] if single else list(value)
+    if item is not None:
+        for i, v in enumerate(items):
+            if not isinstance(v, item):
+                where = "" if single else f" at position {i}"
+                raise ConfigTypeError(f"{name} must be {what} or a sequence of them, got {type(v).__name__}"
+                                      f"{where}: {v!r:.80}.")
+    if not empty and not items:
+        raise ConfigError(f"{name} needs at least one {what.split(' ', 1)[1]}, got none.")
+    return items
+
+
+__all__ = ["check_images", "check_labels", "check_number", "check_flag", "check_choice", "one_or_more"]

@@ -10,7 +10,9 @@ notebook makes on the way to its claims table, in the same order and with the sa
 reads and fills the same experiment cache as the book (``ROBUSTNB_CACHE``): a chapter the book already
 executed is read back, and a chapter run here first makes the book's build fast. It prints the table (claim,
 ours with its 95% interval, the paper's figure, verdict, Holm's reading) and, with ``--out``, writes it as CSV
-(every column of :data:`robustnb.stats.CLAIM_COLUMNS`). Nothing here needs Jupyter, papermill or a renderer:
+(every column of :data:`robustnb.stats.CLAIM_COLUMNS`) to a new file: ``--out`` naming a folder or a file that
+exists, or a place that cannot be written, is refused before the chapter runs (:func:`check_out`), and the file is
+created exclusively, so nothing the user has is ever overwritten. Nothing here needs Jupyter, papermill or a renderer:
 only what the chapter module itself imports.
 
 The chapters are the modules of :mod:`robustnb.chapters` (one per notebook of the book, the same names).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from pathlib import Path
@@ -63,6 +66,35 @@ def reproduce(name: str, preset: str | None = None, seed: int = 0, device: str =
     return module.reproduce(run)
 
 
+def check_out(out: str | Path) -> Path:
+    """``--out`` checked before any work: a new file in a folder that exists or can be made there, writable.
+    A folder, an existing file (never overwritten), a name ending in a path separator, or a parent that is a file
+    or cannot be written is refused with :class:`~robustnb.config.ConfigError` saying why."""
+    raw = os.fspath(out)
+    path = Path(raw)
+    if not raw.strip():
+        raise ConfigError("--out names no file: give a path such as claims.csv.")
+    if raw.endswith(("/", os.sep)) or path.is_dir():
+        raise ConfigError(f"--out {raw} is a folder: name the CSV file to write, e.g. {path / 'claims.csv'}.")
+    if path.exists() or path.is_symlink():
+        raise ConfigError(f"--out {raw} exists: not overwriting it. Remove it or name another file.")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {raw}: {parent} is a file, not a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {raw}: cannot write in {parent} (no permission).")
+    return path
+
+
+def write_new(table: pd.DataFrame, out: Path) -> None:
+    """Write ``table`` as CSV to ``out``, a file that must not exist yet (created exclusively, with its folders)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "x", newline="") as f:
+        table.to_csv(f, index=False)
+
+
 def format_table(table: pd.DataFrame) -> str:
     """The table as Markdown: the :data:`SHOWN` columns of a claims table, every column of another table."""
     shown = [c for c in SHOWN if c in table.columns]
@@ -87,14 +119,16 @@ def main(argv=None) -> int:
     rp.add_argument("--preset", choices=PRESETS, default=None, help="default: $ROBUSTNB_PRESET, else cpu")
     rp.add_argument("--seed", type=int, default=0, help="default: 0, as the book")
     rp.add_argument("--device", choices=DEVICES, default="auto", help="default: auto (the GPU when there is one)")
-    rp.add_argument("--out", type=Path, help="also write the table as CSV (every column) to this file")
+    rp.add_argument("--out", help="also write the table as CSV (every column) to this new file (never overwritten)")
     args = ap.parse_args(argv)
     if args.list:
         print("\n".join(chapter_names()))
         return 0
     if not args.chapter:
         rp.error(f"name a chapter, one of: {', '.join(chapter_names())} (or --list)")
-    try:
+    try:  # the chapter and --out are checked before the work starts
+        chapter_module(args.chapter)
+        out = None if args.out is None else check_out(args.out)
         table = reproduce(args.chapter, args.preset, args.seed, args.device)
     except ConfigError as e:
         print(f"python -m robustnb reproduce: error: {e}", file=sys.stderr)
@@ -104,11 +138,16 @@ def main(argv=None) -> int:
     missing = not_measured(args.chapter, table)
     if missing:
         print(f"\nnot measured at this preset ({len(missing)}): {', '.join(missing)}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
-        print(f"\nwritten: {args.out}")
+    if out is not None:
+        try:
+            write_new(table, out)
+        except OSError as e:  # made since the check (another run?): still not overwritten
+            print(f"python -m robustnb reproduce: error: --out {out}: {e.strerror or e} (the table is printed above; "
+                  "nothing was overwritten)", file=sys.stderr)
+            return 1
+        print(f"\nwritten: {out}")
     return 0
 
 
-__all__ = ["chapter_names", "chapter_module", "reproduce", "format_table", "not_measured", "main"]
+__all__ = ["chapter_names", "chapter_module", "check_out", "write_new", "reproduce", "format_table", "not_measured",
+           "main"]

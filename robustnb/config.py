@@ -75,6 +75,12 @@ def pick(preset: str, **by_preset):
     return by_preset[preset]
 
 
+def training_precision(preset: str) -> str:
+    """The precision a preset trains in on the CPU: ``bf16`` (autocast) at ``cpu`` where the CPU computes bfloat16
+    natively (:func:`robustnb.cpus.native_bf16`), else ``fp32``; ``smoke`` and ``full`` train in ``fp32``."""
+    return pick(preset, smoke="fp32", cpu="bf16" if cpus.native_bf16() else "fp32", full="fp32")
+
+
 def get_device(device: str | torch.device | None = "auto") -> torch.device:
     """``auto`` picks CUDA when available (Colab, a workstation), then Apple MPS, else the CPU.
 
@@ -161,8 +167,10 @@ class Run:
         """The run line under ``robustnb.setup``: preset, seed, device and threads; the data and cache folders
         (home shortened to ``~``) only in an interactive session, so that a page executed by a book build,
         papermill or nbval does not publish the folders of the machine that built it."""
+        precision = training_precision(self.preset)
+        why = " (native on this CPU)" if precision == "bf16" else ""
         line = (f"robustnb run: preset={self.preset!r}, seed={self.seed}, device={self.device}, "
-                f"torch threads={torch.get_num_threads()}")
+                f"torch threads={torch.get_num_threads()}, training in {precision}{why}")
         if not interactive():
             return line
 

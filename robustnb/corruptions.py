@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from robustnb import registry
-from robustnb.checks import check_images, check_number
+from robustnb.checks import check_images, check_number, one_or_more
 from robustnb.config import ConfigError
 
 __all__ = [
@@ -69,10 +69,8 @@ def _check_severity(severity) -> int:
 
 
 def _check_severities(severities) -> list[int]:
-    """One severity or a sequence of them, as a list of ints in 1..5."""
-    if isinstance(severities, (numbers.Number, str, bytes)) or not isinstance(severities, Iterable):
-        severities = [severities]
-    return [_check_severity(s) for s in severities]
+    """One severity or a sequence of them, as a list of ints in 1..5 (:func:`robustnb.checks.one_or_more`)."""
+    return [_check_severity(s) for s in one_or_more(severities, "severities")]
 
 
 def _check_seed(seed) -> int:
@@ -450,8 +448,7 @@ def corruption_grid(x: torch.Tensor, names: Iterable[str] | str | None = None,
     ``names`` and ``severities`` are one value or a sequence. Names, severities, ``seed`` and ``x`` are
     validated before the first item is produced.
     """
-    names = list(registry.CORRUPTIONS) if names is None else [_check_name(n) for n in
-                                                     ([names] if isinstance(names, str) else names)]
+    names = list(registry.CORRUPTIONS) if names is None else [_check_name(n) for n in one_or_more(names, "names")]
     severities = _check_severities(severities)
     seed = _check_seed(seed)
     _check_input(x)

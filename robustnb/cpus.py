@@ -70,6 +70,32 @@ def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     return max(1, min(n, quota) if quota else n)
 
 
+def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo"), platform: str = sys.platform) -> bool:
+    """Whether this CPU computes bfloat16 natively: x86 ``avx512_bf16`` or ``amx_bf16``, Arm ``bf16`` (Linux's
+    ``/proc/cpuinfo`` flags), Apple's ``hw.optional.arm.FEAT_BF16`` (macOS). Elsewhere torch emulates bf16 by
+    converting to float32, which makes a bf16 autocast slower than plain float32, so the ``cpu`` preset trains in
+    float32 there (:func:`robustnb.config.training_precision`)."""
+    if platform == "darwin":
+        import subprocess
+
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                                 timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return out == "1"
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def worker_env(threads: int = 1) -> dict[str, str]:
     """Environment of a worker process (a Ray task) that runs beside others on the same cores."""
     return {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}

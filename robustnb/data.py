@@ -11,7 +11,8 @@ Where the data comes from (never random data as a silent fallback):
 * **CIFAR-10**: the official python batches (``<data>/cifar-10-batches-py``, torchvision's download); else
   the offline JPEG archive ``cifar10-jpg.tar.gz`` (``train|test/<class>/NNNN.jpg``) found in the data
   folder, decoded once and cached; else torchvision's official download.
-* **Fashion-MNIST**: torchvision (official idx files under ``<data>/FashionMNIST/raw``), downloading if needed.
+* **Fashion-MNIST**: torchvision (official idx files under ``<data>/FashionMNIST/raw``, decompressed there
+  from the published ``*.gz`` files if only those are there), downloading if needed.
 * **Office-31**: the standard extracted layout ``<root>/{amazon,dslr,webcam}/images/<class>/*.jpg``;
   ``python data_scripts/get_data.py office31`` fetches and extracts it.
 
@@ -25,6 +26,7 @@ they are skipped with a warning.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import operator
@@ -405,12 +407,38 @@ def load_cifar10(split: str = "train", root: str | Path | None = None, download:
 
 
 # ------------------------------------------------------------------------------------------ Fashion-MNIST
+FASHION_MNIST_FILES = tuple(f"{split}-{kind}-idx{n}-ubyte" for split in ("train", "t10k")
+                            for kind, n in (("images", 3), ("labels", 1)))
+
+
+def _gunzip_fashion_mnist(raw: Path, root: Path | None = None) -> None:
+    """Decompress each published ``<file>.gz`` in ``raw`` that is there without its decompressed copy (what
+    torchvision reads; its download leaves both). A damaged ``.gz`` raises :class:`DatasetCorruptError`."""
+    for name in FASHION_MNIST_FILES:
+        gz, out = raw / f"{name}.gz", raw / name
+        if out.exists() or not gz.is_file():
+            continue
+        try:
+            payload = gzip.decompress(gz.read_bytes())
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            raise DatasetCorruptError("fashion_mnist", gz, f"not a readable gzip file ({type(e).__name__}: {e}).",
+                                      root=root) from e
+        tmp = out.with_name(f".{name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(payload)
+            os.replace(tmp, out)
+        except BaseException:  # no half-written file that would then be taken for the data
+            tmp.unlink(missing_ok=True)
+            raise
+
+
 def load_fashion_mnist(split: str = "train", root: str | Path | None = None, download: bool = True) -> ImageDataset:
     """Fashion-MNIST ``train`` (60,000) or ``test`` (10,000), 28x28 grey, from the official idx files."""
     _check_split(split)
     given = Path(root) if root is not None else None
     root = given or data_dir()
     raw = root / "FashionMNIST" / "raw"
+    _gunzip_fashion_mnist(raw, root)
     try:
         ds = FashionMNIST(str(root), train=split == "train", download=False)
     except RuntimeError:

@@ -291,12 +291,18 @@ class DefenseSettings:
 
 def _makers() -> dict:
     """Each defense's maker: ``(bit_map_fn=None, settings=None, **overrides)``, the strengths of ``settings``
-    (:class:`DefenseSettings`) unless ``overrides`` replace them."""
+    (:class:`DefenseSettings`) unless ``overrides`` replace them; with the names of the overrides each takes
+    (``robustnb.registry.Registry.make`` refuses any other, so a misspelt one is never dropped)."""
     def single(cls, field, arg, *extra):
         def make(bit_map_fn=None, settings: DefenseSettings | None = None, **overrides):
             s = settings or DefenseSettings()
-            return cls(overrides.get(arg, getattr(s, field)), *(getattr(s, e) for e in extra))
-        return make
+            kw = {arg: getattr(s, field), **{e: getattr(s, e) for e in extra}}
+            unknown = [k for k in overrides if k not in kw]
+            if unknown:
+                raise ConfigError(f"the {cls.name} defense takes no setting {', '.join(map(repr, unknown))}: "
+                                  f"allowed are {', '.join(map(repr, kw))}.")
+            return cls(**{**kw, **overrides})
+        return make, (arg, *extra)
 
     def disentangled(bit_map_fn=None, settings: DefenseSettings | None = None, **overrides):
         if bit_map_fn is None:
@@ -307,22 +313,24 @@ def _makers() -> dict:
         kw.update(overrides)
         return DisentangledTV(bit_map_fn, **kw)
 
-    return {"none": lambda bit_map_fn=None, settings=None, **overrides: Defense(),
+    return {"none": (lambda bit_map_fn=None, settings=None: Defense(), ()),
             "global_tv": single(GlobalTV, "global_tv", "weight", "n_iter"),
             "gaussian_blur": single(GaussianBlur, "gaussian_blur", "sigma"),
             "jpeg": single(JPEG, "jpeg", "quality"),
             "bit_depth": single(BitDepth, "bit_depth", "bits"),
-            "disentangled_tv": disentangled}
+            "disentangled_tv": (disentangled, ("lambda_tv", "cutoff", "object_factor", "hf_factor", "n_iter",
+                                               "mask_source"))}
 
 
-for _name, _maker in _makers().items():
-    registry.DEFENSES.set_maker(_name, _maker)
+for _name, (_maker, _settings) in _makers().items():
+    registry.DEFENSES.set_maker(_name, _maker, settings=_settings)
 
 
 def make_defense(name: str, bit_map_fn=None, settings: DefenseSettings | None = None, **overrides) -> Defense:
     """A defense by name (:data:`robustnb.registry.DEFENSES`) with the strengths of ``settings``;
-    ``overrides`` replace single arguments (``weight``, ``sigma``, ``quality``, ``bits``, or the disentangled
-    defense's keyword arguments). ``disentangled_tv`` needs ``bit_map_fn`` (:func:`model_bit_map`). The same as
+    ``overrides`` replace single arguments (``weight`` and ``n_iter``, ``sigma``, ``quality``, ``bits``, or the
+    disentangled defense's keyword arguments); any other is refused, naming the allowed ones.
+    ``disentangled_tv`` needs ``bit_map_fn`` (:func:`model_bit_map`). The same as
     ``robustnb.mechanisms.make("defense", name, bit_map_fn, settings, ...)``."""
     return registry.DEFENSES.make(name, bit_map_fn, settings, **overrides)
 

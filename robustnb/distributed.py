@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -28,9 +29,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from robustnb.cache import cache_key, cache_path, cached, cached_json
+from robustnb.checks import check_number, one_or_more
 from robustnb.config import ConfigError
-from robustnb.jobs import (BACKENDS, WORKER_CACHE, Execution, ModelJob, _check_backend, adopt, ray_init,  # noqa: F401
-                           ray_shutdown, run_jobs)
+from robustnb.jobs import (BACKENDS, TIMEOUT_S, WORKER_CACHE, Execution, ModelJob, _check_backend,  # noqa: F401
+                           _check_num_cpus, adopt, ray_init, ray_shutdown, run_jobs)
 from robustnb.models import for_dataset
 from robustnb.progress import tqdm
 from robustnb.train import TrainConfig, accuracy, classifier_spec, fit
@@ -45,8 +47,12 @@ OPTIMIZER_DEFAULTS = {"sgd": (0.05, 0.9, 5e-4), "adam": (2e-3, 0.0, 5e-4), "adam
 LR_RANGES = {"sgd": (0.01, 0.2), "adam": (3e-4, 5e-3), "adamw": (3e-4, 5e-3), "rmsprop": (1e-4, 2e-3)}
 MOMENTUM_RANGE, WEIGHT_DECAY_RANGE = (0.8, 0.95), (1e-5, 1e-3)
 #: ASHA's rungs for ``tuner="asha"``: a node's trial reaching epoch 1, 2, 4, ... is stopped when its validation
-#: accuracy is below the median of that node's trials already there (the authors' tuning uses these values)
+#: accuracy is below the median of that node's trials already there. The authors' tuning (their ``train.py``)
+#: shares the reduction factor 2 but reads validation loss with a grace period of 3 epochs over 100 samples per
+#: phase: a grace period of 1 fits the book's few samples and short schedules (heterogeneous chapter, tuning text)
 ASHA_GRACE_PERIOD, ASHA_REDUCTION_FACTOR = 1, 2
+#: the deadline of a trial's wait for its node's shard from Ray's object store (seconds)
+SHARD_TIMEOUT_S = 600.0
 
 
 # --------------------------------------------------------------------------------------------- nodes
@@ -122,12 +128,14 @@ def train_nodes(nodes: Sequence[NodeSpec], backend: str = "local", device="cpu",
     them one after the other in this process.
     """
     _check_backend(backend)
+    nodes = one_or_more(nodes, "nodes", NodeSpec)
+    ex = Execution(backend, address, num_cpus)  # checks address and num_cpus whatever the backend
     unique = {}
     for node in nodes:
         unique.setdefault(node.key, node)
     if backend == "ray" and torch.device(device).type == "cpu":
         todo = [n for n in unique.values() if not n.is_cached()]
-        run_jobs([node_job(n, training_cost(n)) for n in todo], Execution("ray", address, num_cpus), desc="nodes")
+        run_jobs([node_job(n, training_cost(n)) for n in todo], ex, desc="nodes")
     out = {}
     for key, node in tqdm(unique.items(), desc="nodes", leave=False):
         out[key] = train_node(node, device)
@@ -180,7 +188,12 @@ def _ray_trainable(config, nodes=None):
 
     torch.set_num_threads(1)
     trial = dict(config["trial"])
-    _trial({k: v for k, v in trial.items() if k != "node"}, ray.get(nodes[trial["node"]]), tune.report)
+    try:  # a deadline on the one wait inside a trial: its node's shard from the object store
+        node = ray.get(nodes[trial["node"]], timeout=SHARD_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        raise TimeoutError(f"tuning trial {trial}: node {trial['node']}'s data did not arrive from Ray's object "
+                           f"store in {SHARD_TIMEOUT_S:g} s") from None
+    _trial({k: v for k, v in trial.items() if k != "node"}, node, tune.report)
 
 
 def _sample_space(space: dict, rng: np.random.Generator) -> dict:
@@ -207,13 +220,13 @@ def _tuning_spec(node: NodeSpec, trials: int, tuner: str) -> tuple[str, dict]:
 
 
 def tune_node(node: NodeSpec, trials: int = 4, tuner: str = "random", address: str | None = None,
-              num_cpus: int | None = None) -> dict:
+              num_cpus: int | None = None, timeout_s: float = TIMEOUT_S) -> dict:
     """Tune one node (:func:`tune_nodes` with a single node)."""
-    return tune_nodes([node], trials, tuner, address, num_cpus)[0]
+    return tune_nodes([node], trials, tuner, address, num_cpus, timeout_s)[0]
 
 
-def tune_nodes(nodes: Sequence[NodeSpec], trials: int = 4, tuner: str = "random", address: str | None = None,
-               num_cpus: int | None = None) -> list[dict]:
+def tune_nodes(nodes: Sequence[NodeSpec] | NodeSpec, trials: int = 4, tuner: str = "random",
+               address: str | None = None, num_cpus: int | None = None, timeout_s: float = TIMEOUT_S) -> list[dict]:
     """Tune each node's hyperparameters (:func:`tuned_params`) on its own shard (80/20 split); each node's
     result is cached as JSON under its own spec. Returns one dict per node: the tuned values and ``val_acc``.
 
@@ -221,20 +234,24 @@ def tune_nodes(nodes: Sequence[NodeSpec], trials: int = 4, tuner: str = "random"
     :func:`trial_configs` (``trials`` random samples of :func:`search_space` drawn from the node's seed).
     ``asha``: ONE Ray Tune experiment for all the nodes not cached yet, on a local Ray or the cluster at
     ``address``, with ASHA early stopping applied to each node's trials separately (:func:`_per_node_asha`:
-    grace period :data:`ASHA_GRACE_PERIOD` epoch, reduction factor :data:`ASHA_REDUCTION_FACTOR`, as in the
-    authors' tuning). The costliest nodes' trials start first and every worker stays busy until the last trial
+    grace period :data:`ASHA_GRACE_PERIOD` epoch, reduction factor :data:`ASHA_REDUCTION_FACTOR`; the authors
+    use grace period 3 on validation loss, see :data:`ASHA_GRACE_PERIOD`). The costliest nodes' trials start first and every worker stays busy until the last trial
     (one small experiment per node left a worker idle during each node's last trial, and paid Tune's start-up
     every time). Parallel trials make ASHA's choices depend on timing; the cached result is the one used.
-    ``random``: every trial runs to the end, in this process.
+    ``random``: every trial runs to the end, in this process. ``timeout_s``: the deadline of the Ray Tune
+    experiment (its ``time_budget_s``); one that runs out raises a ``TimeoutError`` naming the nodes.
     """
     if tuner not in TUNERS:
         raise ConfigError(f"Unknown tuner {tuner!r}: choose one of {', '.join(map(repr, TUNERS))}.")
+    nodes = one_or_more(nodes, "nodes", NodeSpec)
+    trials = check_number(trials, "trials", 1, None, integer=True, hi_open=True)
+    Execution("ray" if tuner == "asha" else "local", address, num_cpus, timeout_s=timeout_s)  # checks them
     specs = [_tuning_spec(node, trials, tuner) for node in nodes]
     todo = {}
     for node, (name, tspec) in zip(nodes, specs):
         if not cache_path(name, tspec, "tuning", suffix=".json").exists():
             todo.setdefault(cache_key(tspec), node)
-    found = _tune_asha(list(todo.values()), trials, address, num_cpus) if todo and tuner == "asha" else {}
+    found = _tune_asha(list(todo.values()), trials, address, num_cpus, timeout_s) if todo and tuner == "asha" else {}
     out = []
     for node, (name, tspec) in zip(nodes, specs):
         key = cache_key(tspec)
@@ -284,11 +301,19 @@ def _per_node_asha(epochs: Sequence[int]):
     return PerNodeASHA()
 
 
-def _tune_asha(nodes: list[NodeSpec], trials: int, address, num_cpus) -> dict[str, dict]:
-    """One Ray Tune experiment over every trial of ``nodes``; returns ``{tuning key: best trial}``."""
+def _tune_asha(nodes: list[NodeSpec], trials: int, address, num_cpus, timeout_s: float = TIMEOUT_S) -> dict[str, dict]:
+    """One Ray Tune experiment over every trial of ``nodes``; returns ``{tuning key: best trial}``. Its deadline is
+    ``timeout_s`` (Tune's ``time_budget_s``): a Ray with no CPU is refused at once, and an experiment stopped by
+    the deadline raises a ``TimeoutError`` naming the nodes whose trials did not all finish."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter honours verbose=0
     ray = ray_init(address, num_cpus)
     from ray import tune
+
+    labels = ", ".join(n.label or n.arch for n in nodes)
+    if float(ray.cluster_resources().get("CPU", 0)) < 1:
+        raise ConfigError(f"Ray has no CPU: the tuning trials of nodes {labels} take one CPU each and would never "
+                          "start. Start its nodes with CPUs (ray start --num-cpus N) or tune with tuner='random'.")
+    started = time.monotonic()
 
     order = sorted(range(len(nodes)), key=lambda i: -training_cost(nodes[i]))  # costliest first
     samples = [trial_configs(node, trials) for node in nodes]
@@ -296,11 +321,17 @@ def _tune_asha(nodes: list[NodeSpec], trials: int, address, num_cpus) -> dict[st
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_ray_trainable, nodes=[ray.put(n) for n in nodes]), {"cpu": 1}),
         param_space={"trial": tune.grid_search(grid)},
-        tune_config=tune.TuneConfig(num_samples=1, scheduler=_per_node_asha([n.train.epochs for n in nodes])),
+        tune_config=tune.TuneConfig(num_samples=1, scheduler=_per_node_asha([n.train.epochs for n in nodes]),
+                                    time_budget_s=timeout_s),
         run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="robustnb-tune-"), verbose=0, name="tune"),
     )
+    results = tuner.fit()
+    if time.monotonic() - started >= timeout_s:
+        raise TimeoutError(f"Ray Tune: the tuning of nodes {labels} ({len(nodes) * trials} trials) did not finish "
+                           f"within its deadline of {timeout_s:g} s (stopped). If it is only slow, pass a longer "
+                           "timeout_s to tune_nodes.")
     best = {}
-    for result in tuner.fit():
+    for result in results:
         if result.error is not None:
             raise RuntimeError(f"a tuning trial failed: {result.error}") from result.error
         trial = dict(result.config["trial"])

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustnb import registry
+from robustnb.checks import one_or_more
 from robustnb.config import ConfigError
 
 for _vote in ("hard", "soft", "weighted"):
@@ -80,8 +81,19 @@ def vote_scores(logits: torch.Tensor, vote: str = "hard", weights=None) -> torch
     return F.one_hot(decision, c).float() + 0.5 * probs
 
 
+def _vote_maker(vote: str):
+    """The maker of vote ``vote``: ``(weights=None)`` -> the voting function ``(logits, weights=None) -> scores``
+    (:func:`vote_scores` with that rule; ``weights`` given here are its default)."""
+    def make(weights=None):
+        if weights is None:
+            return functools.partial(vote_scores, vote=vote)
+        return functools.partial(vote_scores, vote=vote, weights=weights)
+
+    return make
+
+
 for _vote in registry.VOTES.names():
-    registry.VOTES.set_maker(_vote, functools.partial(functools.partial, vote_scores, vote=_vote))
+    registry.VOTES.set_maker(_vote, _vote_maker(_vote))
 
 
 def aggregate(logits: torch.Tensor, vote: str = "hard", weights=None) -> torch.Tensor:
@@ -97,11 +109,10 @@ def majority_vote(logits: torch.Tensor, weights=None) -> torch.Tensor:
 class Ensemble(nn.Module):
     """Nodes aggregated at inference: ``forward`` returns :func:`vote_scores` (arg-max = the decision)."""
 
-    def __init__(self, models: Sequence[nn.Module], vote: str = "hard", weights=None):
+    def __init__(self, models: Sequence[nn.Module] | nn.Module, vote: str = "hard", weights=None):
         super().__init__()
         _check_vote(vote)
-        if len(models) == 0:
-            raise ConfigError("an ensemble needs at least one node, got none.")
+        models = one_or_more(models, "models", nn.Module, empty=False, what="model")  # one model: a node, not layers
         self.nodes = nn.ModuleList(models)
         self.vote = vote
         self.weights = None if weights is None else [float(v) for v in _weights(weights, len(models), "cpu")]

@@ -10,6 +10,10 @@ order. Either way the caller then loads every model from the cache as usual.
 
 Used for the ensemble nodes (:mod:`robustnb.distributed`), the split models (:mod:`robustnb.split.zoo`) and the
 compressed chapter's bases and attackers. Ray is imported only when the ``ray`` backend is used.
+
+Every wait on Ray has a deadline: :func:`run_jobs` refuses a Ray with no CPU at once (its tasks would never
+start), and fails when no job has finished within ``Execution.timeout_s``, naming the jobs still running or
+waiting and the CPUs Ray has free (and cancels them).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,33 +32,58 @@ from torch import nn
 
 from robustnb import cpus
 from robustnb.cache import atomic_write, cache_key, cache_path
-from robustnb.config import ConfigError, Run, data_dir, pick
+from robustnb.checks import check_number, one_or_more
+from robustnb.config import ConfigError, ConfigTypeError, Run, data_dir, pick
 from robustnb.progress import tqdm
 
 BACKENDS = ("local", "ray")
+#: the default deadline of a wait on Ray: the longest it waits without any job finishing (a day: the longest job
+#: of the ``cpu`` book trains for well under two hours on one core; a paper-scale node may take hours)
+TIMEOUT_S = 24 * 3600.0
 #: where Ray workers cache what they train before sending it back (on their own machine, never shared)
 WORKER_CACHE = Path(tempfile.gettempdir()) / "robustnb-ray-worker-cache"
 
 
 def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise ConfigError(f"Unknown backend {backend!r}: choose one of {', '.join(map(repr, BACKENDS))}.")
+
+
+def _check_num_cpus(num_cpus, name: str = "num_cpus") -> int | None:
+    """``None`` (the usable CPUs) or an integer >= 1: a local Ray with no CPU would never start a task."""
+    return None if num_cpus is None else check_number(num_cpus, name, 1, None, integer=True, hi_open=True)
+
+
+def _check_address(address) -> str | None:
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise ConfigError(f"address must be None ($RAY_ADDRESS, else a local Ray) or a Ray address such as "
+                          f"'HEAD_IP:6379' or 'auto', got {address!r}.")
+    return address
 
 
 @dataclass(frozen=True)
 class Execution:
     """Where independent jobs run, apart from what they compute (never part of a cache key): ``backend``
     (``local``: in this process, ``ray``: Ray tasks), the Ray ``address`` (None: ``$RAY_ADDRESS``, else a local
-    Ray), ``num_cpus`` of a local Ray (None: the usable CPUs) and ``threads``, this process's torch threads while
-    Ray workers train on the cores (so the two do not oversubscribe them)."""
+    Ray), ``num_cpus`` of a local Ray (None: the usable CPUs, else an integer >= 1), ``threads``, this process's
+    torch threads while Ray workers train on the cores (so the two do not oversubscribe them; an integer >= 1),
+    and ``timeout_s``, the deadline of a wait on Ray: the longest :func:`run_jobs` waits without any job
+    finishing (:data:`TIMEOUT_S`). Every field is checked here: ``Execution("ray", num_cpus=0)`` is refused."""
 
     backend: str = "local"
     address: str | None = None
     num_cpus: int | None = None
     threads: int = 1
+    timeout_s: float = TIMEOUT_S
 
     def __post_init__(self):
         _check_backend(self.backend)
+        _check_address(self.address)
+        object.__setattr__(self, "num_cpus", _check_num_cpus(self.num_cpus))
+        object.__setattr__(self, "threads", check_number(self.threads, "threads", 1, None, integer=True,
+                                                         hi_open=True))
+        object.__setattr__(self, "timeout_s", check_number(self.timeout_s, "timeout_s", 0, None, lo_open=True,
+                                                           hi_open=True))
 
     @classmethod
     def from_preset(cls, preset: str, backend: str | None = None, address: str | None = None) -> "Execution":
@@ -73,6 +103,21 @@ class Execution:
         return cls.from_preset(run.preset, backend, address)
 
 
+def as_execution(ex, run: Run | None = None) -> Execution:
+    """``ex`` as an :class:`Execution`: one as it is, a backend name (``"local"``, ``"ray"``) as
+    ``Execution(backend=ex)``, ``None`` as the run's default (:meth:`Execution.for_run`; without a run,
+    ``Execution()``). Anything else is refused naming what is allowed (not an ``AttributeError`` later)."""
+    if isinstance(ex, Execution):
+        return ex
+    if ex is None:
+        return Execution.for_run(run) if run is not None else Execution()
+    if isinstance(ex, str):
+        _check_backend(ex)
+        return Execution(backend=ex)
+    raise ConfigTypeError(f"ex must be a robustnb.jobs.Execution (e.g. Execution('ray', num_cpus=2)), a backend name "
+                          f"({', '.join(map(repr, BACKENDS))}) or None, got {type(ex).__name__}: {ex!r:.80}.")
+
+
 def ray_init(address: str | None = None, num_cpus: int | None = None):
     """Start (or join) Ray once: a local instance, or the cluster at ``address`` / ``$RAY_ADDRESS``.
 
@@ -80,6 +125,8 @@ def ray_init(address: str | None = None, num_cpus: int | None = None):
     send results back through Ray's object store; jobs carry their data, so a cluster needs no shared file
     system. Workers run one torch thread each with OpenMP's passive wait policy (:mod:`robustnb.cpus`).
     """
+    _check_address(address)
+    num_cpus = _check_num_cpus(num_cpus)
     import ray
 
     if ray.is_initialized():
@@ -98,6 +145,7 @@ def ray_init(address: str | None = None, num_cpus: int | None = None):
 def ray_session(ex: Execution | None):
     """A block that may start Ray (:func:`run_jobs` on ``ex``): Ray is shut down after it when it was not
     running before, so idle workers do not keep their memory while the chapter goes on in this process."""
+    ex = None if ex is None else as_execution(ex)
     ray = sys.modules.get("ray")
     started_here = ex is not None and ex.backend == "ray" and (ray is None or not ray.is_initialized())
     try:
@@ -129,6 +177,9 @@ class ModelJob:
     train: Callable[[], nn.Module]
     needs: tuple["ModelJob", ...] = ()
     cost: float = 0.0
+
+    def __post_init__(self):  # one job it needs, or several
+        object.__setattr__(self, "needs", tuple(one_or_more(self.needs, "needs", ModelJob)))
 
     @property
     def key(self) -> str:
@@ -162,8 +213,9 @@ def _run_in_worker(job: ModelJob, *needed: bytes) -> bytes:
     return Path(model.robustnb_info["path"]).read_bytes()
 
 
-def _with_needs(jobs: Sequence[ModelJob]) -> list[ModelJob]:
+def _with_needs(jobs: Sequence[ModelJob] | ModelJob) -> list[ModelJob]:
     """The distinct jobs (by key) and everything they need, each after what it needs."""
+    jobs = one_or_more(jobs, "jobs", ModelJob)
     out: dict[str, ModelJob] = {}
 
     def visit(job: ModelJob) -> None:
@@ -176,16 +228,27 @@ def _with_needs(jobs: Sequence[ModelJob]) -> list[ModelJob]:
     return list(out.values())
 
 
-def run_jobs(jobs: Sequence[ModelJob], ex: Execution | None = None, desc: str = "models") -> int:
+def run_jobs(jobs: Sequence[ModelJob] | ModelJob, ex: Execution | str | None = None, desc: str = "models") -> int:
     """Train the jobs (and what they need) that are not in the model cache yet, as Ray tasks when
     ``ex.backend == "ray"`` (see the module docstring); returns how many ran. Locally (``ex`` None or
-    ``backend="local"``) nothing runs here: loading each model through the cache trains it."""
+    ``backend="local"``) nothing runs here: loading each model through the cache trains it.
+
+    On Ray, a cluster with no CPU is refused before anything is sent (every task takes one CPU), and the wait has
+    a deadline: when no job finishes within ``ex.timeout_s`` seconds, the jobs left are cancelled and a
+    ``TimeoutError`` names them and the CPUs Ray has free."""
+    jobs = one_or_more(jobs, "jobs", ModelJob)
+    ex = None if ex is None else as_execution(ex)
     if ex is None or ex.backend != "ray":
         return 0
     todo = [j for j in _with_needs(jobs) if not j.is_cached()]
     if not todo:
         return 0
     ray = ray_init(ex.address, ex.num_cpus)
+    total = float(ray.cluster_resources().get("CPU", 0))
+    if total < 1:
+        raise ConfigError(f"Ray ({ex.address or os.environ.get('RAY_ADDRESS') or 'local'}) has {total:g} CPUs: the "
+                          f"{len(todo)} {desc} to train ({_names(todo)}) take one CPU each and would never start. "
+                          "Start its nodes with CPUs (ray start --num-cpus N) or use Execution('local').")
     remote = ray.remote(num_cpus=1)(_run_in_worker)
     depth: dict[str, int] = {}  # 0: needs nothing still to train; what a job needs is launched before it
     for job in todo:  # in dependency order
@@ -196,12 +259,41 @@ def run_jobs(jobs: Sequence[ModelJob], ex: Execution | None = None, desc: str = 
         refs[job.key] = remote.remote(job, *needed)  # Ray starts it once the checkpoints it needs exist
     pending = {refs[j.key]: j for j in todo}
     with tqdm(total=len(pending), desc=f"training {len(todo)} {desc} on Ray") as bar:
+        last = time.monotonic()
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            left = ex.timeout_s - (time.monotonic() - last)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, min(left, 60.0)))
+            if not done:
+                if time.monotonic() - last >= ex.timeout_s:
+                    _give_up(ray, pending, ex, desc, len(todo))
+                continue
             adopt(pending.pop(done[0]), ray.get(done[0]))  # re-raises a worker's error here
+            last = time.monotonic()
             bar.update(1)
     return len(todo)
 
 
-__all__ = ["BACKENDS", "WORKER_CACHE", "Execution", "ModelJob", "adopt", "ray_init", "ray_session", "ray_shutdown",
-           "run_jobs"]
+def _names(jobs, most: int = 6) -> str:
+    names = [j.name for j in jobs]
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _give_up(ray, pending: dict, ex: Execution, desc: str, total: int) -> None:
+    """Cancel the jobs left and raise a ``TimeoutError`` naming them (the deadline of :func:`run_jobs`)."""
+    try:
+        free = f"{float(ray.available_resources().get('CPU', 0)):g} of {float(ray.cluster_resources().get('CPU', 0)):g}"
+    except Exception:  # pragma: no cover - Ray itself is what is stuck
+        free = "an unknown number of"
+    for ref in pending:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # pragma: no cover
+            pass
+    jobs = list(pending.values())
+    raise TimeoutError(f"Ray: no job finished in {ex.timeout_s:g} s; still running or waiting: {len(jobs)} of {total} "
+                       f"{desc} ({_names(jobs)}), now cancelled. Ray has {free} CPUs free. If they are only slow, "
+                       f"pass Execution(..., timeout_s=...) with a longer deadline.")
+
+
+__all__ = ["BACKENDS", "TIMEOUT_S", "WORKER_CACHE", "Execution", "ModelJob", "adopt", "as_execution", "ray_init",
+           "ray_session", "ray_shutdown", "run_jobs"]

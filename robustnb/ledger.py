@@ -1,4 +1,7 @@
-"""The claims ledger at a glance: per paper, how many claims each verdict got; per chapter, a forest plot of its
+"""The claims ledger at a glance: per paper, how many of its *primary* claims (the paper's statements as made)
+each verdict got, unadjusted and after Holm's correction over the paper's primary claims across its chapters, and,
+listed apart and never counted, the rows that are not evidence about the paper (exploratory readings, the book's
+additions, set-up checks, rows true by construction, rows on stand-in data); per chapter, a forest plot of its
 claims (ours with the 95% interval, the paper's figure where it gives one, coloured by verdict, the claim in the
 hover).
 
@@ -19,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustnb import plots
-from robustnb.stats import VERDICTS
+from robustnb.stats import VERDICTS, holm_reading
 
 GLUE_KEY = "claims_ledger"
 #: a verdict's colour, in the forest plots and in the ledger's verdict cells (Okabe-Ito, colour-blind safe)
@@ -27,7 +30,11 @@ VERDICT_COLOURS = dict(zip(VERDICTS, ("#009E73", "#56B4E9", "#D55E00", "#999999"
 #: a verdict's column in the summary
 SHORT = dict(zip(VERDICTS, ("reproduced", "in direction", "not reproduced", "inconclusive")))
 ROW_FIELDS = ("claim_id", "claim", "paper", "source", "ours", "value", "low", "high", "verdict", "unit", "scale",
-              "paper_value", "form", "addition")
+              "paper_value", "form", "role", "p", "power", "why", "stand_in")
+#: the summary's columns for what is not counted, by role (rows on stand-in data are counted apart whatever their role)
+APART = {"exploratory": "exploratory", "addition": "book's additions", "setup": "set-up checks",
+         "construction": "by construction"}
+STAND_IN = "on stand-in data"
 
 
 def css_class(verdict: str) -> str:
@@ -54,18 +61,23 @@ def _number(v):
 
 
 def ledger_rows(claims, declared: dict) -> list[dict]:
-    """A chapter's claims table (a frame with :data:`robustnb.stats.CLAIM_COLUMNS`) as JSON-ready rows of
-    :data:`ROW_FIELDS`, with how each claim displays its values (``scale``, ``unit``) and the paper's figure or
-    bound (``paper_value``) from ``declared`` (the chapter's ``PAPER_CLAIMS``; None where none is given)."""
+    """A chapter's claims table (a frame with :data:`robustnb.stats.CLAIM_COLUMNS`, and optionally a ``stand_in``
+    column: the row was measured on a stand-in for the paper's data) as JSON-ready rows of :data:`ROW_FIELDS`,
+    with how each claim displays its values (``scale``, ``unit``), the paper's figure or bound (``paper_value``),
+    its role and, for a construction or set-up row, why it is not evidence, from ``declared`` (the chapter's
+    ``PAPER_CLAIMS``)."""
     rows = []
-    for r in claims.itertuples():
+    stand_in = (claims["stand_in"].fillna(False).astype(bool) if "stand_in" in claims  # NaN: a row not measured
+                else [False] * len(claims))
+    for r, alt in zip(claims.itertuples(), stand_in):
         pc = declared.get(r.claim_id)
         rows.append({
             "claim_id": r.claim_id, "claim": r.claim, "paper": r.paper, "source": r.source, "ours": r.ours,
             "value": _number(r.value), "low": _number(r.low), "high": _number(r.high), "verdict": r.verdict,
             "unit": r.unit, "scale": pc.scale if pc else 100.0,
             "paper_value": _number(pc.paper_value) if pc else None, "form": r.form,
-            "addition": bool(pc.addition) if pc else False})
+            "role": pc.role if pc else "exploratory", "p": _number(getattr(r, "p", None)),
+            "power": getattr(r, "power", "") or "", "why": pc.why if pc else "", "stand_in": bool(alt)})
     return rows
 
 
@@ -84,16 +96,45 @@ def read_glued(glue_file: Path) -> pd.DataFrame | None:
 
 
 def summary(papers: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
-    """Per paper (``papers``: name -> its chapters' ledger frames), the number of claims and of each verdict
-    (columns ``claims`` and :data:`SHORT`'s values), papers in the given order, a ``total`` row last."""
+    """Per paper (``papers``: name -> its chapters' ledger frames), in the given order, a ``total`` row last:
+    ``primary`` (its primary claims measured on the paper's kind of data) and how many of them got each verdict
+    (:data:`SHORT`'s columns), ``hold after Holm`` (Holm's correction over the paper's primary claims across all
+    its chapters), then the rows listed apart and never counted (:data:`APART`, :data:`STAND_IN`)."""
     rows = []
     for name, frames in papers.items():
-        verdicts = pd.concat(frames)["verdict"] if frames else pd.Series([], dtype=str)
-        rows.append({"paper": name, "claims": len(verdicts),
-                     **{SHORT[v]: int((verdicts == v).sum()) for v in VERDICTS}})
-    table = pd.DataFrame(rows, columns=["paper", "claims", *SHORT.values()])
+        f = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(ROW_FIELDS))
+        role = f["role"].fillna("exploratory") if "role" in f else pd.Series(["exploratory"] * len(f))
+        alt = f["stand_in"].fillna(False).astype(bool) if "stand_in" in f else pd.Series([False] * len(f))
+        counted = (role == "primary") & ~alt
+        verdicts = f.loc[counted, "verdict"]
+        p = pd.to_numeric(f["p"], errors="coerce") if "p" in f else pd.Series([float("nan")] * len(f))
+        held = sum(h == "holds" for h in holm_reading(p.to_numpy(dtype=float), counted.to_numpy()))
+        rows.append({"paper": name, "primary": int(counted.sum()),
+                     **{SHORT[v]: int((verdicts == v).sum()) for v in VERDICTS}, "hold after Holm": held,
+                     **{col: int(((role == r) & ~alt).sum()) for r, col in APART.items()},
+                     STAND_IN: int(alt.sum())})
+    cols = ["paper", "primary", *SHORT.values(), "hold after Holm", *APART.values(), STAND_IN]
+    table = pd.DataFrame(rows, columns=cols)
     total = {"paper": "total", **table.drop(columns="paper").sum().astype(int).to_dict()}
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+
+
+def not_counted(papers: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
+    """The rows the summary lists apart, one per row: paper, claim, why it is not counted (its role, the reason
+    a construction or set-up row gives, or the stand-in data), verdict."""
+    out = []
+    for name, frames in papers.items():
+        for f in frames:
+            for r in f.itertuples():
+                role = getattr(r, "role", "exploratory") or "exploratory"
+                alt = bool(getattr(r, "stand_in", False))
+                if role == "primary" and not alt:
+                    continue
+                why = STAND_IN if alt else APART.get(role, role)
+                if getattr(r, "why", ""):
+                    why += f": {r.why}"
+                out.append({"paper": name, "claim": r.claim, "not counted because": why, "verdict": r.verdict})
+    return pd.DataFrame(out, columns=["paper", "claim", "not counted because", "verdict"])
 
 
 def summary_text(table: pd.DataFrame) -> str:

@@ -13,7 +13,12 @@ its module registers it::
     >>> make("architecture", "resnet18", 10, 3, 32)                  # robustnb.models.build_classifier
     >>> make("vote", "hard")                                         # the voting function
 
-The arguments after the name go to the entry's maker; see :data:`SIGNATURES` for each kind.
+The arguments after the name go to the entry's maker; see :data:`SIGNATURES` for each kind. A setting the maker
+does not take is refused before anything is built, naming it and the allowed ones (:func:`settings`)::
+
+    >>> make("defense", "jpeg", qualty=50)
+    robustnb.config.ConfigError: Unknown setting 'qualty' (did you mean 'quality'?) for defense 'jpeg': allowed
+    are 'bit_map_fn', 'settings', 'quality'.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ SIGNATURES = {
     "defense": "(bit_map_fn=None, settings=None, **overrides) -> a Defense (an nn.Module)",
     "corruption": "(severity=3, seed=0) -> a function images -> corrupted images",
     "architecture": "(num_classes=10, in_channels=3, image_size=32, mean=None, std=None, **settings) -> nn.Sequential",
-    "vote": "() -> the voting function (logits, weights=None) -> scores",
+    "vote": "(weights=None) -> the voting function (logits, weights=None) -> scores",
 }
 
 
@@ -48,6 +53,13 @@ def make(kind: str, name: str, *args, **settings) -> Any:
     if kind not in KINDS:
         raise ConfigError(f"Unknown kind {kind!r}: choose one of {', '.join(map(repr, KINDS))}.")
     return KINDS[kind].make(name, *args, **settings)
+
+
+def settings(kind: str, name: str) -> tuple[str, ...]:
+    """The keyword settings registry ``kind``'s entry ``name`` takes (:meth:`robustnb.registry.Registry.settings`)."""
+    if kind not in KINDS:
+        raise ConfigError(f"Unknown kind {kind!r}: choose one of {', '.join(map(repr, KINDS))}.")
+    return KINDS[kind].settings(name)
 
 
 def names(kind: str, **where) -> tuple[str, ...]:

@@ -1,10 +1,15 @@
 """Classifiers used across the book, built from torchvision and adapted to small inputs.
 
 Every model takes images in ``[0, 1]`` and normalises them itself (first layer :class:`Normalize`), so
-attacks, corruptions and defenses all work in pixel space. For 32x32 inputs (CIFAR-10, Fashion-MNIST)
-the ImageNet stems are replaced by the usual CIFAR stems (3x3 stride-1 first convolution, no max-pool);
-for larger inputs (Office-31) the torchvision architectures are used as they are, optionally with
-ImageNet-pretrained weights (needs a download: Colab, not the offline machines).
+attacks, corruptions and defenses all work in pixel space. For inputs of 64 px or less (CIFAR-10's 32x32,
+Fashion-MNIST's 28x28 grey images, Office-31 at 32 or 64 px) the ImageNet stems are replaced by the usual CIFAR
+stems (3x3 stride-1 first convolution, no max-pool); for larger inputs (Office-31) the torchvision architectures
+are used as they are, optionally with ImageNet-pretrained weights (needs a download: Colab, not the offline
+machines). Grey images get a 1-channel first convolution. No input is padded or resized: every architecture
+takes square images of 8 px and more as they are (8 px: the smallest size the Office-31 loader makes) except
+VGG under 32 px, whose five 2x2 max-pools would floor 28 px to 14, 7, 3, 1 and then nothing; there its max-pools
+round up (``ceil_mode``: 28 px goes to 14, 7, 4, 2, 1, the maps 32 px has from the third pool on). At 32 px and
+more VGG is unchanged, as is every other architecture at every size.
 """
 
 from __future__ import annotations
@@ -56,8 +61,9 @@ for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mob
     registry.ARCHITECTURES.add(_name, getattr(torchvision.models, _name if _name != "vgg11" else "vgg11_bn"))
 
 
-def _first_conv_to(model: nn.Module, in_channels: int, small_input: bool) -> None:
-    """Replace the stem for grey inputs and/or 32x32 images (torchvision ResNet / RegNet / MobileNet / VGG)."""
+def _first_conv_to(model: nn.Module, in_channels: int, small_input: bool, image_size: int = 32) -> None:
+    """Replace the stem for grey inputs and/or small images (torchvision ResNet / RegNet / MobileNet / VGG /
+    DenseNet); a VGG for images under 32 px also gets max-pools that round up (see the module docstring)."""
     if isinstance(model, torchvision.models.ResNet):
         if small_input or in_channels != 3:
             stride = 1 if small_input else 2
@@ -74,6 +80,10 @@ def _first_conv_to(model: nn.Module, in_channels: int, small_input: bool) -> Non
     elif isinstance(model, torchvision.models.VGG):
         conv = model.features[0]
         model.features[0] = nn.Conv2d(in_channels, conv.out_channels, 3, padding=1)
+        pools = [m for m in model.features if isinstance(m, nn.MaxPool2d)]
+        if image_size < 2 ** len(pools):  # floor halving would pool the map away: round up (>= 1 pixel)
+            for pool in pools:
+                pool.ceil_mode = True
         if small_input:
             model.avgpool = nn.AdaptiveAvgPool2d(1)
             model.classifier = nn.Sequential(nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(0.3),
@@ -90,7 +100,9 @@ def _first_conv_to(model: nn.Module, in_channels: int, small_input: bool) -> Non
 def build_classifier(arch: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
                      mean=None, std=None, pretrained: bool = False, width: int = 32,
                      zero_init_residual: bool = False) -> nn.Sequential:
-    """``Normalize`` followed by the named architecture, ready for ``image_size`` inputs.
+    """``Normalize`` followed by the named architecture, ready for ``image_size`` inputs (square images of
+    ``image_size`` px; 64 px or less: the small-input stems of the module docstring, and a VGG under 32 px with
+    max-pools that round up).
 
     ``pretrained=True`` loads torchvision's ImageNet weights (a download) and replaces the head;
     it needs 3-channel inputs and keeps the ImageNet stem, so use it with 64 px or larger images.
@@ -120,7 +132,7 @@ def build_classifier(arch: str, num_classes: int = 10, in_channels: int = 3, ima
                                   "with pretrained=True the ImageNet weights replace it (pass one or the other).")
             extra["zero_init_residual"] = True
         net = ctor(weights=weights, **extra)
-        _first_conv_to(net, in_channels, small)
+        _first_conv_to(net, in_channels, small, image_size)
         _replace_head(net, num_classes)
     return nn.Sequential(Normalize(mean, std), net)
 

@@ -530,16 +530,30 @@ def _png_rgb(img: torch.Tensor) -> np.ndarray:
 
 def attack_panel(x: torch.Tensor, adv: torch.Tensor, maps: torch.Tensor, bytes_clean: float, bytes_adv: float,
                  title: str = "") -> go.Figure:
-    """One image ``(C, H, W)`` and its attacked copy: adversarial image, perturbation (x4 around grey), and the
-    two bit maps ``maps (2, h, w)`` (clean, attacked) on one colour scale, with the real bytes in the titles."""
-    fig = make_subplots(1, 4, subplot_titles=["adversarial image", "perturbation x4",
-                                              f"bits, clean ({bytes_clean:.0f} B)",
-                                              f"bits, attacked ({bytes_adv:.0f} B)"], horizontal_spacing=0.04)
-    fig.add_trace(go.Image(z=_png_rgb(adv)), 1, 1)
-    fig.add_trace(go.Image(z=_png_rgb(0.5 + 4 * (adv - x))), 1, 2)
+    """One image ``(C, H, W)`` and its attacked copy, in two rows: the clean image, the perturbation ``adv - x``
+    (x4 around grey) and the adversarial image; below, the two bit maps ``maps (2, h, w)`` (clean, attacked) on
+    one colour scale, with the real bytes in their titles. ``x`` and ``adv`` must be the same photo (at epsilon 0
+    the perturbation is uniform grey and the two images are equal)."""
+    if x.shape != adv.shape:
+        raise ValueError(f"attack_panel: the clean image {tuple(x.shape)} and its attacked copy {tuple(adv.shape)} "
+                         "must have the same shape")
+    fig = make_subplots(2, 3, specs=[[{}, {}, {}], [{}, {}, None]], vertical_spacing=0.12, horizontal_spacing=0.04,
+                        subplot_titles=["clean image", "perturbation x4", "adversarial image",
+                                        f"bits, clean ({bytes_clean:.0f} B)", f"bits, attacked ({bytes_adv:.0f} B)"])
+    for col, img in enumerate((x, 0.5 + 4 * (adv - x), adv), start=1):
+        fig.add_trace(go.Image(z=_png_rgb(img)), 1, col)
     zmax = float(maps.max())
     for i in range(2):
         fig.add_trace(go.Heatmap(z=maps[i].numpy()[::-1], zmin=0, zmax=zmax, colorscale="Viridis",
-                                 showscale=i == 1, colorbar=dict(title="bits")), 1, 3 + i)
+                                 showscale=i == 1, colorbar=dict(title="bits", len=0.45, y=0.22)), 2, 1 + i)
+    fig.update_xaxes(visible=False).update_yaxes(visible=False)
+    return fig.update_layout(height=520, hovermode=False, title=title)
+
+
+def bit_panel(x: torch.Tensor, bit_map: torch.Tensor, n_bytes: float, title: str = "") -> go.Figure:
+    """One clean image ``(C, H, W)`` beside its bit map ``(h, w)``, with the real bytes in the map's title."""
+    fig = make_subplots(1, 2, subplot_titles=["test image", f"bits ({n_bytes:.0f} B)"], horizontal_spacing=0.06)
+    fig.add_trace(go.Image(z=_png_rgb(x)), 1, 1)
+    fig.add_trace(go.Heatmap(z=bit_map.numpy()[::-1], zmin=0, colorscale="Viridis", colorbar=dict(title="bits")), 1, 2)
     fig.update_xaxes(visible=False).update_yaxes(visible=False)
     return fig.update_layout(height=330, hovermode=False, title=title)

@@ -15,6 +15,10 @@ module registering it gives another, e.g. one that fills in the book's default s
 it; chapters build everything chosen by name through :func:`robustnb.mechanisms.make` (``make("attack", "pgd",
 model, eps=8/255)``), which also imports the modules that fill the registries.
 
+:meth:`Registry.make` refuses a setting the maker does not take, naming it and the allowed ones, before anything
+is built: the allowed settings are the maker's named parameters, and for a maker that passes ``**settings`` on,
+the names its module declares (``add(..., settings=(...))``), so a misspelt setting is never dropped silently.
+
 The registries themselves live here, empty; each mechanism module fills its own on import
 (``robustnb.attacks`` the attacks, ``robustnb.defenses`` the defenses, ...), so this module depends on
 nothing but :mod:`robustnb.config`. No other module binds a registry's name to anything else: read the names
@@ -23,6 +27,8 @@ with ``registry.DEFENSES.names()``.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
@@ -40,20 +46,25 @@ class Registry(Mapping):
         self._entries: dict[str, Any] = {}
         self._meta: dict[str, dict] = {}
         self._makers: dict[str, Callable[..., Any]] = {}
+        self._declared: dict[str, tuple[str, ...] | None] = {}
 
-    def register(self, name: str, maker: Callable[..., Any] | None = None, **meta) -> Callable[[Any], Any]:
+    def register(self, name: str, maker: Callable[..., Any] | None = None, settings=None,
+                 **meta) -> Callable[[Any], Any]:
         """Decorator: ``@REGISTRY.register("pgd")`` above a class or function adds it under ``name``.
 
-        Keyword arguments are stored as metadata (:meth:`meta`), e.g. ``group="noise"``; ``maker`` as in
-        :meth:`add`."""
+        Keyword arguments are stored as metadata (:meth:`meta`), e.g. ``group="noise"``; ``maker`` and
+        ``settings`` as in :meth:`add`."""
         def deco(obj):
-            self.add(name, obj, maker=maker, **meta)
+            self.add(name, obj, maker=maker, settings=settings, **meta)
             return obj
 
         return deco
 
-    def add(self, name: str, obj: Any, maker: Callable[..., Any] | None = None, **meta) -> Any:
-        """Register ``obj`` under ``name``; :meth:`make` builds it with ``maker`` (default: ``obj`` itself)."""
+    def add(self, name: str, obj: Any, maker: Callable[..., Any] | None = None, settings=None, **meta) -> Any:
+        """Register ``obj`` under ``name``; :meth:`make` builds it with ``maker`` (default: ``obj`` itself).
+
+        ``settings``: the keyword names a maker with ``**kwargs`` takes beyond its named parameters (what it
+        passes on); :meth:`make` refuses any other."""
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{self.kind} names must be non-empty strings, got {name!r}.")
         if name in self._entries:
@@ -61,15 +72,43 @@ class Registry(Mapping):
         self._entries[name] = obj
         self._meta[name] = dict(meta)
         self._makers[name] = maker if maker is not None else obj
+        self._declared[name] = None if settings is None else tuple(settings)
         return obj
 
-    def set_maker(self, name: str, maker: Callable[..., Any]) -> None:
-        """Give an entry registered earlier its maker (for makers defined after the entry's class)."""
+    def set_maker(self, name: str, maker: Callable[..., Any], settings=None) -> None:
+        """Give an entry registered earlier its maker (for makers defined after the entry's class); ``settings``
+        as in :meth:`add`."""
         self._makers[self.check(name)] = maker
+        self._declared[name] = None if settings is None else tuple(settings)
+
+    def settings(self, name) -> tuple[str, ...] | None:
+        """The keyword settings entry ``name``'s maker takes: its named parameters, and for a maker with
+        ``**kwargs`` the names declared with it. ``None`` when a maker with ``**kwargs`` declared none (then
+        :meth:`make` cannot check them; every entry of the package declares them)."""
+        maker = self._makers[self.check(name)]
+        try:
+            params = list(inspect.signature(maker).parameters.values())
+        except (TypeError, ValueError):  # a builtin without a signature
+            params = []
+        named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        open_ended = any(p.kind == p.VAR_KEYWORD for p in params) or not params
+        declared = self._declared.get(name)
+        if open_ended and declared is None:
+            return None
+        return tuple(dict.fromkeys([*named, *(declared or ())]))
 
     def make(self, name, *args, **settings) -> Any:
-        """Build entry ``name``: its maker called with ``args`` and ``settings``."""
-        return self._makers[self.check(name)](*args, **settings)
+        """Build entry ``name``: its maker called with ``args`` and ``settings``, after checking that the maker
+        takes every setting given (else :class:`ConfigError` naming the unknown ones and the allowed ones)."""
+        name = self.check(name)
+        allowed = self.settings(name)
+        unknown = [k for k in settings if allowed is not None and k not in allowed]
+        if unknown:
+            hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, allowed, 1))
+                     else repr(k) for k in unknown]
+            raise ConfigError(f"Unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(hints)} for {self.kind} "
+                              f"{name!r}: allowed are {', '.join(map(repr, allowed)) or 'none'}.")
+        return self._makers[name](*args, **settings)
 
     def check(self, name) -> str:
         """Return ``name`` if it is registered, else raise :class:`ConfigError` listing the allowed names."""

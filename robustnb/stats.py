@@ -34,13 +34,25 @@ images behind one of a t interval's values, such as the clean-correct images of 
 
 :func:`judge` builds one row of a chapter's paper-vs-ours table; :func:`claims_table` builds the whole table
 (columns :data:`CLAIM_COLUMNS`) and adds a multiplicity-aware reading: Holm's step-down adjustment of each
-claim's one-sided p-value over the chapter's claims (:func:`holm`).
+primary claim's one-sided p-value over the chapter's primary claims (:func:`holm`; the ledger repeats it over
+each paper's primary claims across its chapters).
+
+Every claim has a *role* (:data:`ROLES`): ``primary`` (the paper's statement as made: these are counted),
+``exploratory`` (a finer reading of the paper: shown, not counted), ``addition`` (the book's own question),
+``setup`` (a check that the set-up works, such as a training objective doing what it optimises) and
+``construction`` (true by how the book builds the measurement: shown with ``why``, never counted). Every claim
+but a construction row declares two *worlds* ``(right, wrong)``: the true value of its measured quantity in a world
+built to the paper's statement and in one where the paper is wrong; ``tests/test_claim_worlds.py`` builds both
+with each chapter's ``world_claims`` and checks that the claim's own estimate and rule read "reproduced",
+"not reproduced", and "inconclusive" with too few replicates. Beside every primary claim, :func:`detectable`
+gives the smallest effect the run could detect with 80% power (:data:`POWER`) from the run's own spread, and
+:func:`power_note` says whether the paper's effect (or :data:`DEFAULT_EFFECT` where it states none) is above it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats as sps
@@ -56,8 +68,18 @@ VERDICTS = ("reproduced", "reproduced in direction", "not reproduced", "inconclu
 INCONCLUSIVE = VERDICTS[3]
 FORMS = ("increase", "decrease", "greater", "less", "at_most", "at_least", "no_change")
 HOLM = ("holds", "does not hold")
+#: what a claim is (see the module docstring): only ``primary`` claims are counted and corrected together
+ROLES = ("primary", "exploratory", "addition", "setup", "construction")
+#: the power the detectable effect is computed for, and the effect compared with it where the paper states none
+POWER = 0.8
+DEFAULT_EFFECT = 0.10
+#: "of the paper's size" (increase / decrease with a figure): the estimate within this fraction of the paper's
+#: figure. Half: the papers' figures are single runs at another scale (ImageNet, full training), so a size is
+#: judged "the same" when it is of the same order (+30% for a stated +46.8% is; +10% is not); an interval that
+#: contains the figure always is.
+SIZE_TOLERANCE = 0.5
 CLAIM_COLUMNS = ("chapter", "claim_id", "claim", "paper", "source", "measure", "ours", "value", "low", "high",
-                 "verdict", "n", "unit", "form", "p", "holm")
+                 "verdict", "n", "unit", "form", "p", "holm", "role", "detectable", "power")
 
 
 @dataclass(frozen=True)
@@ -72,6 +94,8 @@ class Estimate:
     n: int
     method: str = "bootstrap"
     support: int | None = None
+    #: the bootstrap distribution the interval was read from (empty for a t interval)
+    draws: tuple = field(default=(), repr=False, compare=False)
 
     def fmt(self, scale: float = 100.0, digits: int = 1, unit: str = "%", signed: bool = False) -> str:
         """``"+12.3% [8.1, 16.0]"`` (value and interval times ``scale``)."""
@@ -86,7 +110,8 @@ class Estimate:
 
     def shifted(self, by: float) -> "Estimate":
         """The same interval moved by ``by`` (e.g. a share measured against one half)."""
-        return Estimate(self.value + by, self.low + by, self.high + by, self.n, self.method, self.support)
+        return Estimate(self.value + by, self.low + by, self.high + by, self.n, self.method, self.support,
+                        tuple(d + by for d in self.draws))
 
     @property
     def too_small(self) -> bool:
@@ -103,17 +128,24 @@ def _nan(n: int, method: str) -> Estimate:
     return Estimate(float("nan"), float("nan"), float("nan"), n, method)
 
 
-def _bootstrap(data: tuple, statistic, paired: bool, seed: int) -> tuple[float, float]:
+def _bootstrap(data: tuple, statistic, paired: bool, seed: int) -> tuple[float, float, tuple]:
+    """``(low, high, draws)``: the percentile interval and the bootstrap distribution it was read from (kept for
+    :func:`p_value`, so that a p-value and the interval always agree). No spread at all: every image gives the
+    same value, so the interval is that point when it is an effect (every image moved alike), and there is no
+    interval when nothing moved at all (a measurement that no image changes, such as a degenerate smoke model's
+    constant predictions, decides nothing)."""
     n = len(data[0])
     if n < 2:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), ()
     point = statistic(*data)
-    if all(np.ptp(d) == 0 for d in data):  # no spread at all: the interval is the point
-        return float(point), float(point)
+    if all(np.ptp(d) == 0 for d in data):
+        if not np.isfinite(point) or point == 0:
+            return float("nan"), float("nan"), ()
+        return float(point), float(point), (float(point),)
     res = sps.bootstrap(data, statistic, paired=paired, vectorized=False, n_resamples=N_RESAMPLES,
                         confidence_level=CONFIDENCE, method="percentile", random_state=np.random.default_rng(seed))
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return min(lo, float(point)), max(hi, float(point))
+    return min(lo, float(point)), max(hi, float(point)), tuple(np.asarray(res.bootstrap_distribution, float))
 
 
 def mean_ci(x, seed: int = 0) -> Estimate:
@@ -121,8 +153,8 @@ def mean_ci(x, seed: int = 0) -> Estimate:
     a = _clean(x)
     if len(a) == 0:
         return _nan(0, "bootstrap")
-    lo, hi = _bootstrap((a,), np.mean, paired=False, seed=seed)
-    return Estimate(float(a.mean()), lo, hi, len(a))
+    lo, hi, draws = _bootstrap((a,), np.mean, paired=False, seed=seed)
+    return Estimate(float(a.mean()), lo, hi, len(a), draws=draws)
 
 
 def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
@@ -151,8 +183,8 @@ def ratio_ci(a, b, seed: int = 0) -> Estimate:
     def stat(u, v):
         return v.mean() / u.mean() - 1
 
-    lo, hi = _bootstrap((a, b), stat, paired=True, seed=seed)
-    return Estimate(float(stat(a, b)), lo, hi, len(a))
+    lo, hi, draws = _bootstrap((a, b), stat, paired=True, seed=seed)
+    return Estimate(float(stat(a, b)), lo, hi, len(a), draws=draws)
 
 
 def paired_stat_ci(samples: tuple, statistic, seed: int = 0) -> Estimate:
@@ -170,8 +202,8 @@ def paired_stat_ci(samples: tuple, statistic, seed: int = 0) -> Estimate:
     point = float(statistic(*arrays))
     if not math.isfinite(point):
         return _nan(len(arrays[0]), "bootstrap")
-    lo, hi = _bootstrap(arrays, statistic, paired=True, seed=seed)
-    return Estimate(point, lo, hi, len(arrays[0]))
+    lo, hi, draws = _bootstrap(arrays, statistic, paired=True, seed=seed)
+    return Estimate(point, lo, hi, len(arrays[0]), draws=draws)
 
 
 def seeds_ci(values, support: int | None = None) -> Estimate:
@@ -197,7 +229,7 @@ def _check_form(form: str, paper_value, margin) -> None:
 
 
 def verdict(est: Estimate, form: str = "increase", paper_value: float | None = None, margin: float | None = None,
-            size_tolerance: float = 0.5) -> str:
+            size_tolerance: float = SIZE_TOLERANCE) -> str:
     """The verdict on a claim of the given ``form`` from our interval (see the module docstring).
     ``paper_value``: the paper's size (``increase``/``decrease``) or the bound (``at_most``/``at_least``), in
     the estimate's units; ``margin``: the "no change" margin, or the slack added to a bound the paper states as
@@ -240,7 +272,7 @@ def verdict(est: Estimate, form: str = "increase", paper_value: float | None = N
 
 def _z(est: Estimate) -> tuple[float, object]:
     """The standard error behind ``est``'s interval and the reference distribution (t with n-1 degrees of
-    freedom for a t interval, normal for a bootstrap)."""
+    freedom for a t interval, normal otherwise)."""
     dist = sps.t(est.n - 1) if est.method == "t" and est.n > 1 else sps.norm()
     half = (est.high - est.low) / 2
     return half / float(dist.ppf(0.5 + CONFIDENCE / 2)), dist
@@ -248,24 +280,30 @@ def _z(est: Estimate) -> tuple[float, object]:
 
 def p_value(est: Estimate, form: str = "increase", paper_value: float | None = None,
             margin: float | None = None) -> float:
-    """One-sided p-value of the claim's null hypothesis (the claim is false), from the interval's standard
-    error: "no increase" for an increase, "above the bound" for ``at_most``, "outside the margin" for
-    ``no_change`` (two one-sided tests, the larger p). NaN where the interval is missing or too small; a
-    claim whose p is below :data:`ALPHA` has an interval that excludes its null, as :func:`verdict` reads it."""
+    """One-sided p-value of the claim's null hypothesis (the claim is false): "no increase" for an increase,
+    "above the bound" for ``at_most``, "outside the margin" for ``no_change`` (two one-sided tests, the larger p).
+    Read from the same distribution as the interval :func:`verdict` reads: the share of bootstrap draws on the
+    null's side (a percentile interval), or Student's t for a t interval; so a claim whose p is below
+    :data:`ALPHA` has an interval that excludes its null. NaN where the interval is missing or too small."""
     _check_form(form, paper_value, margin)
     if any(math.isnan(t) for t in (est.value, est.low, est.high)) or est.too_small:
         return float("nan")
-    se, dist = _z(est)
+    if est.draws:
+        d = np.asarray(est.draws)
 
-    def above(x):  # p of "the effect is <= x" against est above it
-        if se == 0:
-            return 0.0 if est.value > x else 1.0
-        return float(dist.sf((est.value - x) / se))
+        def above(x):  # p of "the effect is <= x"
+            return float(np.mean(d <= x))
 
-    def below(x):
-        if se == 0:
-            return 0.0 if est.value < x else 1.0
-        return float(dist.cdf((est.value - x) / se))
+        def below(x):
+            return float(np.mean(d >= x))
+    else:
+        se, dist = _z(est)
+
+        def above(x):
+            return float(dist.sf((est.value - x) / se)) if se > 0 else float(est.value <= x)
+
+        def below(x):
+            return float(dist.cdf((est.value - x) / se)) if se > 0 else float(est.value >= x)
 
     if form in ("increase", "greater"):
         return above(0.0)
@@ -276,6 +314,34 @@ def p_value(est: Estimate, form: str = "increase", paper_value: float | None = N
     if form == "at_least":
         return above(paper_value - (margin or 0.0))
     return max(above(-margin), below(margin))
+
+
+def detectable(est: Estimate, power: float = POWER) -> float:
+    """The smallest true effect this run would detect (its one-sided test at :data:`ALPHA` rejecting "no effect")
+    with probability ``power``, from the run's own spread: ``(z_{1-alpha} + z_power) * se`` with ``se`` the standard
+    error behind the interval (Student's t quantiles for a t interval over rounds). NaN without an interval."""
+    if any(math.isnan(t) for t in (est.low, est.high)) or est.too_small:
+        return float("nan")
+    se, dist = _z(est)
+    return float((dist.ppf(1 - ALPHA) + dist.ppf(power)) * se)
+
+
+def power_note(pc: "PaperClaim", est: Estimate) -> str:
+    """The power line beside a claim: the smallest effect the run detects with 80% power, and whether the
+    paper's effect (its figure, its margin or bound, else :data:`DEFAULT_EFFECT`) is above it."""
+    mde = detectable(est)
+    if math.isnan(mde):
+        return ("power unknown: no interval at this size (one round, too few images, or no spread), so this run "
+                "cannot decide the claim")
+    effect, stated = pc.effect
+    if not stated:
+        what = f"an effect of {pc.scale * effect:g}{pc.unit} (the paper states none)"
+    else:
+        what = "the bound" if pc.form in ("at_most", "at_least") else "the paper's figure"
+    sign = "above" if effect >= mde else "below"
+    tail = "" if effect >= mde else ": this run cannot decide it"
+    return (f"detects {pc.scale * mde:.{pc.digits}f}{pc.unit} with 80% power; {what} "
+            f"({pc.scale * effect:.{pc.digits}f}{pc.unit}) is {sign} it{tail}")
 
 
 def holm(p) -> np.ndarray:
@@ -296,8 +362,13 @@ class PaperClaim:
     """A paper's claim as a chapter tests it: the words, the paper's figure (quoted) and where it is, what we
     measure for it, and its logical form (one of :data:`FORMS`; see :func:`verdict`; values in the units of the
     estimate, e.g. 0.468 for +46.8 %). ``unit``, ``scale``, ``digits`` and ``signed`` say how the estimate is
-    shown; ``addition``: a claim of the book's own, not the paper's. Chapter modules list theirs in
-    ``PAPER_CLAIMS``: the one place per chapter where the papers' numbers are typed."""
+    shown. ``role`` (:data:`ROLES`) says whether it is counted: ``primary`` claims are the papers' statements as
+    made. ``worlds``: the true value of the measured quantity ``(right, wrong)`` in a world built to the paper's
+    statement and in one where it is wrong (every role but ``construction`` declares them); ``why``: for a
+    ``construction`` or ``setup`` row, why it is not evidence about the paper. Chapter modules list theirs in
+    ``PAPER_CLAIMS``: the one place per chapter where the papers' numbers are typed. A figure the summaries in
+    ``../shared/papers`` do not give is never a ``paper_value`` (it is quoted in ``paper`` as "not in our
+    summary" and judged for direction only)."""
 
     claim: str
     paper: str
@@ -306,15 +377,42 @@ class PaperClaim:
     form: str = "increase"
     paper_value: float | None = None
     margin: float | None = None
-    size_tolerance: float = 0.5
+    size_tolerance: float = SIZE_TOLERANCE
     unit: str = "%"
     scale: float = 100.0
     digits: int = 1
     signed: bool = True
-    addition: bool = False
+    role: str = "exploratory"
+    worlds: tuple[float, float] | None = None
+    why: str = ""
 
     def __post_init__(self):
         _check_form(self.form, self.paper_value, self.margin)
+        if self.role not in ROLES:
+            raise ValueError(f"Unknown claim role {self.role!r}: choose one of {ROLES}.")
+        if self.role in ("construction", "setup") and not self.why:
+            raise ValueError(f"a {self.role!r} claim says why it is not evidence about the paper (why=...)")
+        if self.worlds is not None and len(self.worlds) != 2:
+            raise ValueError(f"worlds are (paper right, paper wrong), got {self.worlds!r}")
+
+    @property
+    def addition(self) -> bool:
+        return self.role == "addition"
+
+    @property
+    def counted(self) -> bool:
+        """Whether the ledger counts it (a primary claim of the paper)."""
+        return self.role == "primary"
+
+    @property
+    def effect(self) -> tuple[float, bool]:
+        """``(size, stated)``: the effect the power line compares with: the paper's figure or bound, a no-change
+        margin, else :data:`DEFAULT_EFFECT` (``stated`` False)."""
+        if self.paper_value:
+            return abs(self.paper_value), True
+        if self.margin:
+            return abs(self.margin), False
+        return DEFAULT_EFFECT, False
 
     def verdict(self, est: Estimate) -> str:
         return verdict(est, self.form, self.paper_value, self.margin, self.size_tolerance)
@@ -328,30 +426,39 @@ class PaperClaim:
 
 def judge(chapter: str, claim_id: str, pc: PaperClaim, est: Estimate) -> dict:
     """One row of a paper-vs-ours table (columns :data:`CLAIM_COLUMNS`, ``holm`` left to :func:`claims_table`):
-    the paper's figure (quoted, with its source), ours with its interval, the verdict of the claim's form and
-    its one-sided p-value."""
+    the paper's figure (quoted, with its source), ours with its interval, the verdict of the claim's form, its
+    one-sided p-value, its role and, for a primary claim, the power line."""
     return {"chapter": chapter, "claim_id": claim_id, "claim": pc.claim, "paper": pc.paper, "source": pc.source,
             "measure": pc.measure, "ours": pc.fmt(est), "value": est.value, "low": est.low, "high": est.high,
             "verdict": pc.verdict(est), "n": est.n, "unit": pc.unit, "form": pc.form, "p": pc.p_value(est),
-            "holm": ""}
+            "holm": "", "role": pc.role, "detectable": detectable(est),
+            "power": power_note(pc, est) if pc.counted else ""}
+
+
+def holm_reading(p, counted) -> list[str]:
+    """Holm's reading of the ``counted`` rows' p-values together: "holds" where the claim's null is rejected at
+    one-sided :data:`ALPHA` after the adjustment, "does not hold" where it is not, "" for rows not counted or
+    not tested."""
+    p = np.where(np.asarray(counted, bool), np.asarray(p, dtype=float), np.nan)
+    adj = holm(p)
+    return [HOLM[0] if a < ALPHA else HOLM[1] if np.isfinite(a) else "" for a in adj]
 
 
 def claims_table(chapter: str, claims: dict, estimates: dict):
     """A chapter's paper-vs-ours table: one :func:`judge` row per claim of ``claims`` (id -> PaperClaim) that
-    ``estimates`` (id -> Estimate) measured, in the order of ``claims``, with Holm's reading over the chapter:
-    ``holm`` is "holds" where the claim's null is rejected at one-sided :data:`ALPHA` after Holm's adjustment
-    over every tested claim of the chapter, "does not hold" where it is not, empty where nothing was tested."""
+    ``estimates`` (id -> Estimate) measured, in the order of ``claims``, with Holm's reading over the chapter's
+    primary claims (:func:`holm_reading`; the ledger reads each paper's primary claims across its chapters)."""
     import pandas as pd
 
     rows = [judge(chapter, cid, pc, estimates[cid]) for cid, pc in claims.items() if cid in estimates]
     frame = pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
     if len(frame):
-        adj = holm(frame["p"].to_numpy(dtype=float))
-        frame["holm"] = [HOLM[0] if a < ALPHA else HOLM[1] if np.isfinite(a) else "" for a in adj]
+        frame["holm"] = holm_reading(frame["p"], frame["role"] == "primary")
     return frame
 
 
-__all__ = ["ALPHA", "CONFIDENCE", "VERDICTS", "FORMS", "HOLM", "CLAIM_COLUMNS", "MIN_ITEMS", "Estimate",
-           "PaperClaim", "judge", "claims_table", "holm", "p_value", "mean_ci", "paired_diff_ci", "paired_stat_ci",
+__all__ = ["ALPHA", "CONFIDENCE", "VERDICTS", "FORMS", "HOLM", "ROLES", "POWER", "DEFAULT_EFFECT", "SIZE_TOLERANCE",
+           "CLAIM_COLUMNS", "MIN_ITEMS", "Estimate", "PaperClaim", "judge", "claims_table", "holm", "holm_reading",
+           "p_value", "detectable", "power_note", "mean_ci", "paired_diff_ci", "paired_stat_ci",
            "ratio_ci",
            "seeds_ci", "verdict"]

@@ -24,7 +24,7 @@ from torch import nn
 from robustnb import cpus
 from robustnb.cache import cached, data_spec
 from robustnb.checks import check_number
-from robustnb.config import ConfigError, check_seed, pick
+from robustnb.config import ConfigError, check_seed, pick, training_precision
 from robustnb.models import for_dataset
 from robustnb.progress import note, tqdm
 
@@ -108,11 +108,15 @@ def speed_for(arch: str, speed: Mapping) -> dict:
 def speed_options(preset: str) -> dict:
     """The training speed options of a preset, for ``TrainConfig(**speed_options(preset))``.
 
-    ``cpu`` trains under bfloat16 autocast in the channels-last layout (``python -m robustnb.bench --speed``
-    measures images/s and accuracy per setting on your machine; :func:`speed_for` adapts it per architecture);
-    ``smoke`` keeps float32 (its outputs are the ones nbval checks) and so does ``full`` (not yet run on a GPU: float32 is the path tested there).
+    ``cpu`` trains in the channels-last layout, under bfloat16 autocast where the CPU computes bfloat16 natively
+    and in float32 elsewhere (:func:`robustnb.config.training_precision`; the run line says which; ``python -m
+    robustnb.bench --speed`` measures images/s and accuracy per setting on your machine; :func:`speed_for` adapts
+    it per architecture); ``smoke`` keeps float32 (its outputs are the ones nbval checks) and so does ``full``
+    (not yet run on a GPU: float32 is the path tested there).
     """
-    return dict(pick(preset, smoke={}, cpu={"precision": "bf16", "channels_last": True}, full={}))
+    precision = training_precision(preset)
+    fast = {"precision": precision, "channels_last": True} if precision == "bf16" else {"channels_last": True}
+    return dict(pick(preset, smoke={}, cpu=fast, full={}))
 
 
 # -------------------------------------------------------------------------------------------- helpers

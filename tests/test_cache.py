@@ -60,32 +60,99 @@ def test_killed_save_leaves_no_checkpoint(tmp_env, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------- results
-def _fake_package(root):
-    pkg = root / "pkg"
-    (pkg / "sub").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "sub" / "__init__.py").write_text("")
-    (pkg / "chapter.py").write_text("from pkg import mech\nfrom pkg.sub import leaf\nimport numpy\n")
-    (pkg / "mech.py").write_text("from . import base\nX = 1\n")
-    (pkg / "base.py").write_text("Y = 2\n")
-    (pkg / "sub" / "leaf.py").write_text("from ..base import Y\n")
-    (pkg / "other.py").write_text("Z = 3\n")
-    return pkg
+def test_normalised_source_ignores_docstrings_comments_and_formatting():
+    a = 'def f(x, y=2):\n    """Doc."""\n    # a comment\n    return x + y  # why\n'
+    b = "def f(x,\n      y = 2):\n    'Another docstring.'\n    return (x\n            + y)\n"
+    assert cache.normalised_source(a) == cache.normalised_source(b)
+    assert cache.normalised_source(a) != cache.normalised_source(a.replace("x + y", "x - y"))
+    assert cache.normalised_source('class C:\n    """Only a docstring."""\n') == "class C:\n    pass"
 
 
-def test_code_fingerprint_follows_imports_only(tmp_path):
-    pkg = _fake_package(tmp_path)
-    names = {str(p.relative_to(pkg)) for p in cache.module_sources("pkg.chapter", "pkg", pkg)}
-    assert names == {"chapter.py", "mech.py", "base.py", "sub/__init__.py", "sub/leaf.py", "__init__.py"}
-    before = cache.code_fingerprint("pkg.chapter", "pkg", pkg)
-    (pkg / "other.py").write_text("Z = 4\n")  # not imported: same fingerprint
-    assert cache.code_fingerprint("pkg.chapter", "pkg", pkg) == before
-    (pkg / "base.py").write_text("Y = 3\n")  # imported through a relative import: new fingerprint
-    assert cache.code_fingerprint("pkg.chapter", "pkg", pkg) != before
-    # the real package: a chapter depends on its mechanisms, not on the other chapters
-    real = {p.name for p in cache.module_sources("robustnb.chapters.entropy_attacks")}
-    assert {"entropy_attacks.py", "entropy.py", "rate.py", "train.py"} <= real
-    assert not {"tv_defense.py", "distributed.py", "compression.py"} & real
+def test_code_fingerprint_follows_the_code_an_experiment_reaches():
+    from robustnb.chapters import entropy_attacks, getting_started
+
+    parts = cache.code_parts(entropy_attacks.attack_images.uncached)
+    # the function, what it calls, module attribute chains (rate.real_bytes), and the attack chosen by name
+    assert {"robustnb.chapters.entropy_attacks:attack_images", "robustnb.chapters.entropy_attacks:attacked",
+            "robustnb.split.rate:real_bytes", "registry attack:entropy", "robustnb.attacks.entropy:EntropyAttack",
+            "robustnb.attacks.base:CheckedAttack", "robustnb.cache:_seeded"} <= set(parts)
+    # not the figures, widgets, progress bars, the rest of the chapter or the keys' own machinery
+    assert not [p for p in parts if p.split(":")[0] in cache.NOT_IN_KEYS]
+    assert "robustnb.chapters.entropy_attacks:explore" not in parts and "robustnb.cache:code_parts" not in parts
+    basics = cache.code_parts(getting_started.robustness.uncached)
+    assert "robustnb.attacks.standard:robustness_curve" in basics and "registry attack:pgd" in basics
+    assert not {p for p in basics if "entropy" in p}
+
+
+def test_code_fingerprint_is_memoised():
+    from robustnb.chapters import getting_started
+
+    fn = getting_started.robustness.uncached
+    first = cache.code_fingerprint(fn)
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cache, "code_parts", boom)
+        assert cache.code_fingerprint(fn) == first
+
+
+# toy code for the registry and fallback rules (this module is the experiments' own module here)
+def _by_name(model):
+    from robustnb.mechanisms import make
+    return make("attack", "pgd", model, eps=8 / 255)
+
+
+def _every_defense():
+    from robustnb import registry
+    return [n for n in registry.DEFENSES.names()]
+
+
+def _rate_attacks():
+    from robustnb.mechanisms import names
+    return names("attack", group="rate")
+
+
+def _unseen():
+    return globals()["_by_name"]
+
+
+def _from_arguments(attack: str):
+    from robustnb.mechanisms import make
+    return make("attack", attack, None)
+
+
+def test_registry_entries_in_the_key():
+    """Dispatch by name: the entries whose names the code or the arguments carry; enumeration: every match."""
+    from robustnb import registry
+
+    by_name = cache.code_parts(_by_name)
+    assert "registry attack:pgd" in by_name and "registry attack:entropy" not in by_name
+    every = cache.code_parts(_every_defense)
+    assert {f"registry defense:{n}" for n in registry.DEFENSES} <= set(every)
+    assert "robustnb.defenses:DisentangledTV" in every
+    rate = cache.code_parts(_rate_attacks)
+    assert {"registry attack:entropy", "registry attack:adaptive_entropy"} <= set(rate)
+    assert "registry attack:pgd" not in rate and "registry attack:salt_pepper" not in rate
+    args = cache.code_parts(_from_arguments, {"attack": "salt_pepper"}, {"attack": "salt_pepper"})
+    assert "registry attack:salt_pepper" in args and "robustnb.attacks.noise:SaltAndPepper" in args
+    assert "registry attack:salt_pepper" not in cache.code_parts(_from_arguments, {"attack": "pgd"}, {"attack": "pgd"})
+
+
+def test_what_cannot_be_seen_counts_whole():
+    """A name looked up at run time (``globals()``) brings its whole module, normalised."""
+    assert f"{__name__}:*" in cache.code_parts(_unseen)
+
+
+def test_arguments_bring_their_classes():
+    """Models (with their submodules), configs and datasets passed in: their robustnb classes count."""
+    from robustnb.models import build_classifier
+    from robustnb.train import TrainConfig
+
+    model = build_classifier("cnn")
+    parts = cache.code_parts(_by_name, {"model": model, "cfg": TrainConfig()})
+    assert {"robustnb.models:SmallCNN", "robustnb.models:Normalize", "robustnb.train:TrainConfig"} <= set(parts)
 
 
 CALLS = []
@@ -129,7 +196,7 @@ def test_experiment_recomputes_after_a_code_change(tmp_env, monkeypatch):
     CALLS.clear()
     m, x = _model(), torch.ones(4, 2)
     _toy_experiment({"scale": 2}, m, x)
-    monkeypatch.setattr(cache, "code_fingerprint", lambda module: "edited")
+    monkeypatch.setattr(cache, "code_fingerprint", lambda fn, arguments=None, described=None: "edited")
     _toy_experiment({"scale": 2}, m, x)
     assert CALLS == [3, 3]
 

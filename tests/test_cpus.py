@@ -66,3 +66,29 @@ def test_setup_makes_training_adapt_except_at_smoke():
     assert cpus.adaptive()
     robustnb.setup("smoke", verbose=False)
     assert not cpus.adaptive()
+
+
+def test_native_bf16_reads_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert cpus.native_bf16(info, "linux")
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")  # AVX-512 without BF16
+    assert not cpus.native_bf16(info, "linux")
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")  # aarch64
+    assert cpus.native_bf16(info, "linux")
+    assert not cpus.native_bf16(tmp_path / "missing", "linux")
+
+
+def test_the_cpu_preset_trains_in_bf16_only_where_the_cpu_has_it(monkeypatch):
+    """bf16 autocast on a CPU without native bf16 is emulated (slower than float32): float32 there, and the
+    run line says which."""
+    from robustnb import config, train
+
+    for native, precision in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(cpus, "native_bf16", lambda native=native: native)
+        assert config.training_precision("cpu") == precision
+        assert train.TrainConfig(**train.speed_options("cpu")).precision == precision
+        assert train.speed_options("cpu")["channels_last"] is True
+        assert config.training_precision("smoke") == "fp32" and train.speed_options("smoke") == {}
+        line = str(config.Run("cpu", 0, config.get_device("cpu")))
+        assert f"training in {precision}" in line

@@ -127,14 +127,21 @@ def test_missing_fashion_mnist(tmp_env, no_download):
 
 
 # ------------------------------------------------------------------------------------------ Office-31
-def write_office31(root, classes=("back_pack", "mug", "trash_can"), per_class=2, size=(40, 30)):
+#: (width, height) of the real Office-31 photos in each domain
+OFFICE31_SIZES = {"amazon": (300, 300), "dslr": (1000, 1000), "webcam": (640, 480)}
+
+
+def write_office31(root, classes=("back_pack", "mug", "trash_can"), per_class=2, size=(40, 30), sizes=None):
+    """``<root>/{amazon,dslr,webcam}/images/<class>/frame_NNNN.jpg``: noise JPEGs of ``size`` (width, height), or
+    of ``sizes[domain]`` (e.g. :data:`OFFICE31_SIZES`)."""
     rng = np.random.default_rng(3)
     for d in data.OFFICE31_DOMAINS:
+        w, h = (sizes or {}).get(d, size)
         for c in classes:
             folder = root / d / "images" / c
             folder.mkdir(parents=True)
             for i in range(per_class):
-                arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
                 (folder / f"frame_{i:04d}.jpg").write_bytes(_jpeg(arr))
     return root
 

@@ -7,11 +7,13 @@ out of the package's core dependencies and installed with ``--no-deps`` there (s
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 try:
@@ -67,17 +69,74 @@ def test_no_cap_that_would_downgrade_colab():
             assert not any(s.operator in ("<", "<=", "==", "~=") for s in spec), f"{name} {spec} caps Colab's version"
 
 
-def test_constraints_pin_every_requirement_exactly():
-    pins = {}
+def _constraints() -> dict[str, list[Requirement]]:
+    """name -> its pins in constraints.txt (several where they differ per Python, each with its marker)."""
+    pins: dict[str, list[Requirement]] = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         spec = line.split("#", 1)[0].strip()
         if spec:
-            m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==(\S+)", spec)
-            assert m, f"constraints.txt: {spec!r} is not an exact pin"
-            pins[canonicalize_name(m[1])] = m[2]
-    for name, (r, _) in _requirements_txt().items():
-        assert name in pins, f"{name} is not pinned in constraints.txt"
-        assert r.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} violates {r.specifier}"
+            req = Requirement(spec)
+            assert len(req.specifier) == 1 and next(iter(req.specifier)).operator == "==", \
+                f"constraints.txt: {spec!r} is not an exact pin"
+            pins.setdefault(canonicalize_name(req.name), []).append(req)
+    return pins
+
+
+def _check_wheels():
+    """.ci/check_wheels.py as a module (its PYTHONS: the versions CI resolves for)."""
+    spec = importlib.util.spec_from_file_location("check_wheels", ROOT / ".ci" / "check_wheels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _environments(python: str) -> dict:
+    """The marker environment of Python ``python`` ("3.11" is 3.11.0, as uv reads it)."""
+    return {"python_version": ".".join(python.split(".")[:2]),
+            "python_full_version": f"{python}.0" if python.count(".") == 1 else python}
+
+
+def test_constraints_pin_every_requirement_exactly():
+    """Every requirement has exactly one pin for each Python CI checks (and its marker boundaries), inside the
+    requirement's bounds."""
+    pins = _constraints()
+    check_wheels = _check_wheels()
+    for python in check_wheels.targets():
+        env = _environments(python)
+        for name, (r, _) in _requirements_txt().items():
+            apply = [p for p in pins.get(name, []) if p.marker is None or p.marker.evaluate(env)]
+            assert len(apply) == 1, f"{name}: {len(apply)} pins apply on Python {python} in constraints.txt"
+            version = next(iter(apply[0].specifier)).version
+            assert r.specifier.contains(version, prereleases=True), f"{name}=={version} violates {r.specifier}"
+
+
+def test_the_pythons_of_the_readme_are_the_ones_ci_resolves_and_pyproject_allows():
+    """The README's "Python X to Y" (and the book's intro and the Makefile's) = .ci/check_wheels.py's PYTHONS
+    (consecutive minor versions) = pyproject's requires-python lower bound; .ci/run runs the check."""
+    pythons = _check_wheels().PYTHONS
+    minors = [int(v.split(".")[1]) for v in pythons]
+    assert all(v.startswith("3.") for v in pythons) and minors == list(range(minors[0], minors[-1] + 1)), pythons
+    named = f"Python {pythons[0]} to {pythons[-1]}"
+    for doc in ("README.md", "book/intro.md", "Makefile"):
+        text = (ROOT / doc).read_text()
+        assert named in text, f"{doc} does not name {named}"
+        assert not re.search(r"Python 3\.\d+\+", text), f"{doc} still names an open range (Python 3.x+)"
+        stated = set(re.findall(r"Python (3\.\d+) to (3\.\d+)", text))
+        assert stated == {(pythons[0], pythons[-1])}, f"{doc} names {stated}, CI checks {pythons}"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert SpecifierSet(project["requires-python"]) == SpecifierSet(f">={pythons[0]}"), project["requires-python"]
+    assert "python3 .ci/check_wheels.py" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_make_install_installs_the_no_deps_lines_without_their_dependencies():
+    """The Makefile installs requirements.txt less its '# no-deps' lines, then those with --no-deps (as the
+    Colab cell and CI's resolution check do)."""
+    make = (ROOT / "Makefile").read_text()
+    assert "grep -v '#[[:space:]]*no-deps' requirements.txt) -c constraints.txt" in make
+    assert "pip install -q --no-deps $(foreach r,$(NO_DEPS),'$(r)') -c constraints.txt" in make
+    deps, no_deps = _check_wheels().split_requirements()
+    assert {canonicalize_name(Requirement(r).name) for r in no_deps} == {"compressai", "torchattacks"}
+    assert not {canonicalize_name(Requirement(r).name) for r in deps} & {"compressai", "torchattacks"}
 
 
 def test_ray_tune_imports_and_runs_two_trials(tmp_path):

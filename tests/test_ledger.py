@@ -73,18 +73,40 @@ def test_record_glues_the_table_as_text_a_notebook_can_hold(monkeypatch):
     assert [r["claim_id"] for r in rows] == list(chapter_table()["claim_id"])
 
 
-def test_summary_counts_each_verdict_per_paper():
-    table = pd.DataFrame(ledger.ledger_rows(chapter_table(), entropy_attacks.PAPER_CLAIMS))
-    other = table.assign(verdict=VERDICTS[2])
-    s = ledger.summary({"paper A": [table, table.iloc[:2]], "paper B": [other]})
-    a = s.set_index("paper").loc["paper A"]
-    assert a["claims"] == len(table) + 2
-    for v in VERDICTS:
-        assert a[ledger.SHORT[v]] == (table["verdict"] == v).sum() + (table.iloc[:2]["verdict"] == v).sum()
-    assert s.set_index("paper").loc["paper B", "not reproduced"] == len(other)
-    assert list(s["paper"]) == ["paper A", "paper B", "total"]
-    assert s.set_index("paper").loc["total", "claims"] == 2 * len(table) + 2
-    assert (s[list(ledger.SHORT.values())].sum(axis=1) == s["claims"]).all()
+def _rows(roles_verdicts_p, stand_in=False):
+    """Ledger rows with the given (role, verdict, p) triples."""
+    return pd.DataFrame([{"claim_id": f"c{i}", "claim": f"claim {i}", "verdict": v, "role": r, "p": p,
+                          "stand_in": stand_in, "why": "the coder" if r == "setup" else ""}
+                         for i, (r, v, p) in enumerate(roles_verdicts_p)])
+
+
+def test_summary_counts_only_each_papers_primary_claims():
+    """Issue 36, finding 3: the tally counts every row (additions, set-up checks, construction rows, stand-in
+    data) on today's code; it must count only the primary claims, and list the rest apart."""
+    rep, nrep = VERDICTS[0], VERDICTS[2]
+    a1 = _rows([("primary", rep, 0.001), ("primary", nrep, 0.9), ("addition", rep, 0.001), ("setup", rep, 0.0)])
+    a2 = _rows([("primary", rep, 0.001), ("construction", rep, 0.0), ("exploratory", rep, 0.001)])
+    b = _rows([("primary", rep, 0.001), ("primary", rep, 0.002)], stand_in=True)
+    s = ledger.summary({"paper A": [a1, a2], "paper B": [b]}).set_index("paper")
+    assert s.loc["paper A", "primary"] == 3 and s.loc["paper A", "reproduced"] == 2
+    assert s.loc["paper A", "not reproduced"] == 1
+    assert (s.loc["paper A", ["book's additions", "set-up checks", "by construction", "exploratory"]] == 1).all()
+    assert s.loc["paper B", "primary"] == 0 and s.loc["paper B", ledger.STAND_IN] == 2
+    assert list(s.index) == ["paper A", "paper B", "total"] and s.loc["total", "primary"] == 3
+    assert (s[list(ledger.SHORT.values())].sum(axis=1) == s["primary"]).all()
+    apart = ledger.not_counted({"paper A": [a1, a2], "paper B": [b]})
+    assert len(apart) == 6 and "set-up checks: the coder" in set(apart["not counted because"])
+
+
+def test_holm_runs_over_each_papers_primary_claims_across_its_chapters():
+    """Four primary claims in two chapters, each p = 0.01: alone (one claim per family) each would hold; over
+    the paper's four claims, Holm's first step needs p < 0.025 / 4, so none holds."""
+    rep = VERDICTS[0]
+    ch1, ch2 = (_rows([("primary", rep, 0.01), ("primary", rep, 0.01), ("exploratory", rep, 1e-9)]) for _ in range(2))
+    s = ledger.summary({"paper": [ch1, ch2]}).set_index("paper")
+    assert s.loc["paper", "hold after Holm"] == 0
+    strong = _rows([("primary", rep, 0.001), ("primary", rep, 0.001)])
+    assert ledger.summary({"paper": [strong, strong]}).set_index("paper").loc["paper", "hold after Holm"] == 4
 
 
 def test_forest_figure_one_point_per_measured_claim_coloured_by_verdict():
@@ -138,10 +160,13 @@ def test_summary_report_reads_the_build(tmp_path):
     glued_store(tmp_path / "jupyter_execute", rows, "book/entropy_attacks")
     text = book.summary_report(tmp_path)
     paper = next(c for c, files in book.toc_parts() if "book/entropy_attacks" in files)
+    header = next(ln for ln in text.splitlines() if ln.strip().startswith("paper"))
     line = next(ln for ln in text.splitlines() if ln.strip().startswith(paper.split()[0]))
-    counts = [int(t) for t in line.split()[-5:]]
-    assert counts[0] == len(rows)
-    assert counts[1:] == [sum(r["verdict"] == v for r in rows) for v in VERDICTS]
+    assert "primary" in header and "hold after Holm" in header
+    primary = [r for r in rows if r["role"] == "primary"]
+    counts = [int(t) for t in line.split()[-(2 + len(VERDICTS) + len(ledger.APART) + 1):]]
+    assert counts[0] == len(primary)
+    assert counts[1:1 + len(VERDICTS)] == [sum(r["verdict"] == v for r in primary) for v in VERDICTS]
     assert "build the book first" in book.summary_report(tmp_path / "empty")
 
 

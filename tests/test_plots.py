@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
+import torch
 
 from robustnb import plots as P
 
@@ -174,3 +175,20 @@ def test_renderer_chosen_for_a_plain_kernel_and_activated_at_import(monkeypatch)
         assert P.choose_renderer() == "plotly_mimetype"
     finally:
         pio.renderers.default = old
+
+
+def test_attack_panel_shows_the_clean_image_its_perturbation_and_its_attacked_copy():
+    """At epsilon 0 (adv = x) the perturbation panel is uniform grey and the clean and adversarial panels are
+    equal; a clean image and an attacked copy of another shape are refused."""
+    torch.manual_seed(0)
+    x = torch.rand(3, 16, 16)
+    maps = torch.rand(2, 4, 4)
+    fig = P.attack_panel(x, x.clone(), maps, 100, 100)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[:3] == ["clean image", "perturbation x4", "adversarial image"]
+    clean, delta, adv = (np.asarray(fig.data[i].z) for i in range(3))
+    assert (clean == adv).all() and (delta == 128).all()
+    moved = P.attack_panel(x, (x + 4 / 255).clamp(0, 1), maps, 100, 120)
+    assert not (np.asarray(moved.data[1].z) == 128).all()
+    with pytest.raises(ValueError, match="same shape"):
+        P.attack_panel(x, torch.rand(3, 8, 8), maps, 1, 1)

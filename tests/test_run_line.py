@@ -34,7 +34,8 @@ def home(tmp_path, monkeypatch):
 def test_executed_pages_name_preset_seed_device_threads_but_no_folder(home, monkeypatch):
     monkeypatch.setattr(IPython, "get_ipython", lambda: kernel(allow_stdin=False))  # nbclient: a book build
     line = str(run_in(home))
-    assert line == f"robustnb run: preset='smoke', seed=3, device=cpu, torch threads={torch.get_num_threads()}"
+    assert line == (f"robustnb run: preset='smoke', seed=3, device=cpu, torch threads={torch.get_num_threads()}, "
+                    "training in fp32")
     assert str(home) not in line and "/elsewhere" not in line
 
 

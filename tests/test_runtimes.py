@@ -84,3 +84,41 @@ def test_the_gpu_entry_renders_beside_stopped_and_not_run_rows(tmp_path):
     assert subs["rt_gpu_delta"] == f"{runtimes.NOT_MEASURED}: no Ray there"
     # a stopped chapter is not counted in the total
     assert subs["rt_gpu_total"] == "6.5 min for the 2 chapters measured (2 chapters not measured)"
+
+
+def _configured_timeout() -> float:
+    import yaml
+
+    return float(yaml.safe_load((book.ROOT / "_config.yml").read_text())["execute"]["timeout"])
+
+
+@pytest.mark.parametrize("preset", sorted(runtimes.load()))
+def test_no_recorded_cell_comes_near_the_execution_timeout(preset):
+    """MyST-NB applies `execute: timeout` to every cell, in cache mode too: a cell longer than it fails the book
+    build. Every chapter's longest recorded cell (or, where none was recorded, its whole time) stays at least
+    TIMEOUT_MARGIN times below it."""
+    timeout = _configured_timeout()
+    bounds = runtimes.cell_bounds(preset)
+    assert bounds, f"no times recorded at {preset}"
+    too_long = {c: (s, what) for c, (s, what) in bounds.items() if s * runtimes.TIMEOUT_MARGIN > timeout}
+    assert not too_long, (f"_config.yml's per-cell timeout {timeout:.0f} s is less than {runtimes.TIMEOUT_MARGIN}x "
+                          f"these recorded times at {preset}: {too_long}")
+
+
+def test_cell_bounds_prefer_the_longest_cell(tmp_path):
+    path = write(tmp_path, {"cpu": {"seconds": {"alpha": 500.0, "beta": 90.0}, "longest_cell_seconds": {"alpha": 320.0},
+                                    "estimated_seconds": {"gamma": 9000.0}}})
+    assert runtimes.cell_bounds("cpu", path) == {"alpha": (320.0, "longest cell"), "beta": (90.0, "whole chapter"),
+                                                 "gamma": (9000.0, "whole chapter")}
+    assert runtimes.cell_bounds("full", path) == {}
+    runtimes.save([("beta", 100.0, 900, 60.5)], "cpu", path)
+    assert runtimes.cell_bounds("cpu", path)["beta"] == (60.5, "longest cell")
+
+
+def test_bench_reads_the_longest_cell_from_papermill(tmp_path):
+    nb = {"cells": [{"metadata": {"papermill": {"duration": 1.5}}}, {"metadata": {}},
+                    {"metadata": {"papermill": {"duration": 12.25}}}]}
+    path = tmp_path / "out.ipynb"
+    path.write_text(json.dumps(nb))
+    assert bench.longest_cell(str(path)) == 12.25
+    assert bench.longest_cell(str(tmp_path / "missing.ipynb")) != bench.longest_cell(str(tmp_path / "missing.ipynb"))

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from robustnb import stats as S
 
@@ -135,13 +136,50 @@ def test_holm_adjusts_step_down():
     assert np.isnan(adj[3])
 
 
-def test_claims_table_reads_every_claim_and_adds_holm():
-    claims = {f"c{i}": S.PaperClaim("c", "p", "s", "m") for i in range(5)}
+def test_claims_table_reads_every_claim_and_adds_holm_over_its_primary_claims():
+    claims = {f"c{i}": S.PaperClaim("c", "p", "s", "m", role="primary") for i in range(5)}
+    claims["x"] = S.PaperClaim("c", "p", "s", "m")  # exploratory: shown, never in Holm's family
     # each interval alone excludes 0 (p just below 0.025), but not after Holm over 5 claims
     weak = S.Estimate(0.021, 0.001, 0.041, 200)
     strong = S.Estimate(0.2, 0.18, 0.22, 200)
-    est = {"c0": strong, **{f"c{i}": weak for i in range(1, 5)}}
+    est = {"c0": strong, **{f"c{i}": weak for i in range(1, 5)}, "x": strong}
     t = S.claims_table("ch", claims, est)
-    assert tuple(t.columns) == S.CLAIM_COLUMNS and list(t["verdict"]) == ["reproduced"] * 5
-    assert list(t["holm"]) == ["holds"] + ["does not hold"] * 4
+    assert tuple(t.columns) == S.CLAIM_COLUMNS and list(t["verdict"]) == ["reproduced"] * 6
+    assert list(t["holm"]) == ["holds"] + ["does not hold"] * 4 + [""]
+    assert t["power"].iloc[0].startswith("detects") and t["power"].iloc[5] == ""
     assert len(S.claims_table("ch", claims, {"c0": strong})) == 1
+
+
+
+def test_p_values_agree_with_the_interval_the_verdict_reads():
+    """Issue 36, finding 5: p-values came from a percentile interval's half-width as if it were symmetric, and
+    a zero-width bootstrap gave p = 0. Now the p-value is the share of the very bootstrap draws the interval is
+    read from: p < ALPHA exactly when the interval excludes the null."""
+    rng = np.random.default_rng(0)
+    for shift in np.linspace(-0.05, 0.25, 13):
+        x = rng.lognormal(0, 1, 60) - 1 + shift  # skewed: a percentile interval is not symmetric
+        est = S.mean_ci(x)
+        p = S.p_value(est, "increase")
+        assert (p < S.ALPHA) == (est.low > 0) or abs(est.low) < 1e-3, (shift, p, est)
+    nothing = S.mean_ci(np.zeros(50))  # nothing moved: no interval, no p, no verdict
+    assert np.isnan(nothing.low) and np.isnan(S.p_value(nothing, "decrease"))
+    assert S.verdict(nothing, "decrease") == S.INCONCLUSIVE
+
+
+def test_detectable_effect_and_power_note():
+    est = S.seeds_ci([0.10, 0.12, 0.08, 0.11, 0.09])
+    se = (est.high - est.low) / 2 / sps.t(4).ppf(0.975)
+    assert S.detectable(est) == pytest.approx((sps.t(4).ppf(0.975) + sps.t(4).ppf(0.8)) * se)
+    pc = S.PaperClaim("c", "p", "s", "m", role="primary", unit=" points")
+    assert "above it" in S.power_note(pc, est)
+    wide = S.seeds_ci([0.3, -0.2, 0.1])
+    assert "cannot decide" in S.power_note(pc, wide)
+    assert "power unknown" in S.power_note(pc, S.seeds_ci([0.1]))
+
+
+def test_roles_are_checked():
+    with pytest.raises(ValueError, match="role"):
+        S.PaperClaim("c", "p", "s", "m", role="headline")
+    with pytest.raises(ValueError, match="why"):
+        S.PaperClaim("c", "p", "s", "m", role="construction")
+    assert S.PaperClaim("c", "p", "s", "m", role="addition").addition

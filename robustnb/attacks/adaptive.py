@@ -31,8 +31,9 @@ import torchattacks
 from torch import nn
 
 from robustnb import registry
-from robustnb.attacks.base import CheckedAttack, perturb
+from robustnb.attacks.base import CheckedAttack, attack_parameters, check_steps, perturb
 from robustnb.attacks.entropy import EntropyAttack
+from robustnb.checks import check_choice, check_flag
 from robustnb.config import ConfigError
 from robustnb.split import rate
 
@@ -66,8 +67,8 @@ class DefendedModel(nn.Module):
 
     def __init__(self, model: nn.Module, defense: nn.Module, mode: str = "auto", through_mask: bool = True):
         super().__init__()
-        if mode not in GRADIENT_MODES:
-            raise ConfigError(f"Unknown gradient mode {mode!r}: choose one of {GRADIENT_MODES}.")
+        check_choice(mode, "mode (the gradient through the defense)", GRADIENT_MODES)
+        through_mask = check_flag(through_mask, "through_mask")
         if mode == "unrolled" and not getattr(defense, "differentiable", True):
             raise ConfigError(f"{type(defense).__name__} is not differentiable: use mode='bpda'.")
         self.model, self.defense = model, defense
@@ -93,7 +94,8 @@ class DefendedModel(nn.Module):
             return getattr(super().__getattr__("model"), name)
 
 
-@registry.ATTACKS.register("adaptive_entropy", group="rate")
+@registry.ATTACKS.register("adaptive_entropy", group="rate",
+                           settings=[p for p in attack_parameters(EntropyAttack)])
 class AdaptiveEntropyAttack(CheckedAttack, torchattacks.attack.Attack):
     """The entropy attack against ``defense`` in front of ``model`` (BPDA / unrolled gradients).
 
@@ -112,6 +114,13 @@ class AdaptiveEntropyAttack(CheckedAttack, torchattacks.attack.Attack):
 
     def __init__(self, model: nn.Module, defense: nn.Module, mode: str = "auto", through_mask: bool = True,
                  **attack_kw):
+        unknown = [k for k in attack_kw if k not in attack_parameters(EntropyAttack)]
+        if unknown:
+            raise ConfigError(f"AdaptiveEntropyAttack takes no setting {', '.join(map(repr, unknown))}: allowed are "
+                              f"'mode', 'through_mask' and the entropy attack's "
+                              f"{', '.join(map(repr, attack_parameters(EntropyAttack)))}.")
+        if not callable(defense):
+            raise ConfigError(f"defense must be a defense (robustnb.defenses.make_defense(...)), got {defense!r}.")
         self.defended = DefendedModel(model, defense, mode, through_mask)
         super().__init__("AdaptiveEntropyAttack", self.defended)
         self.inner = EntropyAttack(self.defended, **attack_kw)
@@ -145,6 +154,7 @@ def adaptive_entropy_attack(model, defense, x: torch.Tensor, eps: float, steps: 
     solver keeps every iteration for the backward pass). With ``restarts`` > 0 the attack runs again from
     ``restarts`` random starts in the ball (seeds 1, 2, ...) and each image keeps the candidate whose defended
     image costs the most real bytes (:func:`defended_bytes`, :func:`best_per_image`)."""
+    restarts = check_steps(restarts, "restarts")
     cands = []
     for r in range(restarts + 1):
         atk = AdaptiveEntropyAttack(model, defense, mode=mode, through_mask=through_mask, eps=eps, steps=steps,

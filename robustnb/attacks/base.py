@@ -6,13 +6,21 @@ hands out checks its inputs when called (:class:`CheckedAttack`): the package's 
 torchattacks classes are registered through :func:`checked`, a subclass whose call does the same, so
 ``make_attack("pgd", model, 8/255)(x, y)`` refuses 0-255, HWC, 2-D or NaN images and labels of another length
 with :class:`robustnb.config.ConfigError` instead of a traceback from inside torch.
+
+Every parameter of an attack is checked where the attack is made, whichever library implements it: the
+package's attacks check theirs in ``__init__``; a torchattacks class wrapped by :func:`checked` checks each of
+its parameters with :data:`TORCHATTACKS_PARAMETERS` (a NaN step size, a fractional or negative number of steps,
+a string for a flag are refused naming the parameter and its allowed range, instead of all-NaN images or an
+error deep inside torchattacks).
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
-from robustnb.checks import check_images, check_labels, check_number
+from robustnb.checks import check_choice, check_flag, check_images, check_labels, check_number
 from robustnb.config import ConfigError, ConfigTypeError
 from robustnb.progress import note, tqdm
 
@@ -48,14 +56,6 @@ class CheckedAttack:
         return super().__call__(images, labels, *args, **kwargs)
 
 
-def checked(cls: type, needs_labels: bool = True) -> type:
-    """A subclass of the torchattacks attack class ``cls`` whose call checks its inputs (:class:`CheckedAttack`);
-    same name, same arguments, ``isinstance(attack, cls)`` holds."""
-    return type(cls.__name__, (CheckedAttack, cls),
-                {"__module__": __name__, "__doc__": cls.__doc__, "__qualname__": cls.__qualname__,
-                 "needs_labels": needs_labels, "pass_empty": True})
-
-
 def check_epsilon(eps, name: str = "epsilon", max_eps: float = EPS_MAX) -> float:
     """Return ``eps`` as a float in ``[0, max_eps]`` or raise a clear error (with a hint for 8 vs 8/255)."""
     try:
@@ -74,7 +74,70 @@ def check_step(alpha, name: str = "alpha") -> float:
 
 def check_steps(steps, name: str = "steps", minimum: int = 0) -> int:
     """A number of iterations: an integer >= ``minimum``."""
-    return check_number(steps, name, minimum, None, integer=True)
+    return check_number(steps, name, minimum, None, integer=True, hi_open=True)
+
+
+def check_seed(seed, name: str = "seed") -> int | None:
+    """A seed: ``None`` or an integer >= 0."""
+    return None if seed is None else check_steps(seed, name)
+
+
+#: the check of every parameter a torchattacks class registered here takes (besides the model), with its allowed
+#: range: :func:`checked` refuses to wrap a class with a parameter missing here
+TORCHATTACKS_PARAMETERS = {
+    "eps": check_epsilon,
+    "alpha": check_step,                                                    # step size, [0, inf)
+    "steps": check_steps,                                                   # 0: the clean (or random-start) images
+    "decay": check_step,                                                    # MI-FGSM's momentum decay, [0, inf)
+    "random_start": check_flag,
+    "norm": lambda v, name: check_choice(v, name, ("Linf",)),               # epsilon is an L-inf radius here
+    "version": lambda v, name: check_choice(v, name, ("standard", "plus", "rand")),
+    "n_classes": lambda v, name: check_number(v, name, 2, None, integer=True),
+    "seed": check_seed,
+    "verbose": check_flag,
+}
+
+
+#: per torchattacks class, checks that replace those of :data:`TORCHATTACKS_PARAMETERS`: BIM's ``steps=0`` means
+#: "choose the number of steps from epsilon", not zero steps, so it is refused there
+CLASS_PARAMETERS = {"BIM": {"steps": lambda v, name: check_steps(v, name, minimum=1)}}
+
+
+def attack_parameters(cls: type) -> tuple[str, ...]:
+    """The parameters of attack class ``cls`` after the model (or surrogates), in order."""
+    return tuple(list(inspect.signature(cls.__init__).parameters)[2:])
+
+
+def checked(cls: type, needs_labels: bool = True) -> type:
+    """A subclass of the torchattacks attack class ``cls`` that checks its parameters when made
+    (:data:`TORCHATTACKS_PARAMETERS`; an unknown one is refused naming the allowed ones) and its inputs when
+    called (:class:`CheckedAttack`); same name, same arguments, ``isinstance(attack, cls)`` holds."""
+    signature = inspect.signature(cls.__init__)
+    params = attack_parameters(cls)
+    checks = {**TORCHATTACKS_PARAMETERS, **CLASS_PARAMETERS.get(cls.__name__, {})}
+    unchecked = [p for p in params if p not in TORCHATTACKS_PARAMETERS]
+    if unchecked:
+        raise TypeError(f"{cls.__name__}'s parameters {unchecked} have no check in TORCHATTACKS_PARAMETERS.")
+
+    def __init__(self, model, *args, **kw):
+        unknown = [k for k in kw if k not in params]
+        if unknown:
+            raise ConfigError(f"{cls.__name__} takes no setting {', '.join(map(repr, unknown))}: allowed are "
+                              f"{', '.join(map(repr, params))}.")
+        try:
+            bound = signature.bind(self, model, *args, **kw)
+        except TypeError as e:
+            raise ConfigTypeError(f"{cls.__name__}: {e} (its parameters: {', '.join(params)}).") from None
+        for name in params:
+            if name in bound.arguments:
+                bound.arguments[name] = checks[name](bound.arguments[name], name)
+        cls.__init__(*bound.args, **bound.kwargs)
+
+    return type(cls.__name__, (CheckedAttack, cls),
+                {"__module__": __name__, "__doc__": cls.__doc__, "__qualname__": cls.__qualname__,
+                 "__init__": __init__, "__signature__": signature.replace(
+                     parameters=list(signature.parameters.values())[1:]),
+                 "needs_labels": needs_labels, "pass_empty": True})
 
 
 def check_in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float, tol: float = 1e-6) -> None:
@@ -90,6 +153,7 @@ def perturb(attack, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: 
     """Run ``attack(x, y)`` over ``x`` in batches (CPU result, same order); an empty batch comes back empty.
     ``y`` may be ``None`` for attacks that need no labels (they get zeros); otherwise one label per image."""
     check_images(x)
+    batch_size = check_number(batch_size, "batch_size", 1, None, integer=True)
     if y is None:
         y = torch.zeros(len(x), dtype=torch.long)
     check_labels(y, x)

@@ -20,7 +20,7 @@ import torchattacks
 
 from robustnb import registry
 from robustnb.attacks.base import CheckedAttack, check_epsilon, check_step, check_steps, perturb
-from robustnb.checks import check_number
+from robustnb.checks import check_flag, check_number
 from robustnb.split.rate import bits
 
 
@@ -56,7 +56,8 @@ class EntropyAttack(CheckedAttack, torchattacks.attack.Attack):
         self.steps = check_steps(steps)
         self.draws = check_steps(draws, "draws", minimum=1)
         self.alpha = check_step(alpha) if alpha is not None else 2.5 * self.eps / max(self.steps, 1)
-        self.random_start, self.keep_label = bool(random_start), bool(keep_label)
+        self.random_start = check_flag(random_start, "random_start")
+        self.keep_label = check_flag(keep_label, "keep_label")
         self.label_weight = check_number(label_weight, "label_weight", 0.0, None, hi_open=True)
         self.seed = check_steps(seed, "seed")
         self.supported_mode = ["default"]

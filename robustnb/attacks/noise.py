@@ -30,7 +30,7 @@ from torchattacks.attack import Attack
 
 from robustnb import registry
 from robustnb.attacks.base import CheckedAttack
-from robustnb.checks import check_number
+from robustnb.checks import check_flag, check_number, one_or_more
 
 
 @registry.ATTACKS.register("salt_pepper", group="noise")
@@ -57,10 +57,10 @@ class SaltAndPepper(CheckedAttack, Attack):
         self.steps = check_number(steps, "steps", 1, None, integer=True, hi_open=True)
         self.repeats = check_number(repeats, "repeats", 1, None, integer=True, hi_open=True)
         self.max_p = check_number(max_p, "max_p", 0.0, 1.0, lo_open=True)
-        self.across_channels = bool(across_channels)
+        self.across_channels = check_flag(across_channels, "across_channels")
         self.seed = check_number(seed, "seed", 0, None, integer=True, hi_open=True)
-        budgets = [budgets] if isinstance(budgets, (int, float)) else list(budgets)
-        budgets = tuple(check_number(b, "budget", 0.0, 1.0, lo_open=True) for b in budgets)
+        budgets = tuple(check_number(b, "budgets", 0.0, 1.0, lo_open=True)
+                        for b in one_or_more(budgets, "budgets"))
         self.budgets = tuple(sorted(set(budgets)))
         if self.device is None:  # int8 models have no parameters: use a buffer's device, else the CPU
             buf = next(model.buffers(), None)
@@ -135,6 +135,7 @@ def accuracy_at_budgets(min_p: torch.Tensor, budgets) -> dict[float, float]:
     An image counts as correct at budget ``b`` when the attack needed more than ``b`` (``min_p > b``).
     Since the search is stochastic, these are upper bounds on the true robust accuracy.
     """
+    budgets = [check_number(b, "budgets", 0.0, 1.0) for b in one_or_more(budgets, "budgets")]
     return {float(b): float((min_p > b).float().mean()) for b in budgets}
 
 

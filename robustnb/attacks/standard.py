@@ -18,8 +18,8 @@ from torch import nn
 
 from robustnb import registry
 from robustnb.config import ConfigError
-from robustnb.attacks.base import check_epsilon, checked, perturb
-from robustnb.checks import check_images, check_labels
+from robustnb.attacks.base import attack_parameters, check_epsilon, checked, perturb
+from robustnb.checks import check_images, check_labels, check_number, one_or_more
 from robustnb.progress import tqdm
 from robustnb.train import accuracy
 
@@ -43,8 +43,9 @@ def _standard_maker(key: str, cls: type):
 
 for _name, _cls in zip(STANDARD, (torchattacks.FGSM, torchattacks.PGD, torchattacks.MIFGSM, torchattacks.BIM,
                                   torchattacks.AutoAttack)):
-    _checked_cls = checked(_cls)  # the torchattacks class, checking its inputs
-    registry.ATTACKS.add(_name, _checked_cls, maker=_standard_maker(_name, _checked_cls), group="standard")
+    _checked_cls = checked(_cls)  # the torchattacks class, checking its parameters and its inputs
+    registry.ATTACKS.add(_name, _checked_cls, maker=_standard_maker(_name, _checked_cls), group="standard",
+                         settings=[p for p in attack_parameters(_cls) if p != "eps"])
 
 
 def make_attack(name: str, model: nn.Module, eps: float, **kw) -> torchattacks.attack.Attack:
@@ -66,21 +67,26 @@ def _num_classes(model: nn.Module) -> int:
 
 def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons, attacks=("fgsm", "pgd"),
                      batch_size: int = 256, keep_examples: int = 0, **attack_kw):
-    """Accuracy under each attack at each epsilon, as a tidy frame.
+    """Accuracy under each attack at each epsilon, as a tidy frame. ``attacks`` and ``epsilons`` are one value
+    or a sequence (:func:`robustnb.checks.one_or_more`).
 
     Returns ``(frame, examples)``: the frame has columns ``attack, epsilon, eps_255, accuracy``;
     ``examples`` maps ``(attack, epsilon)`` to the first ``keep_examples`` adversarial images.
     """
     check_images(x)
     check_labels(y, x)
-    attacks = (attacks,) if isinstance(attacks, str) else tuple(attacks)
+    attacks = one_or_more(attacks, "attacks", str, empty=False)
     for name in attacks:
         registry.ATTACKS.check(name)
+    epsilons = [check_epsilon(e) for e in one_or_more(epsilons, "epsilons", empty=False)]
+    batch_size = check_number(batch_size, "batch_size", 1, None, integer=True)
+    keep_examples = check_number(keep_examples, "keep_examples", 0, None, integer=True)
+    for name in attacks:  # every attack's settings are checked before the first one runs
+        make_attack(name, model, epsilons[0], **attack_kw)
     model.eval()
     rows, examples = [], {}
     for name in attacks:
-        for eps in tqdm(list(epsilons), desc=f"{name} sweep", leave=False):
-            eps = check_epsilon(eps)
+        for eps in tqdm(epsilons, desc=f"{name} sweep", leave=False):
             x_adv = x if eps == 0 else perturb(make_attack(name, model, eps, **attack_kw), x, y, batch_size)
             rows.append({"attack": name, "epsilon": eps, "eps_255": round(eps * 255, 3),
                          "accuracy": accuracy(model, (x_adv, y), batch_size)})

@@ -81,9 +81,16 @@ from torch import nn
 
 from robustnb import registry
 from robustnb.attacks.base import CheckedAttack, check_epsilon, check_step, check_steps, checked
+from robustnb.checks import one_or_more
 from robustnb.config import ConfigError
 
 registry.TRANSFER_ATTACKS.add("mifgsm", checked(torchattacks.MIFGSM))  # run on the LogitEnsemble of the surrogates
+
+
+def surrogate_list(models, name: str = "surrogates") -> list[nn.Module]:
+    """One model or several as a list of models (:func:`robustnb.checks.one_or_more`): a single classifier is an
+    ensemble of one, never its layers; anything but models, or none, is refused naming ``name``."""
+    return one_or_more(models, name, nn.Module, empty=False, what="model")
 
 _IMAGENET_DIM = 3 * 224 * 224
 
@@ -91,11 +98,9 @@ _IMAGENET_DIM = 3 * 224 * 224
 class LogitEnsemble(nn.Module):
     """The mean of several models' logits, as one module (the surrogate ensemble of MI-FGSM)."""
 
-    def __init__(self, models: Sequence[nn.Module]):
+    def __init__(self, models: Sequence[nn.Module] | nn.Module):
         super().__init__()
-        if len(models) == 0:
-            raise ConfigError("an ensemble needs at least one model, got none.")
-        self.members = nn.ModuleList(models)
+        self.members = nn.ModuleList(surrogate_list(models, "models"))
 
     def forward(self, x):
         return torch.stack([m(x) for m in self.members]).mean(0)
@@ -112,7 +117,7 @@ class _EnsembleTransferAttack(CheckedAttack, torchattacks.attack.Attack):
     def __init__(self, models: Sequence[nn.Module], eps: float = 8 / 255, alpha: float | None = None,
                  steps: int = 10, decay: float = 1.0, reverse_step: float | None = None,
                  inner_step: float | None = None):
-        models = list(models)
+        models = surrogate_list(models, "models")
         ensemble = LogitEnsemble(models)
         super().__init__(type(self).__name__, ensemble)
         self.models = models
@@ -198,11 +203,12 @@ def _transfer_maker(key: str):
     ``alpha`` (outer step) defaults to ``eps / 5`` for all four (the authors' 16/255/5 at eps 16/255; see
     the module docstring for how the book's steps relate to theirs); ``kw`` goes to
     SAM/CSE/CWA (``reverse_step``, ``inner_step``). The surrogates are put in eval mode."""
-    def make(surrogates: Sequence[nn.Module], eps: float = 8 / 255, steps: int = 10, alpha: float | None = None,
-             decay: float = 1.0, **kw) -> torchattacks.attack.Attack:
+    def make(surrogates: Sequence[nn.Module] | nn.Module, eps: float = 8 / 255, steps: int = 10,
+             alpha: float | None = None, decay: float = 1.0, **kw) -> torchattacks.attack.Attack:
         eps = check_epsilon(eps, "eps")
-        alpha = eps / 5 if alpha is None else alpha
-        surrogates = list(surrogates)
+        alpha = eps / 5 if alpha is None else check_step(alpha, "alpha")
+        steps, decay = check_steps(steps), check_step(decay, "decay")
+        surrogates = surrogate_list(surrogates)
         for m in surrogates:
             m.eval()
         if key == "mifgsm":
@@ -216,7 +222,8 @@ def _transfer_maker(key: str):
 
 
 for _key in registry.TRANSFER_ATTACKS.names():
-    registry.TRANSFER_ATTACKS.set_maker(_key, _transfer_maker(_key))
+    registry.TRANSFER_ATTACKS.set_maker(_key, _transfer_maker(_key),
+                                        settings=() if _key == "mifgsm" else ("reverse_step", "inner_step"))
 
 
 def make_transfer_attack(name: str, surrogates: Sequence[nn.Module], eps: float = 8 / 255, steps: int = 10,

@@ -1,15 +1,27 @@
-"""``python -m robustnb.book``: the book's maintenance commands (see :mod:`robustnb.book`)."""
+"""``python -m robustnb.book``: the book's maintenance commands (see :mod:`robustnb.book`).
+
+``new`` and ``nbval`` check their arguments before they write (:func:`robustnb.book.cells.scaffold`,
+:func:`robustnb.book.cells.store_checked_outputs`); a refusal prints ``error: ...`` and exits with status 2."""
 
 import sys
 from pathlib import Path
 
 from robustnb.book import ROOT, chapters, scaffold, store_checked_outputs, summary_report, sync, watch, write_ledger
+from robustnb.config import ConfigError
 
 USAGE = ("usage: python -m robustnb.book [list | sync | ledger | summary [BUILD] | watch | nbval NB EXECUTED | "
          "new PATH TITLE]")
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return _main(argv)
+    except (ConfigError, FileExistsError) as e:
+        print(f"python -m robustnb.book: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     cmd = argv[0] if argv else "list"
     if cmd == "sync":
         for p in sync():

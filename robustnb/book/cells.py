@@ -1,10 +1,18 @@
 """The cells every chapter shares, and the commands that keep them in step: the Colab set-up cell (from
 ``_config.yml``'s repository), the parameters cell, the set-up cell; the outputs nbval compares; a new chapter's
-skeleton (:func:`scaffold`)."""
+skeleton (:func:`scaffold`).
+
+Both commands check their arguments before they write anything: :func:`scaffold` refuses a path without
+``.ipynb``, one that exists, a folder that does not, and an empty title, and removes the file it made when its
+execution fails; :func:`store_checked_outputs` refuses an executed copy with error outputs (a failed run's
+traceback must not become nbval's reference), one whose checked cells did not run, and a chapter that is not a
+notebook, and writes the chapter atomically.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -13,6 +21,7 @@ from pathlib import Path
 import nbformat
 
 from robustnb.book.toc import ROOT, chapters, no_deps_requirements, repository
+from robustnb.config import ConfigError
 
 COLAB_MARKER = "# Colab set-up"
 NBVAL_TAG = "nbval-check-output"  # a cell tag: invisible in the pages, read by nbval
@@ -40,22 +49,74 @@ def colab_cell_source(root: Path = ROOT) -> str:
 
 
 def _write(nb_path: Path, nb: dict) -> None:
-    Path(nb_path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    """Replace ``nb_path`` with ``nb`` atomically (a temporary file beside it, then a rename)."""
+    nb_path = Path(nb_path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{nb_path.name}.", suffix=".tmp", dir=nb_path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        os.replace(tmp, nb_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_notebook(path: Path, what: str) -> dict:
+    path = Path(path)
+    if path.suffix != ".ipynb":
+        raise ConfigError(f"{what} must be a notebook (.ipynb), got {path}.")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist" + (" (it is a folder)." if path.is_dir() else "."))
+    try:
+        nb = json.loads(path.read_text())
+        assert isinstance(nb, dict) and isinstance(nb.get("cells"), list)
+    except (ValueError, AssertionError):
+        raise ConfigError(f"{what} {path} is not a notebook (no JSON with cells).") from None
+    return nb
+
+
+def failed_cells(nb: dict) -> list[str]:
+    """The code cells of an executed notebook that raised (an ``error`` output), as their first lines with the
+    error's name; papermill's own marker of a failed run counts too."""
+    out = []
+    for c in nb["cells"]:
+        for o in c.get("outputs", []) if c.get("cell_type") == "code" else ():
+            if o.get("output_type") == "error":
+                src = "".join(c.get("source", "")).strip().splitlines() or [""]
+                out.append(f"{src[0][:60]!r}: {o.get('ename', 'error')}: {str(o.get('evalue', ''))[:120]}")
+    if not out and nb.get("metadata", {}).get("papermill", {}).get("exception"):
+        out.append("papermill marked the run as failed (metadata.papermill.exception)")
+    return out
 
 
 def store_checked_outputs(nb_path: Path, executed_path: Path) -> int:
     """Copy the outputs of the cells tagged ``nbval-check-output`` from an executed copy of a chapter (a
     ``smoke`` papermill run) into the chapter, so that nbval compares them; every other cell stays without
-    outputs. Cells are matched by their source. Returns the number of cells stored."""
-    nb = json.loads(Path(nb_path).read_text())
-    done = {"".join(c["source"]): c for c in json.loads(Path(executed_path).read_text())["cells"]
-            if c["cell_type"] == "code"}
+    outputs. Cells are matched by their source. Returns the number of cells stored.
+
+    Refused with :class:`~robustnb.config.ConfigError` before the chapter is touched: an executed copy with an
+    error output (a failed run), a checked cell missing from it or never run there, paths that are not
+    notebooks, and the chapter given as its own executed copy."""
+    nb_path, executed_path = Path(nb_path), Path(executed_path)
+    nb = _read_notebook(nb_path, "the chapter")
+    executed = _read_notebook(executed_path, "the executed copy")
+    if nb_path.resolve() == executed_path.resolve():
+        raise ConfigError(f"the chapter and its executed copy are the same file ({nb_path}): execute it first "
+                          f"(papermill {nb_path} executed.ipynb -p preset smoke).")
+    failed = failed_cells(executed)
+    if failed:
+        raise ConfigError(f"{executed_path} is a failed run ({len(failed)} cell(s) raised): {'; '.join(failed)}. "
+                          "Its outputs are not stored as nbval's reference; fix the chapter and execute it again.")
+    done = {"".join(c["source"]): c for c in executed["cells"] if c["cell_type"] == "code"}
     n = 0
     for c in nb["cells"]:
         if c["cell_type"] == "code" and NBVAL_TAG in c.get("metadata", {}).get("tags", []):
             src = "".join(c["source"])
             if src not in done:
-                raise ValueError(f"{nb_path}: a checked cell is not in the executed copy: {src[:60]!r}")
+                raise ConfigError(f"{nb_path}: a checked cell is not in the executed copy: {src[:60]!r}")
+            if done[src].get("execution_count") is None and not done[src].get("outputs"):
+                raise ConfigError(f"{executed_path}: the checked cell {src[:60]!r} was not run there (an unfinished "
+                                  "run?); execute the chapter to the end first.")
             # nbval needs an execution count on a cell with reference outputs ("unrun" otherwise)
             c["outputs"] = [{k: v for k, v in o.items() if k != "transient"} for o in done[src].get("outputs", [])]
             c["execution_count"] = done[src].get("execution_count") or 1
@@ -94,10 +155,20 @@ def scaffold(path: Path, title: str, execute: bool = True) -> Path:
     """Write a new chapter notebook with the standard cells (refuses to overwrite): its title and question, the
     runtime box, the Colab, parameters and set-up cells, a summary and exercises. With ``execute``, a ``smoke``
     papermill run stores the set-up cell's output for nbval (:func:`store_checked_outputs`), so the new chapter
-    passes the chapter tests once it is listed in ``_toc.yml``."""
+    passes the chapter tests once it is listed in ``_toc.yml``.
+
+    Checked before anything is written: ``path`` must end in ``.ipynb`` and not exist (``FileExistsError``), its
+    folder must exist, ``title`` must be text. The notebook is created exclusively; when its execution fails it
+    is removed again (it was this call's) and the error says why."""
     path = Path(path)
-    if path.exists():
+    if path.suffix != ".ipynb":
+        raise ConfigError(f"a chapter is a notebook: {path} must end in .ipynb (e.g. {path.with_suffix('.ipynb')}).")
+    if path.exists() or path.is_symlink():
         raise FileExistsError(f"{path} exists; not overwriting it")
+    if not path.parent.is_dir():
+        raise ConfigError(f"the folder of {path} does not exist ({path.parent}): the book's chapters live in book/.")
+    if not isinstance(title, str) or not title.strip():
+        raise ConfigError(f"the chapter needs a title, got {title!r}.")
     nb = nbformat.v4.new_notebook()
     nb.metadata.update({"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                         "language_info": {"name": "python"}})
@@ -114,11 +185,20 @@ def scaffold(path: Path, title: str, execute: bool = True) -> Path:
         nbformat.v4.new_markdown_cell("## Summary\n\nWhat held, what did not, and why."),
         nbformat.v4.new_markdown_cell("## Exercises\n\n1. ...\n2. ..."),
     ]
-    nbformat.write(nb, str(path))
+    with open(path, "x") as f:  # exclusive: a file made since the check is not overwritten either
+        nbformat.write(nb, f)
     if execute:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / path.name
-            subprocess.run([sys.executable, "-m", "papermill", str(path), str(out), "-p", "preset", "smoke",
-                            "-k", "python3", "--cwd", str(path.parent)], check=True, capture_output=True, text=True)
-            store_checked_outputs(path, out)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / path.name
+                proc = subprocess.run([sys.executable, "-m", "papermill", str(path), str(out), "-p", "preset",
+                                       "smoke", "-k", "python3", "--cwd", str(path.parent)], capture_output=True,
+                                      text=True)
+                if proc.returncode != 0:
+                    raise ConfigError(f"executing the new chapter {path} at smoke failed, so it was removed:\n"
+                                      f"{proc.stderr[-2000:]}")
+                store_checked_outputs(path, out)
+        except BaseException:
+            path.unlink(missing_ok=True)  # this call's own file, half made
+            raise
     return path

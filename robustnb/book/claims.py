@@ -18,22 +18,32 @@ def ledger_markdown(root: Path = ROOT) -> str:
     with its interval and the verdict, both pasted from the chapter's own executed results (cross-page glue),
     so the ledger cannot disagree with the chapters. ``python -m robustnb.book ledger`` rewrites the page."""
     lines = ["# Claims ledger", "",
-             "Every claim of the three papers that this book tests, with the paper's figure, ours with its 95%",
-             "interval, and the verdict of the rule for the claim's form in `robustnb.stats.verdict` (an increase",
-             "or decrease, of the paper's size or not; a difference between two of our measurements; an upper or",
-             "lower bound; no change within a margin). *Holm* reads the chapter's claims together: a claim",
-             "\"holds\" when its one-sided test still rejects \"the claim is false\" after Holm's adjustment over",
-             "all the chapter's claims (family-wise 2.5%). Claims marked *(book)* are the book's own additions,",
-             "not the paper's. The measured columns are pasted",
-             "from each chapter's own run in this build (same preset, same seed), so they always agree with the",
-             "chapters' tables. Data: the offline CIFAR-10 archive is a JPEG re-encoding at quality 75 (see the",
-             "introduction); chapters say where they use a stand-in for the paper's data.", "",
+             "Every claim this book tests, with the paper's figure, ours with its 95% interval, and the verdict of",
+             "the rule for the claim's form in `robustnb.stats.verdict` (an increase or decrease, of the paper's size",
+             "or not; a difference between two of our measurements; an upper or lower bound; no change within a",
+             "margin). Each rule was tried on constructed worlds before it was trusted: in a world built to the",
+             "paper's statement it reads \"reproduced\", in one where the paper is wrong \"not reproduced\", with",
+             "too few replicates \"inconclusive\" (`tests/test_claim_worlds.py`).", "",
+             "Only the **primary** claims are counted: the papers' statements as made, few per paper. The other rows",
+             "are shown and never counted: *exploratory* readings (finer cuts of a primary claim), the book's own",
+             "*additions*, *set-up* checks (the set-up doing what it was built to do), rows true *by construction*",
+             "(with why), and rows measured on *stand-in* data. *Holm* reads a paper's primary claims together,",
+             "across its chapters: a claim \"holds\" when its one-sided test still rejects \"the claim is false\"",
+             "after Holm's adjustment (family-wise 2.5%); a chapter's own table applies it over that chapter's",
+             "primary claims. Beside every primary claim, its *power*: the smallest effect this run detects with",
+             "80% power, from its own spread, against the paper's effect (or 10 points where it states none).", "",
+             "The measured columns are pasted from each chapter's own run in this build (same preset, same seed), so",
+             "they always agree with the chapters' tables. Data: the offline CIFAR-10 archive is a JPEG re-encoding",
+             "at quality 75 (see the introduction); chapters say where they use a stand-in for the paper's data.", "",
              "## At a glance", "",
-             "How many of each paper's claims this build reproduced, reproduced in direction only, did not reproduce,",
-             "or could not decide (counted from the chapters' tables below). Each chapter's section opens with a",
-             "forest plot of its claims: ours with its 95% interval (a circle coloured by the verdict), the paper's",
-             "figure or bound where it gives one (an open diamond), on the claim's own units; hover for the claim.", "",
-             "```{claims-summary}", "```", ""]
+             "Each paper's primary claims: how many this build reproduced, reproduced in direction only, did not",
+             "reproduce, or could not decide, and how many hold after Holm's correction over the paper's primary",
+             "claims; then the rows counted apart. Each chapter's section opens with a forest plot of its claims:",
+             "ours with its 95% interval (a circle coloured by the verdict), the paper's figure or bound where it",
+             "gives one (an open diamond), on the claim's own units; hover for the claim.", "",
+             "```{claims-summary}", "```", "",
+             "The rows not counted, and why:", "",
+             "```{claims-apart}", "```", ""]
     for nb in chapters(root):
         mod = importlib.import_module(f"robustnb.chapters.{nb.stem}")
         claims = getattr(mod, "PAPER_CLAIMS", {})
@@ -43,12 +53,14 @@ def ledger_markdown(root: Path = ROOT) -> str:
         title = "".join(title).splitlines()[0].lstrip("# ").strip()
         rel = nb.name
         lines += [f"## [{title}]({rel})", "", f"```{{claims-forest}} {rel}", "```", "",
-                  "| claim | paper | ours (95% interval) | verdict | Holm |",
-                  "|---|---|---|---|---|"]
+                  "| claim | paper | ours (95% interval) | verdict | Holm (chapter) | power |",
+                  "|---|---|---|---|---|---|"]
         for cid, pc in claims.items():
-            mark = " *(book)*" if pc.addition else ""
+            mark = {"primary": " **(primary)**", "addition": " *(book)*", "setup": " *(set-up check)*",
+                    "construction": f" *(by construction: {pc.why})*", "exploratory": " *(exploratory)*"}[pc.role]
             lines.append(f"| {pc.claim}{mark} | {pc.paper} ({pc.source}) | {{glue:text}}`{rel}::{cid}:s` | "
-                         f"{{glue:text}}`{rel}::{cid}_verdict:s` | {{glue:text}}`{rel}::{cid}_holm:s` |")
+                         f"{{glue:text}}`{rel}::{cid}_verdict:s` | {{glue:text}}`{rel}::{cid}_holm:s` | "
+                         f"{{glue:text}}`{rel}::{cid}_power:s` |")
         lines.append("")
     return "\n".join(lines)
 
@@ -81,11 +93,21 @@ def glued_ledgers(folder: Path, root: Path = ROOT) -> dict:
     return out
 
 
-def papers_summary(glued: dict, root: Path = ROOT):
-    """:func:`robustnb.ledger.summary` over the toc's parts that hold claims (one per paper)."""
+def _papers(glued: dict, root: Path = ROOT) -> dict:
+    """The toc's parts that hold claims (one per paper) -> their chapters' glued ledger frames."""
     papers = {}
     for caption, files in toc_parts(root):
         frames = [glued[f] for f in files if f in glued]
         if frames:
             papers[caption] = frames
-    return ledger.summary(papers)
+    return papers
+
+
+def papers_summary(glued: dict, root: Path = ROOT):
+    """:func:`robustnb.ledger.summary` over the toc's parts that hold claims (one per paper)."""
+    return ledger.summary(_papers(glued, root))
+
+
+def papers_apart(glued: dict, root: Path = ROOT):
+    """:func:`robustnb.ledger.not_counted` over the toc's parts that hold claims."""
+    return ledger.not_counted(_papers(glued, root))

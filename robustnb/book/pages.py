@@ -39,8 +39,9 @@ def glue(name: str, value) -> None:
 def record(claims=None, **numbers):
     """Glue a chapter's measured results for its prose: every claim row of ``claims`` (a frame with
     :data:`robustnb.stats.CLAIM_COLUMNS`) as ``<claim_id>`` (ours, with its interval) and
-    ``<claim_id>_verdict``, and every keyword as ``<name>`` (already formatted strings, or numbers).
-    Returns a display frame of the claims (claim, paper, source, ours, verdict) for the page."""
+    ``<claim_id>_verdict``, ``<claim_id>_holm`` and ``<claim_id>_power``, and every keyword as ``<name>`` (already
+    formatted strings, or numbers). Returns a display frame of the claims (claim with its role unless primary,
+    paper, source, measure, ours, verdict, Holm, power) for the page."""
     for name, value in numbers.items():
         glue(name, value)
     if claims is None:
@@ -49,12 +50,14 @@ def record(claims=None, **numbers):
     for row in claims.itertuples():
         glue(row.claim_id, row.ours)
         glue(f"{row.claim_id}_verdict", row.verdict)
-        glue(f"{row.claim_id}_holm", row.holm or "not tested")
+        glue(f"{row.claim_id}_holm", row.holm or ("not tested" if row.role == "primary" else "not counted"))
+        glue(f"{row.claim_id}_power", row.power or "not a primary claim")
     # the whole table, for the ledger's summary and forest plots (robustnb.ledger), as JSON text: a notebook's
     # glued outputs may only hold text
     rows = ledger.ledger_rows(claims, declared_claims(claims["chapter"]))
     glue(ledger.GLUE_KEY, Pretty(json.dumps(rows, allow_nan=False)))
-    return claims[["claim", "paper", "source", "measure", "ours", "verdict", "holm"]].reset_index(drop=True)
+    shown = claims.assign(claim=[f"{c} ({r})" if r != "primary" else c for c, r in zip(claims["claim"], claims["role"])])
+    return shown[["claim", "paper", "source", "measure", "ours", "verdict", "holm", "power"]].reset_index(drop=True)
 
 
 NOT_MEASURED = "not measured at this preset"
@@ -83,5 +86,7 @@ def with_undeclared_filled(claims):
                              "source": pc.source, "measure": pc.measure, "ours": NOT_MEASURED,
                              "value": float("nan"), "low": float("nan"), "high": float("nan"),
                              "verdict": "inconclusive at this size", "n": 0, "unit": pc.unit,
-                             "form": pc.form, "p": float("nan"), "holm": ""})
+                             "form": pc.form, "p": float("nan"), "holm": "", "role": pc.role,
+                             "detectable": float("nan"),
+                             "power": "not measured at this preset" if pc.counted else ""})
     return pd.concat([claims, pd.DataFrame(rows)], ignore_index=True) if rows else claims

@@ -7,7 +7,11 @@ every chapter's runtime box and the introduction's table print the same numbers:
 (wall time), ``{{ mem_cpu_tv_defense }}`` (peak memory), ``{{ rt_cpu_total }}`` (the whole book). ``make book``'s
 progress line reads the expected times from it (:func:`expected`).
 
-The file: ``{preset: {"seconds": {chapter: s}, "peak_mb": {chapter: MB}, "estimated_seconds": {chapter: s}}}``.
+The file: ``{preset: {"seconds": {chapter: s}, "peak_mb": {chapter: MB}, "estimated_seconds": {chapter: s},
+"longest_cell_seconds": {chapter: s}}}``. The longest cell is what the book build's per-cell execution timeout
+(``_config.yml``: ``execute: timeout``) must clear: :func:`cell_bounds` gives it per chapter, or the chapter's whole
+time where no cell was recorded (a cell cannot take longer than its chapter), and a test keeps the timeout at least
+:data:`TIMEOUT_MARGIN` times above every bound.
 The entry ``gpu`` holds the ``cpu`` preset run on a lent GPU (``bash .ci/gpu_check.sh``: ``python -m robustnb
 reproduce <chapter> --preset cpu --device cuda`` from an empty cache) and has three more fields, each by chapter:
 ``stopped_seconds`` (stopped unfinished after s), ``beside`` (the chapter that ran beside it, the script
@@ -24,7 +28,9 @@ from pathlib import Path
 from robustnb.book.toc import ROOT, chapters
 
 PATH = ROOT / "book" / "runtimes.json"
-FIELDS = ("seconds", "peak_mb", "estimated_seconds", "stopped_seconds", "beside", "notes")
+FIELDS = ("seconds", "peak_mb", "estimated_seconds", "stopped_seconds", "beside", "notes", "longest_cell_seconds")
+#: the book's per-cell execution timeout stays at least this many times above every chapter's longest cell
+TIMEOUT_MARGIN = 2.0
 NOT_MEASURED = "not measured"
 
 
@@ -49,14 +55,26 @@ def expected(preset: str, path: Path = PATH) -> dict[str, float]:
     return {**entry.get("estimated_seconds", {}), **entry.get("seconds", {})}
 
 
-def save(rows: Iterable[tuple[str, float, float]], preset: str, path: Path = PATH) -> Path:
-    """Record measured (chapter, cold seconds, peak MB) rows at ``preset``; a measurement replaces the chapter's
-    estimate. Other chapters and presets are kept."""
+def cell_bounds(preset: str, path: Path = PATH) -> dict[str, tuple[float, str]]:
+    """Chapter -> (seconds, what) at ``preset``: the longest recorded cell (``what`` = ``"longest cell"``), else the
+    chapter's measured or estimated time (``"whole chapter"``), an upper bound on any of its cells."""
+    entry = load(path).get(preset, {})
+    out = {chapter: (s, "whole chapter") for chapter, s in
+           {**entry.get("estimated_seconds", {}), **entry.get("stopped_seconds", {}), **entry.get("seconds", {})}.items()}
+    out.update({chapter: (s, "longest cell") for chapter, s in entry.get("longest_cell_seconds", {}).items()})
+    return out
+
+
+def save(rows: Iterable[tuple], preset: str, path: Path = PATH) -> Path:
+    """Record measured (chapter, cold seconds, peak MB[, longest cell seconds]) rows at ``preset``; a measurement
+    replaces the chapter's estimate. Other chapters and presets are kept."""
     data = load(path)
     entry = data.setdefault(preset, {})
-    for chapter, seconds, peak_mb in rows:
+    for chapter, seconds, peak_mb, *cell in rows:
         entry.setdefault("seconds", {})[chapter] = round(float(seconds), 1)
         entry.setdefault("peak_mb", {})[chapter] = round(float(peak_mb))
+        if cell and cell[0] == cell[0]:  # not NaN
+            entry.setdefault("longest_cell_seconds", {})[chapter] = round(float(cell[0]), 1)
         entry.get("estimated_seconds", {}).pop(chapter, None)
     if not entry.get("estimated_seconds", True):
         del entry["estimated_seconds"]
@@ -82,7 +100,7 @@ def memory(mb: float) -> str:
 
 def _chapter_texts(entry: dict, chapter: str) -> tuple[str, str, float, bool]:
     """(wall time, memory, seconds counted in the total, whether an estimate) of one chapter at one preset."""
-    measured, mem, estimated, stopped, beside, notes = (entry.get(field, {}) for field in FIELDS)
+    measured, mem, estimated, stopped, beside, notes = (entry.get(field, {}) for field in FIELDS[:6])
     memory_text = memory(mem[chapter]) if chapter in mem else NOT_MEASURED
     next_to = f" (beside the {beside[chapter]} chapter, each on half of the cores)" if chapter in beside else ""
     if chapter in measured:

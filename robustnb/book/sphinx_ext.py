@@ -19,7 +19,7 @@ from pathlib import Path
 
 from robustnb import ledger, widgets
 from robustnb.book import runtimes
-from robustnb.book.claims import glued_ledgers, papers_summary
+from robustnb.book.claims import glued_ledgers, papers_apart, papers_summary
 from robustnb.book.toc import ROOT, chapters, toc_files
 from robustnb.cache import sources_digest
 from robustnb.config import resolve_preset
@@ -63,6 +63,15 @@ def _runtime_substitutions(app, config) -> None:
     names = [p.stem for p in chapters(root)]
     config.myst_substitutions = {**runtimes.substitutions(root / "book" / "runtimes.json", names),
                                  **(config.myst_substitutions or {})}
+
+
+def _execution_timeout(app, config) -> None:
+    """config-inited: at a preset whose cells were never timed (``full``, until someone records it), no per-cell
+    timeout: ``_config.yml``'s was set from the ``cpu`` preset's recorded cells (:func:`runtimes.cell_bounds`) and
+    says nothing about a GPU run at paper scale, which must not fail after hours for a limit no one measured."""
+    preset = resolve_preset(None)
+    if not runtimes.cell_bounds(preset, Path(app.srcdir) / "book" / "runtimes.json"):
+        config.nb_execution_timeout = -1
 
 
 # ------------------------------------------------------------------ Sphinx: a book that renders without network
@@ -195,7 +204,8 @@ PLACEHOLDER = "robustnb-claims-placeholder"
 
 
 def _placeholder_directive(kind: str):
-    """The ``claims-summary`` and ``claims-forest CHAPTER.ipynb`` directives: a placeholder (an empty container)
+    """The ``claims-summary``, ``claims-apart`` and ``claims-forest CHAPTER.ipynb`` directives: a placeholder (an
+    empty container)
     that :func:`_fill_ledger` fills once every chapter has run."""
     from docutils import nodes
     from docutils.parsers.rst import Directive
@@ -218,7 +228,8 @@ def _placeholder_directive(kind: str):
 
 
 def _summary_table(table):
-    """A docutils table of :func:`papers_summary`, the verdict columns' headers and non-zero cells coloured."""
+    """A docutils table of :func:`papers_summary` (or :func:`papers_apart`), the verdict columns' headers, their
+    non-zero cells and the verdict cells coloured."""
     from docutils import nodes
 
     cols = list(table.columns)
@@ -234,6 +245,8 @@ def _summary_table(table):
             entry = nodes.entry()
             if c in verdict_of and (header or v):
                 entry["classes"] += ledger.css_class(verdict_of[c]).split()
+            elif c == "verdict" and not header:
+                entry["classes"] += ledger.css_class(str(v)).split()
             entry += nodes.paragraph(text=str(v))
             r += entry
         return r
@@ -256,8 +269,9 @@ def _fill_ledger(app, doctree, docname) -> None:
     if placeholders:
         glued = glued_ledgers(Path(app.env.mystnb_config.output_folder), Path(app.srcdir))
         for node in placeholders:
-            if node["robustnb_kind"] == "summary":
-                node.replace_self(_summary_table(papers_summary(glued, Path(app.srcdir))))
+            if node["robustnb_kind"] in ("summary", "apart"):
+                make = papers_summary if node["robustnb_kind"] == "summary" else papers_apart
+                node.replace_self(_summary_table(make(glued, Path(app.srcdir))))
                 continue
             chapter = node["robustnb_chapter"]
             rows = glued.get(chapter)
@@ -328,12 +342,14 @@ def setup(app):
     """Register the hooks of this module (see its docstring)."""
     app.connect("config-inited", _set_execution_cache)
     app.connect("config-inited", _runtime_substitutions)
+    app.connect("config-inited", _execution_timeout)
     app.connect("env-before-read-docs", _read_in_book_order)
     app.connect("config-inited", _serve_widget_js)
     app.connect("build-finished", _copy_widget_js)
     app.connect("doctree-resolved", _drop_plotly_mathjax)
     app.connect("html-page-context", _dedupe_scripts)
     app.add_directive("claims-summary", _placeholder_directive("summary"))
+    app.add_directive("claims-apart", _placeholder_directive("apart"))
     app.add_directive("claims-forest", _placeholder_directive("forest"))
     app.connect("doctree-resolved", _fill_ledger)
     app.connect("html-page-context", _ledger_page_assets)

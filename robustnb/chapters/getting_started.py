@@ -86,16 +86,22 @@ def robustness(cfg: BaselineConfig, model, test_set, n_examples: int = 4):
     return attacks.robustness_curve(model, x, y, eps, attacks=("fgsm", "pgd"), keep_examples=n_examples)
 
 
-def example_stack(examples: dict, attack: str, clean: torch.Tensor):
-    """Stack kept adversarial examples into ``(S, 3, ...)``: per epsilon, clean | perturbation | adversarial.
+def example_stack(examples: dict, attack: str, index: int = 0):
+    """One attacked test image at every kept epsilon, stacked ``(S, 3, ...)``: clean | perturbation | adversarial.
 
-    The perturbation is shown amplified around grey (``0.5 + 4 * delta``) so small budgets stay visible.
+    ``examples`` is :func:`robustness`'s second value; the clean image is the same photo at epsilon 0 (where
+    ``robustness_curve`` keeps the unattacked images), so the perturbation is ``adv - clean`` of one image, zero at
+    epsilon 0. It is shown amplified around grey (``0.5 + 4 * delta``) so small budgets stay visible.
     Returns ``(images, eps_255_values)`` for ``plots.image_slider``.
     """
     keys = sorted(e for (a, e) in examples if a == attack)
+    if not keys or keys[0] != 0:
+        raise ValueError(f"example_stack needs the {attack!r} examples at epsilon 0 (the clean images); "
+                         f"kept epsilons: {[round(e * 255, 2) for e in keys]}")
+    clean = examples[(attack, 0)][index]
     rows = []
     for eps in keys:
-        adv = examples[(attack, eps)][0]
+        adv = examples[(attack, eps)][index]
         rows.append(torch.stack([clean, (0.5 + 4 * (adv - clean)).clamp(0, 1), adv]))
     return torch.stack(rows), [round(e * 255, 2) for e in keys]
 

@@ -38,8 +38,12 @@ from robustnb.config import ConfigError
 from robustnb.models import Normalize, SmallCNN
 from torchvision.models.resnet import BasicBlock
 
-registry.ENTROPY_MODELS.add("factorized", EntropyBottleneck, description="one learned density per channel")
-registry.ENTROPY_MODELS.add("hyperprior", GaussianConditional, description="mean-scale hyperprior")
+#: what CompressAI's EntropyModel takes through the classes' **kwargs (declared so that the registry checks them)
+_ENTROPY_MODEL_SETTINGS = ("likelihood_bound", "entropy_coder", "entropy_coder_precision")
+registry.ENTROPY_MODELS.add("factorized", EntropyBottleneck, description="one learned density per channel",
+                            settings=_ENTROPY_MODEL_SETTINGS)
+registry.ENTROPY_MODELS.add("hyperprior", GaussianConditional, description="mean-scale hyperprior",
+                            settings=_ENTROPY_MODEL_SETTINGS)
 #: the initial width of the learned factorized densities (CompressAI's ``EntropyBottleneck`` default: values
 #: spread over about +-10); a smaller one starts the density near the scale of an untrained encoder's latents
 DENSITY_INIT_SCALE = 10.0

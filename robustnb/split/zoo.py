@@ -22,9 +22,9 @@ import torch
 
 from robustnb import data, registry
 from robustnb.cache import cached, data_spec
-from robustnb.checks import check_number
+from robustnb.checks import check_number, one_or_more
 from robustnb.config import ConfigError, Run, pick
-from robustnb.jobs import Execution, ModelJob, ray_session, run_jobs
+from robustnb.jobs import Execution, ModelJob, as_execution, ray_session, run_jobs  # noqa: F401
 from robustnb.progress import tqdm
 from robustnb.split.model import (DENSITY_INIT_SCALE, LAMBDAS, SplitModel, build_split_model, check_entropy_model,
                                   check_split_arch)
@@ -206,9 +206,19 @@ def model_grid(preset: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[flo
     return archs, registry.ENTROPY_MODELS.names(), pick(preset, smoke=(LAMBDAS[0],), cpu=LAMBDAS, full=LAMBDAS)
 
 
+def _grid(archs, entropy_models, lambdas) -> tuple[list[str], list[str], list[float]]:
+    """The grid's names and lambdas, each one value or a sequence (:func:`robustnb.checks.one_or_more`: one name is
+    a grid of one, never its letters), all checked before anything trains."""
+    return ([check_split_arch(a) for a in one_or_more(archs, "archs", str, empty=False, what="architecture name")],
+            [check_entropy_model(e) for e in one_or_more(entropy_models, "entropy_models", str, empty=False,
+                                                         what="entropy model name")],
+            [_check_lambda(lam) for lam in one_or_more(lambdas, "lambdas", empty=False)])
+
+
 def split_jobs(archs, entropy_models, lambdas, run: Run) -> list[ModelJob]:
     """The split models of a grid as :class:`robustnb.jobs.ModelJob` objects (on the CPU): one base per
     (architecture, entropy model), and each lambda's fine-tune, which needs its base."""
+    archs, entropy_models, lambdas = _grid(archs, entropy_models, lambdas)
     jobs = []
     for arch in archs:
         for em in entropy_models:
@@ -226,8 +236,10 @@ def load_split_models(archs, entropy_models, lambdas, run: Run, verbose: bool = 
     """``{(arch, entropy_model, lambda): SplitModel}`` for every combination (trained once, then cached). With
     ``ex`` on Ray (the default at ``cpu`` and ``full`` on the CPU: :meth:`robustnb.jobs.Execution.for_run`), the
     models not cached yet train first as Ray tasks (:func:`split_jobs`, :func:`robustnb.jobs.run_jobs`): the two
-    bases side by side, then the fine-tunes; ``ex=Execution("local")`` trains them here, one after another."""
-    ex = Execution.for_run(run) if ex is None else ex
+    bases side by side, then the fine-tunes; ``ex=Execution("local")`` (or ``ex="local"``) trains them here, one
+    after another. ``archs``, ``entropy_models`` and ``lambdas`` are each one value or a sequence."""
+    archs, entropy_models, lambdas = _grid(archs, entropy_models, lambdas)
+    ex = as_execution(ex, run)
     if ex.backend == "ray":
         with ray_session(ex):
             run_jobs(split_jobs(archs, entropy_models, lambdas, run), ex, desc="split models")

@@ -135,6 +135,10 @@ def _synthetic(n=200, factors=None, stealthy_flip=0.0, severities=(1, 5), seed=0
                 adv_ok[: int(stealthy_flip * n)] = 0.0
                 ok_clean = ok.copy()
                 ok_clean[: int(stealthy_flip * n)] = 1.0
+                # one image gained and one lost besides: labels kept on average, with some spread (a change no
+                # image shows has no interval)
+                up, down = np.flatnonzero(ok_clean == 0)[-1], np.flatnonzero(ok_clean == 1)[-1]
+                adv_ok[up], adv_ok[down] = 1.0, 0.0
             rows.append(pd.DataFrame({"arch": "vgg", "entropy_model": em, "lambda": 0.01, "attack": attack,
                                       "eps_255": float(eps), "image": np.arange(n), "bytes_clean": clean,
                                       "bytes_adv": clean * f * rng.normal(1, 0.02, n), "est_bytes_adv": clean,
@@ -195,15 +199,15 @@ def test_numbers_are_formatted_strings():
 
 # --------------------------------------------------------------------- which attack a claim reads (issue 21)
 def test_the_papers_accuracy_drop_is_judged_on_the_plain_attack():
-    """Item 9: the paper's -6.6 points is the plain entropy attack's accuracy change, so that is the attack it
-    is judged on; the keep-label variant is the book's addition, with claims of its own (accuracy kept, rate
-    raised by at least a bound)."""
+    """Item 9: the -6.6 points (not in our summary) is the plain entropy attack's accuracy change, so that is the
+    attack it is judged on (for direction only); the keep-label variant is the book's addition, with claims of its
+    own (accuracy kept, rate raised by at least the book's bound)."""
     pc = ch.PAPER_CLAIMS["ea_entropy8_accuracy"]
-    assert "-6.6" in pc.paper and pc.form == "decrease" and pc.paper_value == pytest.approx(-0.066)
-    assert not pc.addition and "plain" in pc.measure
+    assert "-6.6" in pc.paper and "not in our summary" in pc.paper and pc.form == "decrease"
+    assert pc.paper_value is None and not pc.addition and "plain" in pc.measure
     keep, rate = ch.PAPER_CLAIMS["ea_stealthy_accuracy"], ch.PAPER_CLAIMS["ea_stealthy_rate"]
-    assert keep.addition and keep.form == "no_change" and keep.paper_value is None
-    assert rate.addition and rate.form == "at_least" and rate.paper_value > 0
+    assert keep.addition and keep.role == "addition" and keep.form == "no_change" and keep.paper_value is None
+    assert rate.addition and rate.form == "at_least" and rate.paper_value > 0 and "book's bound" in rate.paper
     # the plain attack drops 6.6 points, the keep-label one nothing: both read as they are
     t = ch.claims(*_synthetic()).set_index("claim_id")
     assert t.loc["ea_entropy8_accuracy", "value"] == pytest.approx(-0.065, abs=0.005)
@@ -212,7 +216,7 @@ def test_the_papers_accuracy_drop_is_judged_on_the_plain_attack():
     assert t.loc["ea_stealthy_rate", "verdict"] == "reproduced"
     # a plain attack that keeps every label does not reproduce the paper's drop, whatever the variant does
     t = ch.claims(*_synthetic(entropy_flip=0.0)).set_index("claim_id")
-    assert t.loc["ea_entropy8_accuracy", "verdict"] == "not reproduced"
+    assert t.loc["ea_entropy8_accuracy", "verdict"] != "reproduced"
     # a keep-label attack that no longer raises the rate fails its rate claim
     f = {("hyperprior", "entropy", 8): 1.468, ("hyperprior", ch.STEALTHY, 8): 1.0,
          ("factorized", ch.STEALTHY, 8): 1.0}
@@ -222,16 +226,18 @@ def test_the_papers_accuracy_drop_is_judged_on_the_plain_attack():
 
 def test_doubling_is_measured_against_the_8_255_overhead():
     """Item 10: "the overhead roughly doubles" is the 16/255 overhead over the 8/255 one, not 16/255 vs clean.
-    An attack at +90% for both budgets matches "+95% vs clean" at 16/255 but does not double anything."""
+    An attack at +90% for both budgets matches "+95% vs clean" at 16/255 but does not double anything. "Doubles"
+    is the book's derivation (issue 36, finding 4), not the paper's statement: marked so, not primary."""
     pc = ch.PAPER_CLAIMS["ea_entropy16_hyperprior"]
-    assert pc.form == "increase" and pc.paper_value == pytest.approx(0.95 / 0.468 - 1)
+    assert pc.form == "increase" and pc.paper_value == pytest.approx(1.0) and pc.role != "primary"
+    assert "book's derivation" in pc.paper and "book's derivation" in pc.claim
     t = ch.claims(*_synthetic()).set_index("claim_id")  # +46.8% then +95%: doubles
     assert t.loc["ea_entropy16_hyperprior", "value"] == pytest.approx(0.95 / 0.468 - 1, abs=0.05)
     assert t.loc["ea_entropy16_hyperprior", "verdict"] == "reproduced"
     f = {("hyperprior", "entropy", 8): 1.9, ("hyperprior", "entropy", 16): 1.9,
          ("hyperprior", ch.STEALTHY, 8): 1.3, ("factorized", ch.STEALTHY, 8): 1.2}
     t = ch.claims(*_synthetic(factors=f)).set_index("claim_id")
-    assert t.loc["ea_entropy16_overhead", "verdict"] == "reproduced"       # +90% vs clean, near the +95%
+    assert t.loc["ea_entropy16_overhead", "verdict"] == "reproduced"       # +90% vs clean: an increase
     assert t.loc["ea_entropy16_hyperprior", "value"] == pytest.approx(0.0, abs=0.05)
     assert t.loc["ea_entropy16_hyperprior", "verdict"] == "not reproduced"  # the overhead did not grow
 
@@ -244,3 +250,101 @@ def test_overhead_growth_interval():
     with pytest.raises(ValueError):
         ch.overhead_growth_ci(clean, clean[:5], clean)
     assert np.isnan(ch.overhead_growth_ci(clean, clean, clean * 1.4).value)  # no 8/255 overhead: no ratio
+
+
+# ------------------------------------------------ issue 36: claims as the paper makes them (all of paper 000)
+PAPER_000 = ("split_computing", "entropy_attacks", "frequency_analysis", "tv_defense")
+#: the figures our summary of paper 000 (../shared/papers/000_*.txt: abstract and TL;DR) gives, as typed there;
+#: "up to 95%" is a best case (direction only), so only these two may be a paper_value
+SUMMARY_FIGURES = {0.09: "9%", 0.02: "2%"}
+
+
+def _claims_000():
+    import importlib
+
+    return [(c, cid, pc) for c in PAPER_000
+            for cid, pc in importlib.import_module(f"robustnb.chapters.{c}").PAPER_CLAIMS.items()]
+
+
+@pytest.mark.parametrize("chapter, cid, pc", _claims_000(), ids=[cid for _, cid, _ in _claims_000()])
+def test_every_paper_value_is_in_our_summary_or_the_books(chapter, cid, pc):
+    """Finding 4: +46.8%, -6.6 points, +10%, +65%, -53% and +28% at 2/255 are in no table we can find (the full
+    paper could not be traced; our summary gives 'up to 95%', 'about 9%', 'about 2%'). A figure the summary does
+    not give is quoted as "not in our summary" and judged for direction only; a bound of the book's own says so;
+    derived claims (the doubling) are the book's derivation and not primary."""
+    if pc.paper_value is not None:
+        traced = any(abs(abs(pc.paper_value) - v) < 1e-9 and f in pc.paper for v, f in SUMMARY_FIGURES.items())
+        assert traced or "the book's" in pc.paper, f"{cid}: paper_value {pc.paper_value} is not in our summary"
+    for figure in ("46.8", "6.6", "+10%", "65%", "53%", "28%", "12.35 KB", "8.76 KB", "9.62 KB"):
+        if figure in pc.paper and "not in the paper" not in pc.paper:
+            assert "not in our summary" in pc.paper, f"{cid} quotes {figure} without saying it is not in our summary"
+    if "derivation" in pc.paper:
+        assert "book's derivation" in pc.paper and pc.role != "primary"
+
+
+@pytest.mark.parametrize("chapter, cid, pc", _claims_000(), ids=[cid for _, cid, _ in _claims_000()])
+def test_up_to_is_a_direction_and_never_a_size(chapter, cid, pc):
+    """Finding 5: "up to X" has one reading everywhere, the paper's best case judged for direction only (it was
+    a size of +95% at 16/255 here and a direction elsewhere)."""
+    if "up to" in pc.paper and "book's derivation" not in pc.paper:
+        assert pc.form in ("increase", "decrease") and pc.paper_value is None, cid
+        assert "direction only" in pc.paper, cid
+
+
+def test_the_headline_is_the_one_primary_claim_read_at_the_largest_budget():
+    """Issue 36, item 2: the chapter's primary claim is the paper's statement as made ("entropy attacks inflate the
+    bitrate, up to ~95%"), read at the grid's largest budget (the best case), for direction only."""
+    primary = [cid for cid, pc in ch.PAPER_CLAIMS.items() if pc.role == "primary"]
+    assert primary == ["ea_entropy_inflates_rate"]
+    pc = ch.PAPER_CLAIMS["ea_entropy_inflates_rate"]
+    assert pc.form == "increase" and pc.paper_value is None and "up to 95%" in pc.paper
+    f = {("hyperprior", "entropy", 8): 1.05, ("hyperprior", "entropy", 16): 1.6,
+         ("hyperprior", ch.STEALTHY, 8): 1.3, ("factorized", ch.STEALTHY, 8): 1.2}
+    images, corr = _synthetic(factors=f)
+    t = ch.claims(images, corr).set_index("claim_id")
+    assert ch.largest_eps(images) == 16 and t.loc["ea_entropy_inflates_rate", "value"] == pytest.approx(0.6, abs=0.02)
+    assert t.loc["ea_entropy_inflates_rate", "verdict"] == "reproduced"
+    assert ch.numbers(ch.EntropyAttacksConfig.from_preset("smoke"), images, corr)["ea_top_eps"] == "16/255"
+
+
+def test_pgd_is_judged_smaller_than_the_entropy_attack_on_the_same_images():
+    """Finding 5: "PGD barely moves the rate" had become "no change within 20%", which a PGD at -15% or +15% passes
+    whatever the entropy attack does. The paper's point is that an accuracy attack inflates the rate far less than
+    the entropy attack: PGD's overhead minus the entropy attack's, paired on the same images at the same epsilon,
+    must be below zero."""
+    pc = ch.PAPER_CLAIMS["ea_pgd_rate"]
+    assert pc.form == "less" and pc.margin is None and pc.paper_value is None and "same images" in pc.measure
+    # PGD +15%, a weak entropy attack +10%: "within 20%" read it as reproduced; PGD is not the smaller one
+    f = {("hyperprior", "entropy", 8): 1.10, ("hyperprior", ch.PGD, 8): 1.15,
+         ("hyperprior", ch.STEALTHY, 8): 1.3, ("factorized", ch.STEALTHY, 8): 1.2}
+    images, corr = _synthetic(factors=f)
+    e = ch.claim_estimates(images, corr)["ea_pgd_rate"]
+    h = images[(images["entropy_model"] == "hyperprior") & (images["eps_255"] == 8)]
+    pgd, ent = (h[h["attack"] == a].sort_values("image") for a in (ch.PGD, "entropy"))
+    assert e.n == 200 and e.value == pytest.approx(
+        (pgd["bytes_adv"].mean() - ent["bytes_adv"].mean()) / pgd["bytes_clean"].mean())
+    assert ch.claims(images, corr).set_index("claim_id").loc["ea_pgd_rate", "verdict"] == "not reproduced"
+    # PGD at -15% against the paper's entropy attack: smaller, reproduced
+    f[("hyperprior", "entropy", 8)], f[("hyperprior", ch.PGD, 8)] = 1.468, 0.85
+    assert ch.claims(*_synthetic(factors=f)).set_index("claim_id").loc["ea_pgd_rate", "verdict"] == "reproduced"
+    # paired: the images of the PGD rows are matched with the same images of the entropy rows
+    shuffled = images.sample(frac=1, random_state=3)
+    assert ch.claim_estimates(shuffled, corr)["ea_pgd_rate"].value == pytest.approx(e.value)
+
+
+def _markdown(name: str) -> list[str]:
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).parents[2] / "book" / f"{name}.ipynb").read_text())
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+
+
+def test_the_closing_section_names_the_primary_claim_and_makes_no_unbacked_claim():
+    """Finding 5: the closing sentence "Rate and label are different targets" had no verdict behind it; the
+    chapter's closing section names its primary claim, says the rest is not counted and mentions the power line."""
+    text = "\n".join(_markdown("entropy_attacks"))
+    assert "Rate and label are different targets" not in text
+    closing = next(t for t in _markdown("entropy_attacks") if t.startswith("## What reproduced"))
+    assert "ea_entropy_inflates_rate_verdict" in closing and "primary" in closing and "not counted" in closing
+    assert "power" in closing and "ea_pgd_rate_verdict" in closing and "up to" in closing

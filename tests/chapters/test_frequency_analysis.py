@@ -172,3 +172,21 @@ def test_natural_images_shape():
     assert imgs.shape == (2, 3, 48, 48) and imgs.min() >= 0 and imgs.max() <= 1 and names == ["astronaut", "coffee"]
     with pytest.raises(ConfigError):
         Fq.natural_images(("lena",))
+
+
+def test_the_primary_claim_is_the_tldrs_statement():
+    """Issue 36, item 2: the chapter's one primary claim is the TL;DR's "high-frequency content largely drives
+    the entropy-based compression" (direction, no figure); the others are exploratory, and "mostly" (more than
+    half) is the book's bound."""
+    primary = [cid for cid, pc in Fq.PAPER_CLAIMS.items() if pc.role == "primary"]
+    assert primary == ["fa_clean_bits_high_frequency"]
+    pc = Fq.PAPER_CLAIMS["fa_clean_bits_high_frequency"]
+    assert "largely drives" in pc.paper and pc.paper_value is None and pc.form == "increase"
+    assert "the book's bound" in Fq.PAPER_CLAIMS["fa_attack_bits_high_frequency"].paper
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).parents[2] / "book" / "frequency_analysis.ipynb").read_text())
+    closing = next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"
+                   and "".join(c["source"]).startswith("## What reproduced"))
+    assert "primary" in closing and "not counted" in closing and "power" in closing

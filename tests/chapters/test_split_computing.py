@@ -38,7 +38,7 @@ def test_tradeoff_and_per_image_rates_on_untrained_models():
     per = ch.per_image_rates(models, ("vgg", "hyperprior", 0.01), data, n=5)
     assert len(per) == 5 and (per["real_bytes"] >= per["est_bytes"] - 1).all()
     fig = ch.bit_map_view(models[("vgg", "factorized", 0.01)], data.tensors(1)[0])
-    assert len(fig.data) == 4
+    assert len(fig.data) == 2  # the clean image and its bit map (plots.bit_panel)
 
 
 def test_image_rates_keeps_one_row_per_model_and_image_and_the_tradeoff_is_their_mean():
@@ -104,3 +104,31 @@ def test_numbers_are_formatted_strings():
     nums = ch.numbers(_images())
     assert all(isinstance(v, str) for v in nums.values())
     assert nums["sc_lambdas"] == "0.01, 0.64" and "points" in nums["sc_acc_change_factorized"]
+
+
+def test_the_chapters_rows_are_set_up_checks_not_counted():
+    """Issue 36, finding 3: the ledger counted the five split-computing rows as the paper's claims, though a larger
+    lambda giving fewer bytes is the training objective at work and real bytes = estimate + a constant is the
+    coder working. They are set-up checks (role "setup", with why), tried on worlds like every claim, and not
+    counted."""
+    for cid, pc in ch.PAPER_CLAIMS.items():
+        assert pc.role == "setup" and pc.why and not pc.counted and not pc.addition, cid
+        assert pc.worlds is not None and pc.paper_value is None, cid
+    assert "training objective" in ch.PAPER_CLAIMS["sc_lambda_rate_factorized"].why
+    assert "coder" in ch.PAPER_CLAIMS["sc_stream_constant_hyperprior"].why
+    table = ch.claims(_images())
+    assert (table["role"] == "setup").all() and (table["holm"] == "").all() and (table["power"] == "").all()
+    assert ch.TOO_FEW < stats.MIN_ITEMS
+
+
+def test_the_closing_section_says_its_rows_are_set_up_checks_and_drops_the_unbacked_sentence():
+    """Finding 5: "an image-adaptive density pays for its side information" followed a verdict that could read
+    either way; the closing section now says the rows are set-up checks, not counted."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).parents[2] / "book" / "split_computing.ipynb").read_text())
+    text = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    assert not any("pays for its side information" in t for t in text)
+    closing = next(t for t in text if t.startswith("## What reproduced"))
+    assert "set-up check" in closing and "not counted" in closing and "not in our summary" in closing

@@ -158,8 +158,10 @@ def test_accuracy_cost_is_an_upper_bound():
     "not reproduced", a 10-point cost "reproduced in direction".)"""
     pc = ch.PAPER_CLAIMS["tv_accuracy_cost"]
     assert pc.form == "at_most" and pc.paper_value == pytest.approx(0.02) and 0 < pc.margin <= 0.02
-    assert pc.unit == " points" and "about" in pc.measure
-    assert _verdicts(cost=0)["tv_accuracy_cost"] == "reproduced"                  # no cost at all
+    assert pc.unit == " points" and "about" in pc.measure and pc.role == "primary"
+    # no cost at all, with the 2% of images a smoothing flips each way (a change no image shows has no interval)
+    assert ch.world_claims("tv_accuracy_cost", 0.0).set_index("claim_id").loc["tv_accuracy_cost", "verdict"] == \
+        "reproduced"
     assert _verdicts(cost=20, n=2000)["tv_accuracy_cost"] == "reproduced"         # 1 point
     assert _verdicts(cost=-20, n=2000)["tv_accuracy_cost"] == "reproduced"        # an improvement
     assert _verdicts(cost=40, n=400)["tv_accuracy_cost"] == "not reproduced"      # 10 points
@@ -239,3 +241,42 @@ def test_tuning_images_are_disjoint_from_the_split_models_training_images(monkey
     assert len(hold) == 10 * zoo.TUNING_HOLDOUT_PER_CLASS and hold.labels.bincount().tolist() == [
         zoo.TUNING_HOLDOUT_PER_CLASS] * 10
     assert len(zoo.training_pool()) + len(hold) == len(toy) and not _ids(hold.images) & _ids(zoo.training_pool().images)
+
+
+# --------------------------------------------------------------------------- issue 36: the paper's claims as made
+def test_the_primary_claims_are_the_abstracts_three_statements():
+    """Item 2: the primary claims are the abstract's and TL;DR's statements about the defense, as made: the attacked
+    and defended input about 9% below the clean rate (the only size, from the abstract), about 2% accuracy loss
+    (an upper bound) and robustness to adaptive attacks; the +28% of the undefended attack (not in our summary) is
+    exploratory and judged for direction only, the attack through the defense is the book's addition."""
+    primary = {cid for cid, pc in ch.PAPER_CLAIMS.items() if pc.role == "primary"}
+    assert primary == {"tv_defended_vs_clean", "tv_accuracy_cost", "tv_adaptive_vs_clean"}
+    assert ch.PAPER_CLAIMS["tv_defended_vs_clean"].paper_value == pytest.approx(-0.09)
+    assert "about 9%" in ch.PAPER_CLAIMS["tv_defended_vs_clean"].paper
+    over = ch.PAPER_CLAIMS["tv_attack_overhead"]
+    assert over.paper_value is None and over.role == "exploratory" and "not in our summary" in over.paper
+    assert ch.PAPER_CLAIMS["tv_attack_through_defense"].role == "addition"
+    assert ch.PAPER_CLAIMS["tv_attacked_accuracy_cost"].role == "exploratory"
+
+
+def test_about_is_the_books_size_tolerance_and_says_so():
+    """Finding 5: the 50% tolerance was unexplained; the slack "about" adds to the 2-point bound is the book's size
+    tolerance (stats.SIZE_TOLERANCE), and the claims that use it name it."""
+    assert ch.ABOUT_SLACK == pytest.approx(stats.SIZE_TOLERANCE * ch.PAPER_COST)
+    for cid in ("tv_accuracy_cost", "tv_defended_vs_clean"):
+        assert "SIZE_TOLERANCE" in ch.PAPER_CLAIMS[cid].measure, cid
+    # "about 9%" of the paper's size: -5% is within half of 9%, -3% is not
+    for value, verdict in ((-0.05, "reproduced"), (-0.03, "reproduced in direction")):
+        row = ch.world_claims("tv_defended_vs_clean", value).set_index("claim_id").loc["tv_defended_vs_clean"]
+        assert row["verdict"] == verdict, (value, row["ours"])
+
+
+def test_the_closing_sections_name_the_primary_claims():
+    """Finding 5: each chapter's closing section names its primary claims and says the rest is not counted."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).parents[2] / "book" / "tv_defense.ipynb").read_text())
+    text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "primary" in text and "not counted" in text and "power" in text
+    assert "under a fifth of the paper's undefended" not in text  # a bound measured against an untraced figure
