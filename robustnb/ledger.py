@@ -50,8 +50,11 @@ def stylesheet() -> str:
              for v, c in VERDICT_COLOURS.items()]
     return "\n".join(["/* robustnb.ledger: verdict cells, coloured as in the claims' forest plots */", *rules,
                       ".robustnb-verdict { font-weight: 600; }",
-                      "table.robustnb-summary { font-size: 0.9em; }",
+                      "table.robustnb-summary { font-size: 0.8em; }",
+                      "table.robustnb-summary th, table.robustnb-summary td { padding: 0.3em 0.4em; }",
                       "table.robustnb-summary td { text-align: right; }",
+                      "table.robustnb-apart { font-size: 0.85em; }",
+                      "table.robustnb-apart td, table.robustnb-apart th { text-align: left; }",
                       "table.robustnb-summary td:first-child, table.robustnb-summary th:first-child "
                       "{ text-align: left; }", ""])
 
@@ -117,6 +120,16 @@ def summary(papers: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=cols)
     total = {"paper": "total", **table.drop(columns="paper").sum().astype(int).to_dict()}
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+
+
+NOT_COUNTED = "not counted"
+
+
+def summary_display(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summary` for the page and the terminal: the primary claims' columns, then one ``not counted`` column
+    (the rows listed apart, detailed by :func:`not_counted`)."""
+    apart = [*APART.values(), STAND_IN]
+    return table.drop(columns=apart).assign(**{NOT_COUNTED: table[apart].sum(axis=1).astype(int)})
 
 
 def not_counted(papers: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:

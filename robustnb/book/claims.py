@@ -104,8 +104,8 @@ def _papers(glued: dict, root: Path = ROOT) -> dict:
 
 
 def papers_summary(glued: dict, root: Path = ROOT):
-    """:func:`robustnb.ledger.summary` over the toc's parts that hold claims (one per paper)."""
-    return ledger.summary(_papers(glued, root))
+    """:func:`robustnb.ledger.summary_display` over the toc's parts that hold claims (one per paper)."""
+    return ledger.summary_display(ledger.summary(_papers(glued, root)))
 
 
 def papers_apart(glued: dict, root: Path = ROOT):

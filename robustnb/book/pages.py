@@ -89,4 +89,7 @@ def with_undeclared_filled(claims):
                              "form": pc.form, "p": float("nan"), "holm": "", "role": pc.role,
                              "detectable": float("nan"),
                              "power": "not measured at this preset" if pc.counted else ""})
+    if rows and "stand_in" in claims:  # a row not measured is on the same data as the chapter's others
+        for row in rows:
+            row["stand_in"] = bool(claims.loc[claims["chapter"] == row["chapter"], "stand_in"].fillna(False).any())
     return pd.concat([claims, pd.DataFrame(rows)], ignore_index=True) if rows else claims

@@ -227,14 +227,14 @@ def _placeholder_directive(kind: str):
     return PlaceholderDirective
 
 
-def _summary_table(table):
+def _summary_table(table, css: str = "robustnb-summary"):
     """A docutils table of :func:`papers_summary` (or :func:`papers_apart`), the verdict columns' headers, their
     non-zero cells and the verdict cells coloured."""
     from docutils import nodes
 
     cols = list(table.columns)
     verdict_of = {short: v for v, short in ledger.SHORT.items()}
-    tnode = nodes.table(classes=["robustnb-summary"])
+    tnode = nodes.table(classes=[css])
     group = nodes.tgroup(cols=len(cols))
     tnode += group
     group += [nodes.colspec(colwidth=3 if c == "paper" else 1) for c in cols]
@@ -269,9 +269,15 @@ def _fill_ledger(app, doctree, docname) -> None:
     if placeholders:
         glued = glued_ledgers(Path(app.env.mystnb_config.output_folder), Path(app.srcdir))
         for node in placeholders:
-            if node["robustnb_kind"] in ("summary", "apart"):
-                make = papers_summary if node["robustnb_kind"] == "summary" else papers_apart
-                node.replace_self(_summary_table(make(glued, Path(app.srcdir))))
+            if node["robustnb_kind"] == "summary":
+                node.replace_self(_summary_table(papers_summary(glued, Path(app.srcdir))))
+                continue
+            if node["robustnb_kind"] == "apart":  # one small table per paper: claim, why not counted, verdict
+                apart, parts = papers_apart(glued, Path(app.srcdir)), []
+                for paper, rows in apart.groupby("paper", sort=False):
+                    parts += [nodes.paragraph("", "", nodes.strong(text=paper)),
+                              _summary_table(rows.drop(columns="paper"), "robustnb-apart")]
+                node.replace_self(parts)
                 continue
             chapter = node["robustnb_chapter"]
             rows = glued.get(chapter)
