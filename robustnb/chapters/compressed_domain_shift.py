@@ -59,7 +59,7 @@ from robustnb.attacks.noise import correct_at_budget
 from robustnb.cache import cached, data_spec, experiment
 from robustnb.config import Run, pick
 from robustnb.data import OFFICE31_DOMAINS
-from robustnb.jobs import Execution, ModelJob, ray_session, run_jobs
+from robustnb.jobs import Execution, ModelJob, as_execution, ray_session, run_jobs
 from robustnb.mechanisms import make
 from robustnb.models import count_parameters
 from robustnb.progress import tqdm
@@ -232,7 +232,7 @@ def train_bases(cfg: StudyConfig, run: Run, doms: D.Domains, ex: Execution | Non
     weights, other data order), kept in ``zoo.attackers`` and never evaluated. With ``ex`` on Ray (the default
     at ``cpu`` and ``full`` on the CPU: :meth:`robustnb.jobs.Execution.for_run`) the ones not cached yet train
     first as parallel Ray tasks (:func:`base_jobs`); ``ex=Execution("local")`` trains them here, one by one."""
-    ex = Execution.for_run(run) if ex is None else ex
+    ex = as_execution(ex, run)
     if ex.backend == "ray":
         with ray_session(ex):
             run_jobs(base_jobs(cfg, doms.train), ex, desc="bases and attackers")

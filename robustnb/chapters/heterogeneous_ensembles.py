@@ -50,6 +50,7 @@ from robustnb import plots, stats, widgets
 from robustnb.attacks import perturb
 from robustnb.cache import experiment
 from robustnb.config import ConfigError, Run, in_colab, pick
+from robustnb.jobs import as_execution
 from robustnb.mechanisms import make, names
 from robustnb.progress import tqdm
 from robustnb.train import TrainConfig, predict, speed_for, speed_options
@@ -394,6 +395,7 @@ def build_nodes(cfg: HeteroConfig, run: Run, splits: Splits, ex: D.Execution = D
     experiment, ASHA per node), then every node and ``also`` (the attacker's surrogates) train in one pool, so
     that the workers stay busy until the last model is done. Returns ``(plans, models, tuning frame)`` with
     ``plans[seed][n][axis]`` the tuned node specs and ``models`` the nodes only (``{key: model}``)."""
+    ex = as_execution(ex, run)
     seeds = tuple(cfg.seeds if seeds is None else seeds)
     untuned = {(seed, n): plan(cfg, splits, seed, n) for seed in seeds for n in cfg.n_values}
     jobs = [(sn, axis, node) for sn, nodes in untuned.items() for axis, specs in tuning_jobs(nodes).items()
@@ -426,6 +428,7 @@ def surrogate_specs(cfg: HeteroConfig, splits: Splits) -> list[D.NodeSpec]:
 def train_surrogates(cfg: HeteroConfig, run: Run, splits: Splits, ex: D.Execution = D.Execution()) -> list:
     """The attacker's own models, trained on its own data (through the cache)."""
     specs = surrogate_specs(cfg, splits)
+    ex = as_execution(ex, run)
     models = D.train_nodes(specs, ex.backend, run.device, ex.address, ex.num_cpus)
     return [models[s.key] for s in specs]
 
@@ -576,7 +579,7 @@ def execution(run: Run, backend: str | None = None, ray_address: str | None = No
 def run_study(cfg: HeteroConfig, run: Run, ex: D.Execution | None = None) -> HeteroStudy:
     """Everything: splits, nodes (tuned and trained, every round), surrogates, attacks, the frame; ``ex`` says
     where the nodes train (default: :func:`execution`)."""
-    ex = ex or execution(run)
+    ex = execution(run) if ex is None else as_execution(ex, run)
     splits = load_splits(cfg)
     # while Ray workers train on every core, this process keeps to cfg.threads (2 threads on 2 busy cores ran
     # 40x slower); crafting and evaluating afterwards have the cores to themselves and use all of them
