@@ -334,14 +334,14 @@ def power_note(pc: "PaperClaim", est: Estimate) -> str:
         return ("power unknown: no interval at this size (one round, too few images, or no spread), so this run "
                 "cannot decide the claim")
     effect, stated = pc.effect
+    size = f"{pc.scale * effect:.{pc.digits}f}{pc.unit}"
     if not stated:
-        what = f"an effect of {pc.scale * effect:g}{pc.unit} (the paper states none)"
+        what = f"an effect of {size} (the paper states none)"
     else:
-        what = "the bound" if pc.form in ("at_most", "at_least") else "the paper's figure"
+        what = ("the bound" if pc.form in ("at_most", "at_least") else "the paper's figure") + f" ({size})"
     sign = "above" if effect >= mde else "below"
     tail = "" if effect >= mde else ": this run cannot decide it"
-    return (f"detects {pc.scale * mde:.{pc.digits}f}{pc.unit} with 80% power; {what} "
-            f"({pc.scale * effect:.{pc.digits}f}{pc.unit}) is {sign} it{tail}")
+    return f"detects {pc.scale * mde:.{pc.digits}f}{pc.unit} with 80% power; {what} is {sign} it{tail}"
 
 
 def holm(p) -> np.ndarray:
