@@ -27,6 +27,7 @@ Notebooks tell the story; this package does the work. Its layers, each importing
 ``robustnb.train``                 the one training loop, predict, the one accuracy
 ``robustnb.jobs``                  independent trainings as jobs, in this process or as Ray tasks
 ``robustnb.cache``                 the on-disk cache: keys, the atomic verified writer, cached models
+``robustnb.archive``               one archive of trained models and results (``python -m robustnb cache export``)
 **data and models**
 ``robustnb.data``                  CIFAR-10, Fashion-MNIST and Office-31 loaders
 ``robustnb.models``                classifiers adapted to small inputs (registered by name)

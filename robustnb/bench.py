@@ -26,9 +26,10 @@ import torch
 
 from robustnb import cpus, data
 from robustnb.book import ROOT, chapters, runtimes
-from robustnb.config import resolve_preset
+from robustnb.config import Run, resolve_preset
 from robustnb.models import for_dataset
-from robustnb.split import LAMBDAS, build_split_model
+from robustnb.registry import ENTROPY_MODELS
+from robustnb.split import LAMBDAS, build_split_model, get_split_model, rate
 from robustnb.split.rate import rate_bpp
 from robustnb.train import TrainConfig, accuracy, fit
 
@@ -130,6 +131,21 @@ def training_speed(model: str = "cnn", n_train: int = 4096, epochs: int = 2, n_t
     return pd.DataFrame(rows)
 
 
+# ------------------------------------------------------------------------------------------- coding
+def coding(archs=("vgg",), preset: str = "smoke", n_images: int = 256, seed: int = 0) -> pd.DataFrame:
+    """Real rANS bytes vs the estimate, time per image (:func:`robustnb.split.rate.coding_speed`): one row per
+    split model ``(arch, entropy model)`` of the zoo at ``preset`` (the smallest lambda; trained on first use,
+    then cached) on ``n_images`` CIFAR-10 test images, with CompressAI's own per-image ``compress`` beside it."""
+    run = Run(preset=resolve_preset(preset), seed=seed, device=torch.device("cpu"))
+    x, _ = data.load_cifar10("test").subset(n_images, seed).tensors()
+    rows = []
+    for arch in archs:
+        for em in ENTROPY_MODELS.names():
+            m = get_split_model(arch, em, min(LAMBDAS), run, verbose=False)
+            rows.append({"model": f"split-{arch}-{em}", "preset": run.preset, **rate.coding_speed(m, x)})
+    return pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------------------------------- contention
 _CHILD = ("import json, sys{first}\nfrom robustnb import cpus\ncpus.set_adaptive({adaptive})\n"
           "from robustnb.bench import training_speed\n"
@@ -187,6 +203,10 @@ def main(argv=None) -> int:
     ap.add_argument("--contention", action="store_true",
                     help="instead: training images/s alone and beside a 2-thread CPU load (robustnb's OpenMP set-up "
                          "vs torch's defaults)")
+    ap.add_argument("--coding", nargs="*", metavar="ARCH",
+                    help="instead: milliseconds per image of real rANS bytes vs the estimate (and CompressAI's own "
+                         "compress) for the split models of these architectures (default: vgg), both entropy "
+                         "models, at --preset (default here: smoke)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -196,6 +216,10 @@ def main(argv=None) -> int:
     if args.contention:
         print(contention().round(2).to_markdown(index=False))
         return 0
+    if args.coding is not None:
+        df = coding(tuple(args.coding or ["vgg"]), args.preset or "smoke")
+        print(df.round(3).to_markdown(index=False))
+        return 0 if df["identical"].all() else 1
     if args.speed is not None:
         frames = [training_speed(m) for m in (args.speed or ["cnn", "split-resnet-hyperprior"])]
         print(pd.concat(frames, ignore_index=True).round(3).to_markdown(index=False))

@@ -5,7 +5,10 @@ allowed range, so a mistake fails at the call that made it instead of deep insid
 
 * :func:`check_images`: a float tensor ``(N, C, H, W)`` with values in ``[0, 1]``, finite; ``N = 0`` is allowed
   (entry points return an empty batch for it). Catches 0-255 images, HWC layout, single images without the
-  batch dimension, integer dtypes and NaNs.
+  batch dimension, integer dtypes and NaNs. Reading the values back is a host-device synchronisation, so on a GPU
+  only the shape and dtype are checked unless the caller asks for the values (``values=True``, once per batch at
+  an entry point) or :func:`check_device_values` is on: a split model's encoder checks its input on every
+  forward, and a sync there would stall the GPU at each training step.
 * :func:`check_labels`: one integer class index per image (the lengths of images and labels must agree).
 * :func:`check_number`: a real number (not a bool, not NaN), finite unless allowed, inside an interval,
   integral where it must be (Python and NumPy integers alike).
@@ -28,10 +31,21 @@ from torch import nn
 from robustnb.config import ConfigError, ConfigTypeError
 
 IMAGE_CHANNELS = (1, 3)
+_STATE = {"device_values": False}
 
 
-def check_images(x, name: str = "images") -> torch.Tensor:
-    """Return ``x`` if it is a batch of images ``(N, C, H, W)`` in ``[0, 1]`` (C = 1 or 3), else raise."""
+def check_device_values(on: bool) -> None:
+    """Check the values of images on a GPU too, at every :func:`check_images` (a host sync each: for debugging)."""
+    _STATE["device_values"] = check_flag(on, "on")
+
+
+def check_images(x, name: str = "images", values: bool | None = None) -> torch.Tensor:
+    """Return ``x`` if it is a batch of images ``(N, C, H, W)`` in ``[0, 1]`` (C = 1 or 3), else raise.
+
+    The shape, channels and dtype are always checked (no computation). The values (finite, in ``[0, 1]``) are
+    read when ``values`` is True, and by default (``None``) for tensors on the CPU only, or on every device while
+    :func:`check_device_values` is on: reading them from a GPU waits for all its queued work.
+    """
     if not isinstance(x, torch.Tensor):
         raise ConfigTypeError(f"{name} must be a torch.Tensor of shape (N, C, H, W) in [0, 1], got {type(x).__name__}.")
     if x.dim() != 4:
@@ -45,6 +59,10 @@ def check_images(x, name: str = "images") -> torch.Tensor:
         raise ConfigTypeError(f"{name} must be a float tensor with values in [0, 1], got dtype {x.dtype} "
                           "(for uint8 images use x.float() / 255).")
     if x.numel() == 0:
+        return x
+    if values is None:
+        values = x.device.type == "cpu" or _STATE["device_values"]
+    if not values or x.device.type == "meta":
         return x
     with torch.no_grad():  # one pass and one device sync: min and max are NaN / inf whenever a value is
         lo, hi = (float(v) for v in torch.stack(torch.aminmax(x.detach())).float().tolist())
@@ -170,4 +188,5 @@ def one_or_more(value, name: str, item: type | tuple[type, ...] | None = None, *
     return items
 
 
-__all__ = ["check_images", "check_labels", "check_number", "check_flag", "check_choice", "one_or_more"]
+__all__ = ["check_images", "check_device_values", "check_labels", "check_number", "check_flag", "check_choice",
+           "one_or_more"]

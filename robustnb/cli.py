@@ -108,6 +108,25 @@ def not_measured(name: str, table: pd.DataFrame) -> list[str]:
     return [cid for cid in declared if cid not in measured]
 
 
+def cache_command(args) -> int:
+    """``cache export ARCHIVE`` / ``cache import ARCHIVE`` (:mod:`robustnb.archive`), into ``$ROBUSTNB_CACHE``."""
+    from robustnb import archive
+    try:
+        if args.action == "export":
+            manifest = archive.export_archive(args.archive, label=args.label)
+            print(f"written: {args.archive} ({len(manifest['files'])} files)")
+        else:
+            done = archive.import_archive(args.archive)
+            print(f"imported {args.archive}: {done['added']} files added, {done['present']} already present")
+            if done["conflicts"]:
+                print(f"kept your own version of {len(done['conflicts'])} file(s) that differ from the archive's: "
+                      + ", ".join(done["conflicts"][:5]) + (" ..." if len(done["conflicts"]) > 5 else ""))
+    except ConfigError as e:
+        print(f"python -m robustnb cache {args.action}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m robustnb", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -120,7 +139,18 @@ def main(argv=None) -> int:
     rp.add_argument("--seed", type=int, default=0, help="default: 0, as the book")
     rp.add_argument("--device", choices=DEVICES, default="auto", help="default: auto (the GPU when there is one)")
     rp.add_argument("--out", help="also write the table as CSV (every column) to this new file (never overwritten)")
+    cp = sub.add_parser("cache", help="export or import an archive of trained models and results",
+                        description="Export the cache's trained models and results to one archive, or import one "
+                                    "(checked first; nothing the reader has is overwritten).")
+    csub = cp.add_subparsers(dest="action", required=True)
+    ep = csub.add_parser("export", help="write the cache's models and results to a new .tar.gz")
+    ep.add_argument("archive", help="the new archive, e.g. robustnb-cache-cpu.tar.gz (never overwritten)")
+    ep.add_argument("--label", default="", help="a note stored in the manifest, e.g. the preset")
+    ip = csub.add_parser("import", help="add an archive's models and results to the cache")
+    ip.add_argument("archive", help="an archive made by `python -m robustnb cache export`")
     args = ap.parse_args(argv)
+    if args.command == "cache":
+        return cache_command(args)
     if args.list:
         print("\n".join(chapter_names()))
         return 0
@@ -150,4 +180,4 @@ def main(argv=None) -> int:
 
 
 __all__ = ["chapter_names", "chapter_module", "check_out", "write_new", "reproduce", "format_table", "not_measured",
-           "main"]
+           "cache_command", "main"]

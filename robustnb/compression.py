@@ -6,7 +6,10 @@
   group_reduction="first")``, the L1 norm of each filter of the pruned layer) keeps
   coupled layers consistent (residual additions, batch norms, the next layer's input channels); the
   classifier's output layer is never pruned. :func:`prune_and_finetune` then fine-tunes through
-  :func:`robustnb.train.fit` and caches the result.
+  :func:`robustnb.train.fit` and caches the result. :func:`parameter_count` counts parameters the way
+  Torch-Pruning does (``tp.utils.count_ops_and_params``), and :func:`slim_student` builds a freshly initialised
+  network with exactly the layer widths pruning at a ratio leaves (the same fraction of filters removed from
+  every convolution): a distillation student of the pruned model's parameter count.
 * **Knowledge distillation** (Hinton et al., 2015): :func:`kd_terms` turns the Hinton loss
   ``(1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))`` into
   :func:`robustnb.train.fit`'s form ``CE + sum(weight * term)``: a ``kd`` term ``T^2 * KL`` with weight
@@ -111,6 +114,47 @@ def ratio_for_parameters(build: Callable[[], nn.Module], target: int, example_in
             return round(mid, 4)
         lo, hi = (mid, hi) if n > target else (lo, mid)
     return round((lo + hi) / 2, 4)
+
+
+def parameter_count(model: nn.Module, example_inputs: torch.Tensor) -> int:
+    """Parameters of ``model`` as Torch-Pruning counts them (``tp.utils.count_ops_and_params`` on
+    ``example_inputs``, float images (N, C, H, W) in [0, 1]); the count comparisons of pruned and slim models
+    read this."""
+    model = copy.deepcopy(model).cpu().eval()
+    with torch.no_grad():
+        _, params = tp.utils.count_ops_and_params(model, example_inputs.cpu()[:1])
+    return int(params)
+
+
+def check_matched(a: int, b: int, tol: float = 0.10, what: str = "models") -> float:
+    """``|a - b| / b``: the relative difference of two parameter counts; :class:`ConfigError` above ``tol``."""
+    if b <= 0:
+        raise ConfigError(f"parameter counts must be positive, got {a} and {b}.")
+    rel = abs(a - b) / b
+    if rel > tol:
+        raise ConfigError(f"{what}: {a:,} vs {b:,} parameters differ by {rel:.1%}, more than the {tol:.0%} allowed "
+                          "for a size-matched comparison.")
+    return rel
+
+
+def slim_student(build: Callable[[], nn.Module], ratio: float, example_inputs: torch.Tensor) -> nn.Module:
+    """A freshly initialised ``build()`` network with ``ratio`` of the filters of every convolution removed: the
+    layer widths :func:`prune_l1` leaves at ``ratio`` (Torch-Pruning removes the same number of filters per layer
+    whatever the weights), hence the pruned model's parameter count (:func:`parameter_count`), with new weights.
+    Convolutions are re-drawn with torchvision's ResNet initialisation (Kaiming normal, fan-out) and linear layers
+    with their default one (the pruning step only chose which random filters to keep); batch norms keep their
+    initial values (zero-initialised residual branches stay zero). For a student distilled to the pruned model's
+    size: the two then differ by how they were made, not by their size."""
+    ratio = check_ratio(ratio)
+    model = prune_l1(build(), ratio, example_inputs)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            m.reset_parameters()
+    return model
 
 
 def prune_and_finetune(base: nn.Module, base_spec: dict, ratio: float, data, cfg: TrainConfig,

@@ -75,10 +75,61 @@ def pick(preset: str, **by_preset):
     return by_preset[preset]
 
 
-def training_precision(preset: str) -> str:
-    """The precision a preset trains in on the CPU: ``bf16`` (autocast) at ``cpu`` where the CPU computes bfloat16
-    natively (:func:`robustnb.cpus.native_bf16`), else ``fp32``; ``smoke`` and ``full`` train in ``fp32``."""
-    return pick(preset, smoke="fp32", cpu="bf16" if cpus.native_bf16() else "fp32", full="fp32")
+#: the training precisions: float32, bfloat16 autocast, float16 autocast with a gradient scaler
+TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")
+#: the first CUDA compute capability with bfloat16 tensor cores (Ampere, sm_80); a T4 (sm_75, Colab's GPU) and a
+#: V100 (sm_70) emulate bfloat16 through float32, so they train in float16 instead
+CUDA_BF16_CAPABILITY = (8, 0)
+_CURRENT = {"device": torch.device("cpu")}
+
+
+def precision_for(preset: str, device_type: str, bf16_native: bool) -> str:
+    """The precision a preset trains in on a kind of device (a pure rule, so tests can ask for any machine):
+
+    * ``smoke``: ``fp32`` everywhere (its outputs are the ones nbval compares);
+    * the CPU: ``bf16`` at ``cpu`` where the CPU computes bfloat16 natively, else ``fp32``; ``full`` ``fp32``;
+    * CUDA, at ``cpu`` and ``full``: ``bf16`` where the GPU has bfloat16 tensor cores, else ``fp16`` (autocast
+      with :class:`torch.amp.GradScaler`: a T4 runs float16 at 8x its float32 rate and bfloat16 not at all);
+    * other devices (Apple MPS): ``fp32``.
+    """
+    if resolve_preset(preset) == "smoke":
+        return "fp32"
+    if device_type == "cpu":
+        return pick(preset, smoke="fp32", cpu="bf16" if bf16_native else "fp32", full="fp32")
+    if device_type == "cuda":
+        return "bf16" if bf16_native else "fp16"
+    return "fp32"
+
+
+def cuda_bf16(capability: tuple[int, int]) -> bool:
+    """Whether a CUDA GPU of this compute capability ``(major, minor)`` computes bfloat16 natively (sm_80 on)."""
+    return tuple(capability) >= CUDA_BF16_CAPABILITY
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 natively: the CPU's flags (:func:`robustnb.cpus.native_bf16`), a CUDA
+    GPU's compute capability (:func:`cuda_bf16`); False elsewhere."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return cpus.native_bf16()
+    if device.type == "cuda":
+        return cuda_bf16(torch.cuda.get_device_capability(device))
+    return False
+
+
+def current_device() -> torch.device:
+    """The device of the last :func:`setup` (the CPU before any): what :func:`training_precision` and
+    ``robustnb.train.speed_options`` choose for when no device is named."""
+    return _CURRENT["device"]
+
+
+def training_precision(preset: str, device: str | torch.device | None = None) -> str:
+    """The precision a preset trains in on ``device`` (default: the run's, :func:`current_device`):
+    :func:`precision_for` with the device's bfloat16 support (:func:`native_bf16`). On the CPU: ``bf16``
+    (autocast) at ``cpu`` where the CPU computes bfloat16 natively, else ``fp32``; ``smoke`` and ``full``
+    train in ``fp32``."""
+    device = current_device() if device is None else torch.device(device)
+    return precision_for(preset, device.type, native_bf16(device))
 
 
 def get_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -167,8 +218,9 @@ class Run:
         """The run line under ``robustnb.setup``: preset, seed, device and threads; the data and cache folders
         (home shortened to ``~``) only in an interactive session, so that a page executed by a book build,
         papermill or nbval does not publish the folders of the machine that built it."""
-        precision = training_precision(self.preset)
-        why = " (native on this CPU)" if precision == "bf16" else ""
+        precision = training_precision(self.preset, self.device)
+        why = {"bf16": f" (native on this {'CPU' if self.device.type == 'cpu' else 'GPU'})",
+               "fp16": " (autocast with a gradient scaler: this GPU has no bfloat16)"}.get(precision, "")
         line = (f"robustnb run: preset={self.preset!r}, seed={self.seed}, device={self.device}, "
                 f"torch threads={torch.get_num_threads()}, training in {precision}{why}")
         if not interactive():
@@ -211,6 +263,7 @@ def setup(preset: str | None = None, seed: int = 0, device: str = "auto", verbos
     Raises :class:`ConfigError` at once for an unknown preset or device.
     """
     run = Run(preset=resolve_preset(preset), seed=check_seed(seed), device=get_device(device))
+    _CURRENT["device"] = run.device
     seed_everything(run.seed)
     if torch.get_num_threads() > cpus.usable_cpus():  # torch loaded before robustnb could set OMP_NUM_THREADS
         torch.set_num_threads(cpus.usable_cpus())

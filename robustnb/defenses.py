@@ -12,17 +12,30 @@ The disentangled defense (Zhang et al., *Resilience of Entropy Model in Distribu
    on the high-frequency residual and gentle on the object (:func:`tv_weight_map`);
 4. recombine (clamped to [0, 1]) and encode.
 
-Where this differs from the authors' public code: there, the TV update's fidelity term is always zero and the
-DCT mask filters nothing, so the code does not do what the paper describes. Here the fidelity term is the
-usual ``1/2 ||u - f||^2`` (weight 0 gives back the input exactly; tests check it), the low/high split is a real
-Gaussian FFT low-pass, and the mask is computed from the low-frequency part of the input by default (the
-perturbation lives mostly at high frequencies, and the entropy attack spreads bits over the whole image,
-which would otherwise blur the object mask; ``mask_source="input"`` uses the raw input instead).
+That is the paper's description; the authors' public code (``Restuccia-Group/EntropyR``, ``defense.py`` and
+``utils.denoise``) runs something else, implemented here from reading it as :class:`AuthorsTV`
+(``authors_tv``, :func:`authors_denoise`): there is no frequency split in it (the DCT mask that filters
+nothing is in their adaptive *attack*, ``adaptive.LowFreqAtk``); the weight is the mean over channels of the
+latent likelihoods, upsampled (nearest) to the image, so the update is strongest where the image is cheap;
+and the update, ``x_new += step * mask * ((x - x_new) + reg * (d_rows + d_cols))`` with forward differences,
+is a linear, one-sided first-difference step (it blurs and shifts the image towards the top left), not a TV
+step; finally ``x_new = x`` aliases the input, so the fidelity term ``x - x_new`` is always zero and the
+caller's image is overwritten. Their constants (100 iterations, ``reg`` 0.1, step 0.15) were set for 224 px
+ImageNet images. :class:`AuthorsTVRepaired` (``authors_tv_repaired``) is the same update on a copy, so the
+fidelity term pulls towards the input.
+
+Our disentangled defense follows the paper: the fidelity term is the usual ``1/2 ||u - f||^2`` (weight 0 gives
+back the input exactly; tests check it), the low/high split is a real Gaussian FFT low-pass, and the mask is
+computed from the low-frequency part of the input by default (the perturbation lives mostly at high
+frequencies, and the entropy attack spreads bits over the whole image, which would otherwise blur the object
+mask; ``mask_source="input"`` uses the raw input instead).
 
 Baselines on the same inputs (registered in :data:`robustnb.registry.DEFENSES`; :func:`make_defense`): ``none``, ``global_tv`` (uniform TV
 weight, not object-aware, the idea of ART's ``TotalVarMin``), ``gaussian_blur``, ``jpeg`` re-encoding,
-``bit_depth`` reduction, and ``disentangled_tv``. Every defense is an ``nn.Module`` ``x -> x'`` with a
-``differentiable`` flag (``False`` means an adaptive attacker needs BPDA, see ``robustnb.attacks.adaptive``).
+``bit_depth`` reduction, ``disentangled_tv``, and the authors' code as it runs (``authors_tv``) and repaired
+(``authors_tv_repaired``). Every defense is an ``nn.Module`` ``x -> x'`` with a ``differentiable`` flag
+(``False`` means an adaptive attacker needs BPDA, see ``robustnb.attacks.adaptive``). :data:`STRENGTHS` names
+each defense's strength (the :class:`DefenseSettings` field a comparison sweeps).
 """
 
 from __future__ import annotations
@@ -38,7 +51,7 @@ from torch import nn
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from robustnb import registry
-from robustnb.checks import check_images, check_labels, check_number
+from robustnb.checks import check_flag, check_images, check_labels, check_number
 from robustnb.config import ConfigError
 from robustnb.signal import check_cutoff, split, tv_denoise
 from robustnb.split import rate
@@ -61,7 +74,12 @@ class BitMap:
 
     def soft(self, t):
         """Bits per latent location ``(N, h, w)`` under additive uniform noise, differentiable in ``t``."""
-        return (-torch.log2(self.model(t, noise=True)["likelihoods"]["y"].clamp_min(1e-9))).sum(1)
+        return (-torch.log2(self.likelihoods(t, noise=True).clamp_min(1e-9))).sum(1)
+
+    def likelihoods(self, t, noise: bool = False):
+        """The latent's likelihoods ``(N, C, h, w)``: real rounding (``noise=False``, what the coder uses) or the
+        noise relaxation (differentiable in ``t``)."""
+        return self.model(t, noise=noise)["likelihoods"]["y"]
 
 
 def model_bit_map(model) -> BitMap:
@@ -273,6 +291,108 @@ class DisentangledTV(Defense):
         return self.forward_parts(x)["output"]
 
 
+# ------------------------------------------------------------- the authors' public defense, as it runs
+#: the constants of the authors' defense script (``denoise(xadv, 100, 0.1, 0.15, mask)`` in their ``defense.py``),
+#: chosen for 224 x 224 ImageNet images: iterations, ``reg`` (the weight of the difference term) and step size
+AUTHORS_ITERATIONS, AUTHORS_REG, AUTHORS_STEP = 100, 0.1, 0.15
+
+
+def forward_differences(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(d_rows, d_cols)`` of images ``(..., H, W)``: ``u[i+1, j] - u[i, j]`` and ``u[i, j+1] - u[i, j]``, zero in
+    the last row (column). The convention of ``torchmetrics.functional.image.image_gradients``, which the
+    authors' ``denoise`` calls (its first output is the row difference, whatever the names there say)."""
+    d_rows = F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
+    d_cols = F.pad(u[..., :, 1:] - u[..., :, :-1], (0, 1, 0, 0))
+    return d_rows, d_cols
+
+
+def authors_denoise(x: torch.Tensor, iterations: int, reg: float, step: float, weight: torch.Tensor,
+                    alias: bool = True) -> torch.Tensor:
+    """The update of the authors' ``utils.denoise`` (EntropyR), written from reading it:
+    ``u <- u + step * weight * ((x - u) + reg * (d_rows(u) + d_cols(u)))``, ``iterations`` times, from ``u = x``.
+
+    ``alias=True`` is their code: the iterate *is* the input tensor (``x_new = x``) and is updated in place, so
+    the fidelity term ``x - u`` is zero at every step and ``x`` itself is overwritten with the result (the
+    returned tensor is ``x``). What remains is a linear, one-sided step: each pixel moves towards its lower and
+    right neighbours by ``step * reg * weight`` per iteration (a blur that also shifts the image up and left).
+    ``alias=False`` is the repair: the iterate is a copy, ``x`` is left as it is, and the fidelity term pulls the
+    iterate back towards it (the iteration then converges to a mild, fixed smoothing).
+
+    ``x``: images ``(N, C, H, W)``; ``weight``: broadcastable to ``x`` (their per-pixel likelihood map). With
+    ``alias=True`` and gradients, ``x`` must not be a leaf that requires grad (autograd refuses to overwrite one):
+    pass a copy, as :class:`AuthorsTV` does."""
+    u = x if alias else x.clone()
+    for _ in range(iterations):
+        d_rows, d_cols = forward_differences(u)
+        u += step * weight * ((x - u) + reg * (d_rows + d_cols))
+    return u
+
+
+def likelihood_weight(bit_map_fn, x: torch.Tensor, grad: bool = False) -> torch.Tensor:
+    """The authors' weight map ``(N, 1, H, W)``: the mean over channels of the latent likelihoods ``p(y_hat)``
+    (real rounding), upsampled to the image by nearest neighbour, per image (their script runs one image at a
+    time and also averages over the batch). Near 1 where the image is cheap to code (the background), small
+    where it costs bits. ``bit_map_fn`` is :func:`model_bit_map` (its ``likelihoods``); a plain bit-map function
+    ``x -> (N, h, w)`` stands for one channel, ``p = 2 ** -bits``. ``grad=True``: BPDA as in
+    :func:`likelihood_mask` (forward the real map, backward the noise-relaxed one)."""
+    check_images(x)
+    lik = getattr(bit_map_fn, "likelihoods", None)
+
+    def weight(t, noise):
+        p = lik(t, noise=noise) if lik is not None else 2.0 ** -(
+            getattr(bit_map_fn, "soft", bit_map_fn) if noise else bit_map_fn)(t)[:, None]
+        return p.float().mean(1, keepdim=True)
+
+    with torch.no_grad():
+        w = weight(x.detach(), False).to(x.device)
+    if grad and torch.is_grad_enabled():
+        soft = weight(x, True).to(x.device)
+        w = soft + (w - soft).detach()
+    return F.interpolate(w, size=tuple(x.shape[-2:]), mode="nearest")
+
+
+@registry.DEFENSES.register("authors_tv")
+class AuthorsTV(Defense):
+    """The authors' public defense as their code runs it (:func:`authors_denoise` with ``alias=True``, weight
+    :func:`likelihood_weight`): no frequency split, zero fidelity term, a linear one-sided update; their
+    constants by default (:data:`AUTHORS_ITERATIONS`, :data:`AUTHORS_REG`, :data:`AUTHORS_STEP`). Differentiable
+    (an adaptive attacker unrolls it; ``mask_gradient`` as for :class:`DisentangledTV`).
+
+    ``in_place=False`` (the default) runs their update on a copy, so the caller's tensor survives: their script
+    never reads the input again, while this package's attacks and :func:`apply` do; the values are theirs
+    either way. ``in_place=True`` overwrites the caller's images as their code does."""
+
+    name = "authors_tv"
+    repaired = False
+    mask_gradient = False
+
+    def __init__(self, bit_map_fn, iterations: int = AUTHORS_ITERATIONS, reg: float = AUTHORS_REG,
+                 step: float = AUTHORS_STEP, in_place: bool = False):
+        super().__init__()
+        self.bit_map_fn = bit_map_fn
+        self.iterations = check_number(iterations, "iterations", 0, None, integer=True)
+        self.reg = check_number(reg, "reg", 0.0, None, hi_open=True)
+        self.step = check_number(step, "step", 0.0, 1.0)
+        self.in_place = check_flag(in_place, "in_place")
+
+    def weight(self, x):
+        return likelihood_weight(self.bit_map_fn, x, grad=self.mask_gradient)
+
+    def transform(self, x):
+        w = self.weight(x if self.mask_gradient else x.detach())
+        target = x if (self.in_place and not self.repaired) else x.clone()
+        return authors_denoise(target, self.iterations, self.reg, self.step, w, alias=not self.repaired)
+
+
+@registry.DEFENSES.register("authors_tv_repaired")
+class AuthorsTVRepaired(AuthorsTV):
+    """:class:`AuthorsTV` with the aliasing repaired (:func:`authors_denoise` with ``alias=False``): the iterate
+    is a copy, the fidelity term works, the input is never overwritten. Same weight, update and constants."""
+
+    name = "authors_tv_repaired"
+    repaired = True
+
+
 @dataclass(frozen=True)
 class DefenseSettings:
     """One strength per defense (the defaults used in the chapter's table)."""
@@ -287,6 +407,17 @@ class DefenseSettings:
     hf_factor: float = 4.0
     n_iter: int = 50
     mask_source: str = "low"
+    authors_iterations: int = AUTHORS_ITERATIONS  # the authors' defense (and repaired): their constants
+    authors_reg: float = AUTHORS_REG
+    authors_step: float = AUTHORS_STEP
+
+
+#: each defense's strength: ``(DefenseSettings field, label)``; the comparison sweeps it (the disentangled
+#: defense's other settings, the authors' ``reg`` and step stay as they are)
+STRENGTHS = {"global_tv": ("global_tv", "TV weight"), "gaussian_blur": ("gaussian_blur", "sigma (px)"),
+             "jpeg": ("jpeg", "JPEG quality"), "bit_depth": ("bit_depth", "bits per channel"),
+             "disentangled_tv": ("lambda_tv", "lambda_TV"), "authors_tv": ("authors_iterations", "iterations"),
+             "authors_tv_repaired": ("authors_iterations", "iterations")}
 
 
 def _makers() -> dict:
@@ -313,31 +444,51 @@ def _makers() -> dict:
         kw.update(overrides)
         return DisentangledTV(bit_map_fn, **kw)
 
+    def authors(cls):
+        def make(bit_map_fn=None, settings: DefenseSettings | None = None, **overrides):
+            if bit_map_fn is None:
+                raise ConfigError(f"the {cls.name} defense needs bit_map_fn "
+                                  "(robustnb.defenses.model_bit_map(model)): its weight is the latent likelihood")
+            s = settings or DefenseSettings()
+            kw = dict(iterations=s.authors_iterations, reg=s.authors_reg, step=s.authors_step)
+            return cls(bit_map_fn, **{**kw, **overrides})
+        return make, ("iterations", "reg", "step", "in_place")
+
     return {"none": (lambda bit_map_fn=None, settings=None: Defense(), ()),
             "global_tv": single(GlobalTV, "global_tv", "weight", "n_iter"),
             "gaussian_blur": single(GaussianBlur, "gaussian_blur", "sigma"),
             "jpeg": single(JPEG, "jpeg", "quality"),
             "bit_depth": single(BitDepth, "bit_depth", "bits"),
             "disentangled_tv": (disentangled, ("lambda_tv", "cutoff", "object_factor", "hf_factor", "n_iter",
-                                               "mask_source"))}
+                                               "mask_source")),
+            "authors_tv": authors(AuthorsTV), "authors_tv_repaired": authors(AuthorsTVRepaired)}
 
 
 for _name, (_maker, _settings) in _makers().items():
     registry.DEFENSES.set_maker(_name, _maker, settings=_settings)
 
 
+def strength(name: str, settings: "DefenseSettings") -> float:
+    """Defense ``name``'s strength in ``settings`` (its :data:`STRENGTHS` field); ``none`` has none (nan)."""
+    return float(getattr(settings, STRENGTHS[name][0])) if name in STRENGTHS else float("nan")
+
+
 def make_defense(name: str, bit_map_fn=None, settings: DefenseSettings | None = None, **overrides) -> Defense:
     """A defense by name (:data:`robustnb.registry.DEFENSES`) with the strengths of ``settings``;
-    ``overrides`` replace single arguments (``weight`` and ``n_iter``, ``sigma``, ``quality``, ``bits``, or the
-    disentangled defense's keyword arguments); any other is refused, naming the allowed ones.
-    ``disentangled_tv`` needs ``bit_map_fn`` (:func:`model_bit_map`). The same as
+    ``overrides`` replace single arguments (``weight`` and ``n_iter``, ``sigma``, ``quality``, ``bits``, the
+    disentangled defense's keyword arguments, or the authors' ``iterations``, ``reg``, ``step``, ``in_place``);
+    any other is refused, naming the allowed ones. ``disentangled_tv``, ``authors_tv`` and
+    ``authors_tv_repaired`` need ``bit_map_fn`` (:func:`model_bit_map`). The same as
     ``robustnb.mechanisms.make("defense", name, bit_map_fn, settings, ...)``."""
     return registry.DEFENSES.make(name, bit_map_fn, settings, **overrides)
 
 
 def apply(defense: Defense, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Run a defense over a large tensor in batches, without gradients."""
+    """Run a defense over a large tensor in batches, without gradients. ``x`` is never changed: a defense that
+    writes into its input (``AuthorsTV(in_place=True)``) gets a copy of each batch."""
     check_images(x)
+    copy = getattr(defense, "in_place", False)
     with torch.no_grad():
-        return torch.cat([defense(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else x
+        return torch.cat([defense(x[i:i + batch_size].clone() if copy else x[i:i + batch_size])
+                          for i in range(0, len(x), batch_size)]) if len(x) else x
 

@@ -51,6 +51,8 @@ MOMENTUM_RANGE, WEIGHT_DECAY_RANGE = (0.8, 0.95), (1e-5, 1e-3)
 #: shares the reduction factor 2 but reads validation loss with a grace period of 3 epochs over 100 samples per
 #: phase: a grace period of 1 fits the book's few samples and short schedules (heterogeneous chapter, tuning text)
 ASHA_GRACE_PERIOD, ASHA_REDUCTION_FACTOR = 1, 2
+#: the share of one GPU a Ray Tune trial asks for when the run's device is a GPU (four small trials per GPU)
+TRIAL_GPU_FRACTION = 0.25
 #: the deadline of a trial's wait for its node's shard from Ray's object store (seconds)
 SHARD_TIMEOUT_S = 600.0
 
@@ -167,22 +169,23 @@ def _split(data, seed: int, frac: float = 0.8):
     return data.select(order[:cut]), data.select(order[cut:])
 
 
-def _trial(config: dict, node: NodeSpec, report) -> float:
+def _trial(config: dict, node: NodeSpec, report, device="cpu") -> float:
     """Train ``node`` with ``config``'s hyperparameters on 80% of its shard, exactly as it will train (its own
-    optimizer, schedule over all its epochs, precision); ``report`` gets the validation accuracy after every
-    epoch (so ASHA can stop a poor trial early). Returns the last epoch's validation accuracy."""
+    optimizer, schedule over all its epochs, precision), on ``device`` (the run's: a trial trains where its node
+    will); ``report`` gets the validation accuracy after every epoch (so ASHA can stop a poor trial early).
+    Returns the last epoch's validation accuracy."""
     train, val = _split(node.data, node.train.seed)
     with torch.random.fork_rng(devices=[]):  # the trial's initial weights depend on the node's seed only
         torch.manual_seed(node.train.seed)
         model = for_dataset(node.arch, node.data, **dict(node.model_kw))
-    hist = fit(model, train, tuned(node, config).train, eval_data=val, desc="trial",
+    hist = fit(model, train, tuned(node, config).train, device=device, eval_data=val, desc="trial",
                on_epoch=lambda row: report({"val_acc": row["eval_acc"], "epoch": row["epoch"]}))
     return float(hist["eval_acc"].iloc[-1]) if len(hist) else float("nan")
 
 
-def _ray_trainable(config, nodes=None):
+def _ray_trainable(config, nodes=None, device="cpu"):
     """One tuning trial on a Ray worker; ``nodes``: one object reference per node (a trial fetches its own
-    node's shard, not every node's)."""
+    node's shard, not every node's); ``device``: where the trial trains (the run's device)."""
     import ray
     from ray import tune
 
@@ -193,7 +196,15 @@ def _ray_trainable(config, nodes=None):
     except ray.exceptions.GetTimeoutError:
         raise TimeoutError(f"tuning trial {trial}: node {trial['node']}'s data did not arrive from Ray's object "
                            f"store in {SHARD_TIMEOUT_S:g} s") from None
-    _trial({k: v for k, v in trial.items() if k != "node"}, node, tune.report)
+    _trial({k: v for k, v in trial.items() if k != "node"}, node, tune.report, device)
+
+
+def trial_resources(device="cpu") -> dict:
+    """What one Ray Tune trial asks for: one CPU, and :data:`TRIAL_GPU_FRACTION` of a GPU when ``device`` is a
+    CUDA device (so trials share the GPU the run trains on instead of queueing for CPUs)."""
+    if torch.device(device).type == "cuda":
+        return {"cpu": 1, "gpu": TRIAL_GPU_FRACTION}
+    return {"cpu": 1}
 
 
 def _sample_space(space: dict, rng: np.random.Generator) -> dict:
@@ -220,13 +231,14 @@ def _tuning_spec(node: NodeSpec, trials: int, tuner: str) -> tuple[str, dict]:
 
 
 def tune_node(node: NodeSpec, trials: int = 4, tuner: str = "random", address: str | None = None,
-              num_cpus: int | None = None, timeout_s: float = TIMEOUT_S) -> dict:
+              num_cpus: int | None = None, timeout_s: float = TIMEOUT_S, device="cpu") -> dict:
     """Tune one node (:func:`tune_nodes` with a single node)."""
-    return tune_nodes([node], trials, tuner, address, num_cpus, timeout_s)[0]
+    return tune_nodes([node], trials, tuner, address, num_cpus, timeout_s, device)[0]
 
 
 def tune_nodes(nodes: Sequence[NodeSpec] | NodeSpec, trials: int = 4, tuner: str = "random",
-               address: str | None = None, num_cpus: int | None = None, timeout_s: float = TIMEOUT_S) -> list[dict]:
+               address: str | None = None, num_cpus: int | None = None, timeout_s: float = TIMEOUT_S,
+               device="cpu") -> list[dict]:
     """Tune each node's hyperparameters (:func:`tuned_params`) on its own shard (80/20 split); each node's
     result is cached as JSON under its own spec. Returns one dict per node: the tuned values and ``val_acc``.
 
@@ -240,6 +252,8 @@ def tune_nodes(nodes: Sequence[NodeSpec] | NodeSpec, trials: int = 4, tuner: str
     every time). Parallel trials make ASHA's choices depend on timing; the cached result is the one used.
     ``random``: every trial runs to the end, in this process. ``timeout_s``: the deadline of the Ray Tune
     experiment (its ``time_budget_s``); one that runs out raises a ``TimeoutError`` naming the nodes.
+    ``device``: where every trial trains (the run's device; with ``asha`` each trial asks Ray for
+    :func:`trial_resources`); like the backend, it never enters the cached result's key.
     """
     if tuner not in TUNERS:
         raise ConfigError(f"Unknown tuner {tuner!r}: choose one of {', '.join(map(repr, TUNERS))}.")
@@ -251,19 +265,20 @@ def tune_nodes(nodes: Sequence[NodeSpec] | NodeSpec, trials: int = 4, tuner: str
     for node, (name, tspec) in zip(nodes, specs):
         if not cache_path(name, tspec, "tuning", suffix=".json").exists():
             todo.setdefault(cache_key(tspec), node)
-    found = _tune_asha(list(todo.values()), trials, address, num_cpus, timeout_s) if todo and tuner == "asha" else {}
+    found = (_tune_asha(list(todo.values()), trials, address, num_cpus, timeout_s, device)
+             if todo and tuner == "asha" else {})
     out = []
     for node, (name, tspec) in zip(nodes, specs):
         key = cache_key(tspec)
-        compute = (lambda k=key: found[k]) if key in found else (lambda n=node: _tune_random(n, trials))
+        compute = (lambda k=key: found[k]) if key in found else (lambda n=node: _tune_random(n, trials, device))
         out.append(cached_json(name, tspec, compute, folder="tuning"))
     return out
 
 
-def _tune_random(node: NodeSpec, trials: int) -> dict:
+def _tune_random(node: NodeSpec, trials: int, device="cpu") -> dict:
     results = []
     for config in tqdm(trial_configs(node, trials), desc=f"tuning {node.label or node.arch}", leave=False):
-        results.append({**config, "val_acc": _trial(config, node, lambda _: None)})
+        results.append({**config, "val_acc": _trial(config, node, lambda _: None, device)})
     return max(results, key=lambda r: r["val_acc"])
 
 
@@ -301,7 +316,8 @@ def _per_node_asha(epochs: Sequence[int]):
     return PerNodeASHA()
 
 
-def _tune_asha(nodes: list[NodeSpec], trials: int, address, num_cpus, timeout_s: float = TIMEOUT_S) -> dict[str, dict]:
+def _tune_asha(nodes: list[NodeSpec], trials: int, address, num_cpus, timeout_s: float = TIMEOUT_S,
+               device="cpu") -> dict[str, dict]:
     """One Ray Tune experiment over every trial of ``nodes``; returns ``{tuning key: best trial}``. Its deadline is
     ``timeout_s`` (Tune's ``time_budget_s``): a Ray with no CPU is refused at once, and an experiment stopped by
     the deadline raises a ``TimeoutError`` naming the nodes whose trials did not all finish."""
@@ -319,7 +335,8 @@ def _tune_asha(nodes: list[NodeSpec], trials: int, address, num_cpus, timeout_s:
     samples = [trial_configs(node, trials) for node in nodes]
     grid = [{"node": i, **samples[i][j]} for j in range(trials) for i in order]
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_ray_trainable, nodes=[ray.put(n) for n in nodes]), {"cpu": 1}),
+        tune.with_resources(tune.with_parameters(_ray_trainable, nodes=[ray.put(n) for n in nodes],
+                                                 device=str(device)), trial_resources(device)),
         param_space={"trial": tune.grid_search(grid)},
         tune_config=tune.TuneConfig(num_samples=1, scheduler=_per_node_asha([n.train.epochs for n in nodes]),
                                     time_budget_s=timeout_s),
@@ -357,5 +374,6 @@ def node_table(nodes: dict[str, NodeSpec]) -> pd.DataFrame:
 
 __all__ = ["BACKENDS", "TUNERS", "Execution", "NodeSpec", "default_train", "adopt_checkpoint", "WORKER_CACHE",
            "node_job", "train_node", "train_nodes", "training_cost", "tune_node", "tune_nodes", "trial_configs",
+           "trial_resources", "TRIAL_GPU_FRACTION",
            "tuned", "tuned_params",
            "search_space", "ray_init", "ray_shutdown", "node_table"]

@@ -55,10 +55,79 @@ class SmallCNN(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
+class NarrowResNet(torchvision.models.ResNet):
+    """torchvision's ResNet with BasicBlocks (``layers`` blocks per stage) at stage widths ``width``, ``2 width``,
+    ``4 width``, ``8 width`` instead of 64 to 512: ``resnet10_w16`` (one block per stage, widths 16 to 128) is a
+    ResNet sized for a 2-core CPU. The stem, blocks, initialisation and ``forward`` are torchvision's."""
+
+    def __init__(self, layers=(1, 1, 1, 1), width: int = 16, num_classes: int = 1000, weights=None,
+                 zero_init_residual: bool = False):
+        if weights is not None:
+            raise ConfigError("the narrow ResNets have no pretrained weights: pass pretrained=False.")
+        nn.Module.__init__(self)
+        self._norm_layer, self.inplanes, self.dilation, self.groups, self.base_width = nn.BatchNorm2d, width, 1, 1, 64
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1, self.relu, self.maxpool = nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        block = torchvision.models.resnet.BasicBlock
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(8 * width, num_classes)
+        for m in self.modules():  # torchvision's ResNet initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        if zero_init_residual:  # torchvision's option: every block starts as the identity
+            for m in self.modules():
+                if isinstance(m, torchvision.models.resnet.BasicBlock):
+                    nn.init.constant_(m.bn2.weight, 0)
+
+
+#: the narrow VGG: VGG-11's layout (configuration "A": 8 convolutions, 5 max-pools) at a quarter of its widths
+VGG11_W16 = [16, "M", 32, "M", 64, 64, "M", 128, 128, "M", 128, 128, "M"]
+
+
+def vgg11_w16(weights=None, num_classes: int = 1000) -> torchvision.models.VGG:
+    """torchvision's VGG (with BatchNorm, :func:`torchvision.models.vgg.make_layers`) on :data:`VGG11_W16`,
+    widths 16 to 128 instead of 64 to 512, with a global-average-pool head (``c -> c -> classes``, ``c`` = 128)
+    at every input size: a VGG sized for a 2-core CPU."""
+    if weights is not None:
+        raise ConfigError("vgg11_w16 has no pretrained weights: pass pretrained=False.")
+    net = torchvision.models.VGG(torchvision.models.vgg.make_layers(VGG11_W16, batch_norm=True), num_classes)
+    c = VGG11_W16[-2]
+    net.avgpool = nn.AdaptiveAvgPool2d(1)
+    net.classifier = nn.Sequential(nn.Linear(c, c), nn.ReLU(True), nn.Dropout(0.3), nn.Linear(c, num_classes))
+    return net
+
+
+class MobileNetV2Half(torchvision.models.MobileNetV2):
+    """torchvision's MobileNetV2 at width multiplier 0.5 (its inverted-residual blocks with half the channels; the
+    last 1x1 convolution keeps 1,280), which keeps its stride-2 stem on small images (32 px: maps of 16 px and
+    down, where the CIFAR stem of :func:`_first_conv_to` would keep 32 px): a MobileNet sized for a 2-core CPU,
+    about the small CNN's cost per image. It trains in float32 (bfloat16 autocast is slower for its depthwise
+    convolutions on the CPU, as for MobileNetV2)."""
+
+    small_input_stem_stride = 2
+
+    def __init__(self, num_classes: int = 1000, weights=None):
+        if weights is not None:
+            raise ConfigError("mobilenet_v2_x0_5 has no pretrained weights here: pass pretrained=False.")
+        super().__init__(num_classes=num_classes, width_mult=0.5)
+
+
 registry.ARCHITECTURES.add("cnn", SmallCNN)
 for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v2", "vgg11",
               "regnet_x_400mf", "densenet121"):
     registry.ARCHITECTURES.add(_name, getattr(torchvision.models, _name if _name != "vgg11" else "vgg11_bn"))
+#: architectures sized for a 2-core CPU (the heterogeneous chapter's ``cpu`` nodes): distinct families, each about
+#: the small CNN's cost per image
+NARROW = ("vgg11_w16", "resnet10_w16", "mobilenet_v2_x0_5")
+registry.ARCHITECTURES.add("vgg11_w16", vgg11_w16)
+registry.ARCHITECTURES.add("resnet10_w16", functools.partial(NarrowResNet, (1, 1, 1, 1), 16))
+registry.ARCHITECTURES.add("mobilenet_v2_x0_5", MobileNetV2Half)
 
 
 def _first_conv_to(model: nn.Module, in_channels: int, small_input: bool, image_size: int = 32) -> None:
@@ -68,12 +137,13 @@ def _first_conv_to(model: nn.Module, in_channels: int, small_input: bool, image_
         if small_input or in_channels != 3:
             stride = 1 if small_input else 2
             k, p = (3, 1) if small_input else (7, 3)
-            model.conv1 = nn.Conv2d(in_channels, 64, k, stride, p, bias=False)
+            model.conv1 = nn.Conv2d(in_channels, model.conv1.out_channels, k, stride, p, bias=False)
         if small_input:
             model.maxpool = nn.Identity()
     elif isinstance(model, torchvision.models.MobileNetV2):
         conv = model.features[0][0]
-        model.features[0][0] = nn.Conv2d(in_channels, conv.out_channels, 3, 1 if small_input else 2, 1, bias=False)
+        stride = getattr(model, "small_input_stem_stride", 1) if small_input else 2
+        model.features[0][0] = nn.Conv2d(in_channels, conv.out_channels, 3, stride, 1, bias=False)
     elif isinstance(model, torchvision.models.RegNet):
         conv = model.stem[0]
         model.stem[0] = nn.Conv2d(in_channels, conv.out_channels, 3, 1 if small_input else 2, 1, bias=False)
@@ -86,8 +156,9 @@ def _first_conv_to(model: nn.Module, in_channels: int, small_input: bool, image_
                 pool.ceil_mode = True
         if small_input:
             model.avgpool = nn.AdaptiveAvgPool2d(1)
-            model.classifier = nn.Sequential(nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(0.3),
-                                             nn.Linear(512, model.classifier[-1].out_features))
+            c = [m for m in model.features if isinstance(m, nn.Conv2d)][-1].out_channels  # 512 for VGG-11
+            model.classifier = nn.Sequential(nn.Linear(c, c), nn.ReLU(True), nn.Dropout(0.3),
+                                             nn.Linear(c, model.classifier[-1].out_features))
     elif isinstance(model, torchvision.models.DenseNet):
         conv = model.features.conv0
         if small_input or in_channels != 3:

@@ -28,7 +28,7 @@ import plotly.colors as pc
 import plotly.express as px
 import plotly.graph_objects as go
 import plotly.io as pio
-from IPython import get_ipython
+from plotly.io._base_renderers import MimetypeRenderer
 from PIL import Image
 from plotly.subplots import make_subplots
 
@@ -60,23 +60,37 @@ pio.templates["robustnb"] = go.layout.Template(
 pio.templates.default = "plotly_white+robustnb"
 
 
+class PageRenderer(MimetypeRenderer):
+    """plotly renderer ``"robustnb_page"``: a figure's HTML *without* plotly.js (a ``plotly-graph-div`` and the
+    ``Plotly.newPlot`` call, no MathJax from a CDN). The book's pages load plotly.js once, from the book's own
+    ``_static/`` (``robustnb.book.sphinx_ext``), instead of the 4.8 MB library inlined in every page (twice where
+    an explorer re-initialised it) and in every stored notebook."""
+
+    def __init__(self, config: dict | None = None):
+        self.config = dict(config or {})
+
+    def to_mimebundle(self, fig_dict) -> dict:
+        return {"text/html": pio.to_html(fig_dict, config=self.config, include_plotlyjs=False, include_mathjax=False,
+                                         full_html=False, default_width="100%", default_height=525,
+                                         validate=False)}
+
+
+pio.renderers["robustnb_page"] = PageRenderer()
+
+
 def choose_renderer() -> str:
     """Pick plotly's renderer for a plain Jupyter kernel so that no environment variable is needed.
 
     Plotly 7 gives a Jupyter kernel the ``plotly_mimetype`` renderer: JupyterLab draws it, but the static
     book (myst-nb, nbconvert) drops such outputs, and readers running ``papermill`` or
-    ``jupyter-book build .`` saw figures vanish (and explorer cells stall). ``plotly_mimetype+notebook``
-    sends the same figure both ways: the mime bundle for JupyterLab, VS Code and Colab, and HTML with
-    plotly.js embedded for static pages (works offline). A ``PLOTLY_RENDERER`` the user set, and the
-    renderers plotly picks for Colab, VS Code, Kaggle ..., are left alone. Returns the renderer in use.
+    ``jupyter-book build .`` saw figures vanish. ``plotly_mimetype+robustnb_page`` sends the same figure both
+    ways: the mime bundle for JupyterLab, VS Code and Colab, and HTML without plotly.js (:class:`PageRenderer`)
+    for the book's pages, which load plotly.js once from the book's static files (offline). A
+    ``PLOTLY_RENDERER`` the user set, and the renderers plotly picks for Colab, VS Code, Kaggle ..., are left
+    alone. Returns the renderer in use.
     """
     if not os.environ.get("PLOTLY_RENDERER") and pio.renderers.default == "plotly_mimetype":
-        pio.renderers.default = "plotly_mimetype+notebook"
-    if "notebook" in str(pio.renderers.default).split("+") and get_ipython() is not None:
-        # The notebook renderer injects plotly.js once, on its first use. Done here, at import, that display
-        # lands in the importing cell; left to the first figure it could land inside an explorer's Output
-        # widget, and nbclient (papermill, nbconvert, jupyter-book) then waits forever for that cell.
-        pio.renderers._activate_pending_renderers()
+        pio.renderers.default = "plotly_mimetype+robustnb_page"
     return pio.renderers.default
 
 

@@ -5,8 +5,11 @@ sqrt(0.5) the corner of the spectrum).
 
 * :func:`radial_frequency`, :func:`frequency_mask`, :func:`lowpass`, :func:`highpass`, :func:`split`
   (``low + high == x`` exactly), :func:`filtered` (displayable), :func:`band_filter`;
-* :func:`radial_spectrum`, :func:`high_frequency_share`, :func:`local_energy` (high-frequency energy pooled to
-  a grid, to compare with a bit map), :func:`total_variation`, :func:`center_mask`;
+* :func:`radial_spectrum`, :func:`high_frequency_share` (one cutoff) and :func:`high_frequency_shares` (several,
+  for a sensitivity table), :func:`plane_share_above` (the share a white spectrum has above a cutoff: the null),
+  :func:`local_energy` (high-frequency energy pooled to a grid, to compare with a bit map),
+  :func:`total_variation`, :func:`center_mask` and :func:`ring_mask` (the outer ring of a latent grid, whose
+  receptive fields reach into the encoder's zero padding);
 * :func:`tv_denoise`: total-variation denoising by Chambolle's dual projection, written in torch so that it can
   be unrolled and differentiated (checked against scikit-image's :func:`tv_skimage` in the tests).
 """
@@ -138,6 +141,31 @@ def high_frequency_share(x: torch.Tensor, cutoff: float = 0.25, remove_mean: boo
     return (hi / p.flatten(1).sum(1).clamp_min(1e-20)).float()
 
 
+def high_frequency_shares(x: torch.Tensor, cutoffs, remove_mean: bool = True) -> torch.Tensor:
+    """:func:`high_frequency_share` at each of ``cutoffs`` (cycles/pixel, each checked by :func:`check_cutoff`):
+    ``(N, len(cutoffs))``, column ``k`` the fraction of each image's power above ``cutoffs[k]``."""
+    _check_images(x)
+    cs = [check_cutoff(c) for c in cutoffs]
+    if not cs:
+        raise ConfigError("cutoffs must name at least one cutoff in cycles/pixel, e.g. (0.15, 0.25, 0.35).")
+    if remove_mean:
+        x = x - x.mean(dim=(-2, -1), keepdim=True)
+    p = (torch.fft.fft2(x.double()).abs() ** 2).sum(1).flatten(1)  # (N, H*W)
+    r = radial_frequency(*x.shape[-2:], device=x.device).flatten()
+    total = p.sum(1).clamp_min(1e-20)
+    return torch.stack([(p * (r > c)).sum(1) / total for c in cs], 1).float()
+
+
+def plane_share_above(h: int, w: int, cutoff: float) -> float:
+    """The share of an ``h`` x ``w`` image's frequency plane (its FFT grid) above radial ``cutoff`` cycles/pixel,
+    the DC term left out: the expected :func:`high_frequency_share` of white noise (a random-sign perturbation),
+    what any broadband perturbation has above the cutoff without favouring high frequencies. About 0.80 above
+    0.25 for 32 x 32 (the disc of radius 0.25 covers pi/16 of the plane)."""
+    c = check_cutoff(cutoff)
+    r = radial_frequency(h, w).flatten()[1:]  # without the DC term (removed with the mean)
+    return float((r > c).float().mean())
+
+
 def local_energy(x: torch.Tensor, size: tuple[int, int], cutoff: float = 0.25) -> torch.Tensor:
     """Energy of the high-frequency residual (above ``cutoff``) averaged over the cells of a ``size`` grid:
     ``(N, h, w)``, comparable location by location with the entropy model's bit map."""
@@ -159,6 +187,18 @@ def center_mask(h: int, w: int, fraction: float = 0.5) -> torch.Tensor:
     bh, bw = max(1, round(h * fraction)), max(1, round(w * fraction))
     t, l = (h - bh) // 2, (w - bw) // 2
     m[t:t + bh, l:l + bw] = True
+    return m
+
+
+def ring_mask(h: int, w: int, width: int = 1) -> torch.Tensor:
+    """A ``(h, w)`` boolean mask of the outer ``width`` rows and columns of a grid: on a latent grid, the locations
+    whose receptive fields reach furthest into the encoder's zero padding, so their bits measure the padding as
+    much as the image. ``width = 0`` is an empty mask."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < 0 or 2 * width > min(h, w):
+        raise ConfigError(f"ring width must be an integer in 0..{min(h, w) // 2} for a {h} x {w} grid, got {width!r}.")
+    m = torch.zeros(h, w, dtype=torch.bool)
+    if width:
+        m[:width], m[-width:], m[:, :width], m[:, -width:] = True, True, True, True
     return m
 
 

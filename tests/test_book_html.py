@@ -201,3 +201,17 @@ def test_ledger_verdict_cells_are_coloured(html_dir):
     claims = sum(len(c) for _, c in _claim_chapters())
     assert coloured >= claims, f"{coloured} coloured verdict cells for {claims} claims"
     assert (html_dir / "_static" / "robustnb-web" / "robustnb-ledger.css").exists()
+
+
+#: what a reader downloads per page without the book's static files, and per stored notebook (issue 40)
+PAGE_LIMIT, NOTEBOOK_LIMIT = 1_000_000, 300_000
+
+
+@pytest.mark.parametrize("path", book.chapters(), ids=[p.stem for p in book.chapters()])
+def test_pages_load_plotly_once_from_the_book(html_dir, path):
+    """plotly.js is served once from ``_static/`` and inlined nowhere: each chapter page is under 1 MB and loads the
+    library by one script tag; the stored notebook (its nbval outputs) is under 300 KB."""
+    page = (html_dir / path.relative_to(book.ROOT).with_suffix(".html")).read_text()
+    assert len(page.encode()) < PAGE_LIMIT, f"{path.stem}: page of {len(page.encode()):,} bytes"
+    assert page.count("plotly.min.js") == 1 and "/**\n* plotly.js v" not in page, path.stem
+    assert path.stat().st_size < NOTEBOOK_LIMIT, f"{path.name}: {path.stat().st_size:,} bytes stored"

@@ -72,9 +72,9 @@ def test_code_fingerprint_follows_the_code_an_experiment_reaches():
     from robustnb.chapters import entropy_attacks, getting_started
 
     parts = cache.code_parts(entropy_attacks.attack_images.uncached)
-    # the function, what it calls, module attribute chains (rate.real_bytes), and the attack chosen by name
+    # the function, what it calls, module attribute chains (rate.measure), and the attack chosen by name
     assert {"robustnb.chapters.entropy_attacks:attack_images", "robustnb.chapters.entropy_attacks:attacked",
-            "robustnb.split.rate:real_bytes", "registry attack:entropy", "robustnb.attacks.entropy:EntropyAttack",
+            "robustnb.split.rate:measure", "registry attack:entropy", "robustnb.attacks.entropy:EntropyAttack",
             "robustnb.attacks.base:CheckedAttack", "robustnb.cache:_seeded"} <= set(parts)
     # not the figures, widgets, progress bars, the rest of the chapter or the keys' own machinery
     assert not [p for p in parts if p.split(":")[0] in cache.NOT_IN_KEYS]

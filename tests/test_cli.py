@@ -122,7 +122,10 @@ def _notebook_calls(name: str) -> list[tuple]:
 
 
 def _call(node: ast.Call, func: str) -> tuple:
-    return func, tuple(ast.unparse(a) for a in node.args), tuple((k.arg, ast.unparse(k.value)) for k in node.keywords)
+    """(function, arguments, keywords) as source text; the notebook's ``ch.NAME`` reads as the module's ``NAME``."""
+    def text(a):
+        return re.sub(r"\bch\.", "", ast.unparse(a))
+    return func, tuple(text(a) for a in node.args), tuple((k.arg, text(k.value)) for k in node.keywords)
 
 
 def _reproduce_calls(module) -> list[tuple]:

@@ -78,11 +78,7 @@ def representative_calls() -> dict:
                                                                test_set=test_set))
     # split computing
     cfg = sc.SplitComputingConfig.from_preset("smoke")
-    for f in (sc.image_rates, sc.rate_agreement):
-        calls[f"split_computing.{f.__name__}"] = (f, dict(cfg=cfg, models=split_models, test_set=test_set))
-    key = next(iter(split_models))
-    calls["split_computing.per_image_rates"] = (sc.per_image_rates, dict(models=split_models, key=key,
-                                                                         test_set=test_set))
+    calls["split_computing.image_rates"] = (sc.image_rates, dict(cfg=cfg, models=split_models, test_set=test_set))
     # entropy attacks
     cfg = ea.EntropyAttacksConfig.from_preset("smoke")
     for f in (ea.attack_images, ea.corruption_images):
@@ -102,6 +98,7 @@ def representative_calls() -> dict:
     calls["tv_defense.lambda_tv_sweep"] = (tv.lambda_tv_sweep, dict(cfg=cfg, models=models, x=x, y=y,
                                                                     attacked={em: x for em in models}, tuned=tuned))
     calls["tv_defense.mask_comparison"] = (tv.mask_comparison, dict(models=models, x=x, settings=tuned))
+    calls["tv_defense.strength_sweep"] = (tv.strength_sweep, dict(cfg=cfg, models=models, x=x, y=y, attacked={em: x for em in models}, tuned=tuned))
     # heterogeneous ensembles
     cfg = he.HeteroConfig.from_preset("smoke")
     surrogates = [keyed(build_classifier(a, width=w) if a == "cnn" else build_classifier(a))

@@ -237,3 +237,18 @@ def test_restarts_keep_the_costliest_candidate_per_image(x, monkeypatch):
     assert len(calls) == 3 and not torch.equal(calls[0], calls[1])  # random restarts differ from the first run
     assert torch.equal(out[0], calls[2][0]) and torch.equal(out[1], calls[0][1])
     assert torch.equal(A.adaptive_entropy_attack(m, d, x, 4 / 255, steps=2, draws=1), calls[0])
+
+
+def test_every_defense_names_its_strength():
+    """Each registered defense but the identity has a strength (``STRENGTHS``), a field of ``DefenseSettings``
+    that its maker reads: changing the field changes the defense built."""
+    from dataclasses import replace
+
+    s = D.DefenseSettings()
+    assert set(D.STRENGTHS) == set(registry.DEFENSES.names()) - {"none"}
+    for name, (field, label) in D.STRENGTHS.items():
+        assert hasattr(s, field) and label and D.strength(name, s) == float(getattr(s, field))
+        value = getattr(s, field)
+        other = replace(s, **{field: type(value)(value * 2 if field != "jpeg" else 50)})
+        a, b = D.make_defense(name, bitmap, s), D.make_defense(name, bitmap, other)
+        assert vars(a) != vars(b), f"{name}: the strength field {field} does not reach the defense"

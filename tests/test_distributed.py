@@ -3,6 +3,7 @@
 import json
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import torch
 
@@ -159,3 +160,22 @@ def test_execution_is_apart_from_what_is_computed():
         E.Execution(backend="spark")
     with pytest.raises(ConfigError, match="Unknown tuner 'grid'"):
         E.tune_node(_node(0), trials=1, tuner="grid")
+
+
+def test_tuning_trials_train_on_the_runs_device_without_it_entering_the_key(tmp_env, monkeypatch):
+    """Issue 37 item 5: a trial trains where its node will (the run's device reaches ``fit``); Ray Tune trials ask
+    for a share of a GPU when the device is one; the device, like the backend, is not part of the cached result."""
+    seen = []
+
+    def fake_fit(model, data, cfg, device="cpu", **kw):
+        seen.append(str(device))
+        return pd.DataFrame({"epoch": [1], "eval_acc": [0.5]})
+
+    monkeypatch.setattr(E, "fit", fake_fit)
+    node = _node(0)
+    best = E.tune_nodes([node], trials=2, tuner="random", device="cuda:1")  # fit is faked: nothing runs on a GPU
+    assert seen == ["cuda:1", "cuda:1"]
+    assert E.tune_nodes([node], trials=2, tuner="random", device="cpu") == best and len(seen) == 2  # cached
+    assert E.trial_resources("cpu") == {"cpu": 1}
+    assert E.trial_resources(torch.device("cuda", 0)) == {"cpu": 1, "gpu": E.TRIAL_GPU_FRACTION}
+    assert 0 < E.TRIAL_GPU_FRACTION <= 1

@@ -40,3 +40,28 @@ def test_zero_init_residual_starts_every_block_as_the_identity(arch, last_bn):
         models.build_classifier("vgg11", zero_init_residual=True)
     with pytest.raises(ConfigError, match="pretrained"):
         models.build_classifier("resnet18", pretrained=True, zero_init_residual=True)
+
+
+@pytest.mark.parametrize("arch", models.NARROW)
+def test_narrow_architectures_are_torchvision_families_at_the_small_cnns_cost(arch):
+    """The 2-core architectures: registered, built from torchvision's classes, grey / 28 px inputs too, and about
+    the small CNN's forward cost per image (within 2x of it at 32 px; VGG-11 costs 15x)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import torchvision
+
+    def flops(name, **kw):
+        m = models.build_classifier(name, 10, image_size=32, **kw).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as c:
+            assert m(torch.rand(1, 3, 32, 32)).shape == (1, 10)
+        return c.get_total_flops(), m
+
+    cost, m = flops(arch)
+    small_cnn, _ = flops("cnn", width=16)
+    assert cost < 2 * small_cnn < flops("vgg11")[0] / 4
+    assert isinstance(m[1], (torchvision.models.VGG, torchvision.models.ResNet, torchvision.models.MobileNetV2))
+    grey = models.build_classifier(arch, 10, in_channels=1, image_size=28, mean=(0.3,), std=(0.3,)).eval()
+    with torch.no_grad():
+        assert grey(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="pretrained"):
+        models.build_classifier(arch, pretrained=True)

@@ -108,3 +108,52 @@ def test_light_budget_is_really_tried():
     # an image fooled exactly at a budget counts as fooled at that budget
     assert (new.last_min_p == 0.01).any()
     assert accuracy_at_budgets(new.last_min_p, [0.05])[0.05] == 0.0
+
+
+# ------------------------------------------------------------------------------ the random sign-noise null
+def test_sign_noise_is_plus_or_minus_epsilon_inside_the_box():
+    from robustnb.attacks.noise import sign_noise
+
+    x = _images(4)  # in [0.2, 0.8]: epsilon never clips
+    out = sign_noise(x, 8 / 255, seed=1)
+    d = out - x
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert torch.allclose(d.abs(), torch.full_like(d, 8 / 255), atol=1e-6)  # every value moved by +-epsilon
+    assert 0.4 < float((d > 0).float().mean()) < 0.6  # signs half and half
+    edge = torch.cat([torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)])
+    clipped = sign_noise(edge, 8 / 255)
+    assert clipped.min() >= 0 and clipped.max() <= 1 and (clipped - edge).abs().max() <= 8 / 255 + 1e-7
+
+
+def test_sign_noise_is_seeded_and_leaves_the_global_rng_alone():
+    from robustnb.attacks.noise import sign_noise
+
+    x = _images(3)
+    state = torch.random.get_rng_state()
+    a, b, c = sign_noise(x, 4 / 255, seed=5), sign_noise(x, 4 / 255, seed=5), sign_noise(x, 4 / 255, seed=6)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_sign_noise_is_white_so_its_high_frequency_share_is_the_planes():
+    """The null of the frequency chapter: about 80% of a sign perturbation's power lies above 0.25 cycles/pixel
+    because about 80% of the frequency plane does, not because anything favours high frequencies."""
+    from robustnb import signal
+    from robustnb.attacks.noise import sign_noise
+
+    x = 0.1 + 0.8 * torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    shares = signal.high_frequency_shares(sign_noise(x, 8 / 255) - x, (0.15, 0.25, 0.35)).mean(0)
+    plane = torch.tensor([signal.plane_share_above(32, 32, c) for c in (0.15, 0.25, 0.35)])
+    assert torch.allclose(shares, plane, atol=0.01)
+    assert 0.78 < float(plane[1]) < 0.83
+
+
+def test_sign_noise_refuses_bad_arguments():
+    from robustnb.attacks.noise import sign_noise
+
+    with pytest.raises(ConfigError, match="Did you mean 8/255"):
+        sign_noise(_images(1), 8)
+    with pytest.raises(ConfigError):
+        sign_noise(_images(1), 4 / 255, seed=-1)
+    with pytest.raises(ConfigError):
+        sign_noise(torch.rand(3, 8, 8), 4 / 255)

@@ -157,17 +157,19 @@ def test_image_slider():
         P.image_slider(imgs, [0, 1])
 
 
-def test_renderer_chosen_for_a_plain_kernel_and_activated_at_import(monkeypatch):
+def test_renderer_chosen_for_a_plain_kernel_inlines_no_plotly_js(monkeypatch):
+    import plotly.graph_objects as go
     import plotly.io as pio
 
-    calls = []
     monkeypatch.delenv("PLOTLY_RENDERER", raising=False)
-    monkeypatch.setattr(P, "get_ipython", lambda: object())
-    monkeypatch.setattr(pio.renderers, "_activate_pending_renderers", lambda *a, **k: calls.append(1))
     old = pio.renderers.default
     try:
         pio.renderers.default = "plotly_mimetype"
-        assert P.choose_renderer() == "plotly_mimetype+notebook" and calls == [1]
+        assert P.choose_renderer() == "plotly_mimetype+robustnb_page"
+        bundle = pio.renderers._build_mime_bundle(go.Figure(go.Scatter(y=[1, 2])).to_dict())
+        html = bundle["text/html"]
+        assert "application/vnd.plotly.v1+json" in bundle and "plotly-graph-div" in html and "Plotly.newPlot" in html
+        assert len(html) < 20_000 and "cdnjs" not in html  # no library, no MathJax from a CDN
         pio.renderers.default = "vscode"  # plotly's own choice for a known front end stays
         assert P.choose_renderer() == "vscode"
         monkeypatch.setenv("PLOTLY_RENDERER", "plotly_mimetype")  # and so does the user's

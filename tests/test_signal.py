@@ -88,3 +88,33 @@ def test_bad_cutoff_and_band_raise(x):
         Fq.filtered(x, 0.2, "mid")
     with pytest.raises(ConfigError, match="filter kind"):
         Fq.lowpass(x, 0.2, "butterworth")
+
+
+def test_high_frequency_shares_at_several_cutoffs_match_one_at_a_time(x):
+    cs = (0.15, 0.25, 0.35)
+    many = Fq.high_frequency_shares(x, cs)
+    assert many.shape == (len(x), 3)
+    for k, c in enumerate(cs):
+        assert torch.allclose(many[:, k], Fq.high_frequency_share(x, c), atol=1e-6)
+    assert torch.all(many[:, 0] >= many[:, 1]) and torch.all(many[:, 1] >= many[:, 2])  # less above a higher cutoff
+    with pytest.raises(ConfigError):
+        Fq.high_frequency_shares(x, (0.25, 0.9))
+    with pytest.raises(ConfigError):
+        Fq.high_frequency_shares(x, ())
+
+
+def test_plane_share_above_counts_the_fft_grid():
+    assert Fq.plane_share_above(32, 32, 0.0) == 1.0 and Fq.plane_share_above(32, 32, Fq.F_MAX) == 0.0
+    # the disc of radius 0.25 covers about pi/16 of the unit frequency square
+    assert Fq.plane_share_above(32, 32, 0.25) == pytest.approx(1 - math.pi / 16, abs=0.01)
+    assert Fq.plane_share_above(32, 32, 0.15) > Fq.plane_share_above(32, 32, 0.25) > Fq.plane_share_above(32, 32, 0.35)
+
+
+def test_ring_mask_is_the_outer_ring():
+    m = Fq.ring_mask(8, 8)
+    assert m.sum() == 28 and m[0].all() and m[-1].all() and m[:, 0].all() and m[:, -1].all() and not m[1:-1, 1:-1].any()
+    assert Fq.ring_mask(8, 8, 2).sum() == 64 - 16 and not Fq.ring_mask(8, 8, 0).any()
+    assert not (Fq.ring_mask(8, 8) & Fq.center_mask(8, 8)).any()
+    for bad in (-1, 5, 1.5, True):
+        with pytest.raises(ConfigError):
+            Fq.ring_mask(8, 8, bad)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from robustnb.split import rate
+from robustnb.config import ConfigError
 from robustnb.registry import ENTROPY_MODELS
 from robustnb.split import SplitModel
 
@@ -52,3 +53,22 @@ def test_bpp_and_rate_agreement_frame(model):
     assert len(df) == 1 and df["top1_agreement"].iloc[0] == 1.0
     assert df["max_abs_logit_diff"].iloc[0] < 1e-4
     assert {"est_bytes", "real_bytes", "per_stream_const_bytes", "within_5pct_plus_const"} <= set(df.columns)
+
+
+def test_coded_strings_bytes_and_decode(model):
+    x = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    c = rate.coded(model, x, batch_size=2)
+    assert len(c) == 5 and len(c.strings) == (1 if model.entropy_model == "factorized" else 2)
+    assert c.stream_bytes.shape == (5, len(c.strings))
+    torch.testing.assert_close(c.real_bytes, rate.real_bytes(model, x))
+    assert c.batch(1, 3) == [s[1:3] for s in c.strings]
+    assert rate.decode_agreement(model, x, coded=c)["top1_agreement"] == 1.0
+    with pytest.raises(ConfigError, match="coded holds 5 images but x has 4"):
+        rate.decode_agreement(model, x[:4], coded=c)
+
+
+def test_empty_batch(model):
+    x = torch.rand(0, 3, 32, 32)
+    assert rate.coded(model, x).stream_bytes.shape == (0, 1)
+    assert rate.real_bytes(model, x).shape == (0,)
+    assert rate.decode_agreement(model, x) == {"max_abs_logit_diff": 0.0, "top1_agreement": 1.0}

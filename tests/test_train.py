@@ -118,8 +118,9 @@ def test_bf16_and_channels_last_learn_like_fp32():
 def test_speed_options_are_validated_and_keep_old_cache_keys():
     assert "precision" not in CFG.as_dict() and "channels_last" not in CFG.as_dict()  # old keys still valid
     assert CFG.replace(precision="bf16").as_dict()["precision"] == "bf16"
-    with pytest.raises(ConfigError, match="'fp16'.*'fp32', 'bf16'"):
-        CFG.replace(precision="fp16")
+    assert CFG.replace(precision="fp16").as_dict()["precision"] == "fp16"  # float16 + GradScaler (a T4)
+    with pytest.raises(ConfigError, match="'fp8'.*'fp32', 'bf16', 'fp16'"):
+        CFG.replace(precision="fp8")
     with pytest.raises(ConfigError, match="channels_last must be True or False"):
         CFG.replace(channels_last="yes")
 

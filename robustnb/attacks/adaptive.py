@@ -16,7 +16,9 @@ per image, the candidate whose *defended* image costs the most real bytes (best 
 
 Every defense here is deterministic, so expectation over transformation (EOT) is not needed beyond the
 entropy attack's own averaging of the gradient over quantisation-noise draws (which *is* EOT over the only
-random part of the pipeline).
+random part of the pipeline; the object mask's noise-relaxed backward pass draws once per step, see
+:class:`DefendedModel`). The defense runs once per attack step, not once per draw: the attack repeats its
+output's latent over the draws (:meth:`DefendedModel.encode`).
 
 :class:`AdaptiveEntropyAttack` is the entropy attack (``robustnb.attacks.entropy.EntropyAttack``, PGD on the
 rate within an L-inf ball) run on :class:`DefendedModel` ``= m o d``.
@@ -32,12 +34,15 @@ from torch import nn
 
 from robustnb import registry
 from robustnb.attacks.base import CheckedAttack, attack_parameters, check_steps, perturb
-from robustnb.attacks.entropy import EntropyAttack
+from robustnb.attacks.entropy import EntropyAttack, has_split_path
 from robustnb.checks import check_choice, check_flag
 from robustnb.config import ConfigError
 from robustnb.split import rate
 
 GRADIENT_MODES = ("auto", "bpda", "unrolled")
+#: the model's methods that take an image: :class:`DefendedModel` defines its own (defense first) or refuses them,
+#: never forwards them to the bare model
+SKIPS_DEFENSE = ("encode", "compress")
 
 
 class _BPDA(torch.autograd.Function):
@@ -63,6 +68,20 @@ class DefendedModel(nn.Module):
     ``through_mask``: when unrolling a defense with an object mask (``mask_gradient`` attribute), differentiate
     through the mask too (on a shallow copy of the defense; the caller's defense is left as it is).
     ``forward(x, **kw)`` passes keyword arguments (e.g. ``noise=True``) on to the model and returns its output.
+
+    The split path, for the entropy attack's once-per-step objective (``robustnb.attacks.entropy``):
+    ``encode(x)`` is ``model.encode(defense(x))`` (the defense, then the edge encoder), ``entropy`` and
+    ``classify`` are the model's; ``split_path`` says whether the model has them. So the attack runs the
+    defense (the TV solvers, the object mask) once per step and repeats the latent over its noise draws.
+    Randomness inside the defense changes with it: the disentangled defense's object mask, differentiated
+    through (``through_mask``), takes its backward pass from the noise-relaxed bit map
+    (``robustnb.defenses.likelihood_mask`` / ``BitMap.soft``), which now draws its noise once per step for the
+    ``N`` images, shared by all ``draws``, instead of once per draw. Its forward value (the real bit map) is
+    unchanged, and since that noise is independent of the entropy model's, the expected gradient is too (one
+    draw gives the same numbers as before); the variance of the mask's part of the gradient is that of one
+    draw. Every other defense here is deterministic: the gradient is the old one up to float rounding.
+    Attributes other than these are the model's (``__getattr__``), except those that would take an image
+    past the defense (:data:`SKIPS_DEFENSE`), which are refused.
     """
 
     def __init__(self, model: nn.Module, defense: nn.Module, mode: str = "auto", through_mask: bool = True):
@@ -87,10 +106,35 @@ class DefendedModel(nn.Module):
     def forward(self, x, **kw):
         return self.model(self.preprocess(x), **kw)
 
-    def __getattr__(self, name):  # expose the split model's attributes (entropy models, compress ...)
+    # the split path (robustnb.attacks.entropy.has_split_path): defined here, never forwarded by __getattr__,
+    # so that encode cannot reach the bare model's encoder past the defense
+    @property
+    def split_path(self) -> bool:
+        """Whether the wrapped model has ``encode`` / ``entropy`` / ``classify`` (a :class:`robustnb.split.SplitModel`
+        does)."""
+        return has_split_path(self.model)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The defense, then the model's edge encoder: images ``(N, C, H, W)`` in [0, 1] -> latent ``y`` of
+        ``defense(x)``, with gradients through the defense by :attr:`mode`."""
+        return self.model.encode(self.preprocess(x))
+
+    def entropy(self, y: torch.Tensor, noise: bool | None = None):
+        """The model's entropy model on a latent: ``(y_hat, likelihoods)`` (``SplitModel.entropy``)."""
+        return self.model.entropy(y, noise)
+
+    def classify(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """The model's cloud part: (quantised) latent -> logits (``SplitModel.classify``)."""
+        return self.model.classify(y_hat)
+
+    def __getattr__(self, name):  # expose the split model's attributes (entropy models, update ...)
         try:
             return super().__getattr__(name)
         except AttributeError:
+            if name in SKIPS_DEFENSE:
+                raise AttributeError(f"DefendedModel does not forward {name!r} to the bare model: it would take the "
+                                     f"image past the defense. Call model.{name}(defense(x)) for what the defended "
+                                     "pipeline does.") from None
             return getattr(super().__getattr__("model"), name)
 
 

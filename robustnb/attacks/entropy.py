@@ -10,9 +10,19 @@ where the rounding of the latent is relaxed to additive uniform noise ``u`` (the
 training mode) so the rate has a gradient, and the expectation is estimated with ``draws`` noise samples
 per step. PGD with sign steps, projected on the ball and the [0, 1] box after every step. No library ships
 this attack; it is a :class:`torchattacks.attack.Attack` so that it runs like the others.
+
+Work per step: the noise enters after the encoder, so the encoder (the larger half of the forward pass, and
+any preprocessing defense in front of it, ``robustnb.attacks.adaptive``) runs **once** per step on the ``N``
+images; only the entropy model runs on the latent repeated ``draws`` times (``model.entropy(y_rep,
+noise=True)``), and the cloud classifier only when the objective reads the logits (``keep_label``). The noise
+is drawn on a tensor of the same shape, in the same order, as in a full forward of the repeated batch, so the
+gradient is that of ``model(x.repeat(draws, 1, 1, 1), noise=True)`` up to float rounding. A model without
+its own ``encode`` / ``entropy`` / ``classify`` (:func:`has_split_path`) gets that full forward.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -63,13 +73,24 @@ class EntropyAttack(CheckedAttack, torchattacks.attack.Attack):
         self.supported_mode = ["default"]
 
     def objective(self, x: torch.Tensor, clean_pred: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean bits per latent element under the noise relaxation, averaged over ``draws`` (minus CE if stealthy)."""
-        out = self.model(x.repeat(self.draws, 1, 1, 1), noise=True)
-        lik = out["likelihoods"]
+        """Mean bits per latent element under the noise relaxation, averaged over ``draws`` (minus CE if stealthy).
+
+        ``x``: images ``(N, C, H, W)``; ``clean_pred``: ``(N,)`` class indices (stealthy variant) or ``None``.
+        Returns a scalar. The encoder runs once on ``x`` and the entropy model on its latent repeated ``draws``
+        times (rows ``d * N + i`` = draw ``d`` of image ``i``, the order of ``x.repeat(draws, 1, 1, 1)``); the
+        classifier runs (on every draw's noisy latent) only when ``clean_pred`` is given. A model without the
+        split path (:func:`has_split_path`) runs its full forward on ``x`` repeated ``draws`` times instead."""
+        m, split = self.model, has_split_path(self.model)
+        if split:
+            y_hat, lik = m.entropy(_repeat(m.encode(x), self.draws), noise=True)
+        else:
+            out = m(_repeat(x, self.draws), noise=True)
+            lik = out["likelihoods"]
         elements = sum(v[0].numel() for v in lik.values())
         obj = (bits(lik) / elements).mean()
         if clean_pred is not None:
-            obj = obj - self.label_weight * F.cross_entropy(out["logits"], clean_pred.repeat(self.draws))
+            logits = m.classify(y_hat) if split else out["logits"]
+            obj = obj - self.label_weight * F.cross_entropy(logits, _repeat(clean_pred, self.draws))
         return obj
 
     def forward(self, images, labels=None):
@@ -98,6 +119,28 @@ class EntropyAttack(CheckedAttack, torchattacks.attack.Attack):
                 adv = torch.min(torch.max(adv, images - self.eps), images + self.eps).clamp(0, 1)
             adv = adv.detach()
         return adv
+
+
+#: what a model needs for the once-per-step objective: ``encode(x) -> y``, ``entropy(y, noise) -> (y_hat,
+#: likelihoods)``, ``classify(y_hat) -> logits`` (:class:`robustnb.split.SplitModel`)
+SPLIT_PATH = ("encode", "entropy", "classify")
+
+
+def has_split_path(model) -> bool:
+    """Whether ``model`` runs ``classify(entropy(encode(x)))`` itself: its class (or instance) defines the three
+    methods of :data:`SPLIT_PATH`. Looked up statically (:func:`inspect.getattr_static`), so a wrapper whose
+    ``__getattr__`` forwards ``encode`` to an inner model -- and would skip whatever the wrapper does in front
+    of it -- does not count. A class that defines them for some instances only (a wrapper around a model with
+    or without them, :class:`robustnb.attacks.adaptive.DefendedModel`) says so with a ``split_path`` property."""
+    if not all(callable(inspect.getattr_static(model, name, None)) for name in SPLIT_PATH):
+        return False
+    declared = inspect.getattr_static(type(model), "split_path", None)
+    return bool(model.split_path) if declared is not None else True
+
+
+def _repeat(t: torch.Tensor, n: int) -> torch.Tensor:
+    """``t`` stacked ``n`` times along the batch dimension (``t.repeat(n, 1, ...)``): row ``d * N + i`` is ``t[i]``."""
+    return t.repeat(n, *[1] * (t.dim() - 1))
 
 
 def entropy_attack(model, x: torch.Tensor, eps: float, steps: int = 20, draws: int = 16, *,

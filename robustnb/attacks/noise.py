@@ -16,6 +16,9 @@ torchattacks has no noise attack), hence this module. Images are in ``[0, 1]``; 
 exactly 0 or 1. After ``attack(x, y)``, ``attack.last_min_p`` holds, per image, the smallest noise
 probability that fooled the model (``0`` when the clean image is already misclassified, ``inf`` when
 no tried ``p`` succeeded), and ``attack.last_fraction`` the fraction of pixels actually changed.
+
+:func:`sign_noise` is the other noise of the package: the random sign-noise *null* of the rate attacks, an
+L-inf perturbation of the same size as an attack's that no gradient chose.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from torch import nn
 from torchattacks.attack import Attack
 
 from robustnb import registry
-from robustnb.attacks.base import CheckedAttack
+from robustnb.attacks.base import CheckedAttack, check_epsilon, check_seed
+from robustnb.checks import check_images
 from robustnb.checks import check_flag, check_number, one_or_more
 
 
@@ -142,3 +146,35 @@ def accuracy_at_budgets(min_p: torch.Tensor, budgets) -> dict[float, float]:
 def correct_at_budget(min_p: torch.Tensor, budget: float) -> torch.Tensor:
     """Per image, 1 when salt & pepper noise of probability ``<= budget`` did not fool the model (0/1 floats)."""
     return (min_p > budget).float()
+
+
+def sign_noise(x: torch.Tensor, eps: float, seed: int = 0) -> torch.Tensor:
+    """The random sign-noise null of an L-inf attack: ``clamp(x + eps * s, 0, 1)`` with ``s`` = +1 or -1 with
+    probability one half, independently for every image, channel and pixel.
+
+    It is the perturbation an attack of radius ``eps`` would make if the signs of its step were random: same
+    budget, same +-eps amplitude at every pixel (except where the [0, 1] box clips it), no gradient. Its spectrum
+    is white, so its power above a radial cutoff ``c`` is the share of the frequency plane above ``c``
+    (:func:`robustnb.signal.plane_share_above`; about 80% above 0.25 cycles/pixel). It is EntropyR's own noise
+    baseline (``experiment_adv.py``, ``--attack noise``: ``torch.randn_like(x).sign() * eps``, clamped to [0, 1]).
+
+    Args:
+        x: images ``(N, C, H, W)`` in ``[0, 1]``.
+        eps: the L-inf radius in ``[0, 1]`` units (``8/255``).
+        seed: seed of a local generator (the global RNG is left alone); the same seed and shape give the same
+            signs, so every model of a chapter sees the same noisy images.
+
+    Returns the noisy images, same shape and dtype as ``x``, on ``x``'s device, within ``eps`` of ``x`` and in
+    ``[0, 1]``.
+
+    Examples::
+
+        >>> x_null = sign_noise(images, 8 / 255)
+        >>> rate.real_bytes(model, x_null).mean() / rate.real_bytes(model, images).mean() - 1   # the null's overhead
+    """
+    check_images(x)
+    eps = check_epsilon(eps)
+    seed = check_seed(seed)
+    g = torch.Generator().manual_seed(0 if seed is None else seed)
+    s = torch.randint(0, 2, tuple(x.shape), generator=g).mul_(2).sub_(1).to(device=x.device, dtype=x.dtype)
+    return (x + eps * s).clamp(0, 1)

@@ -308,11 +308,13 @@ LEDGER_CSS = "robustnb-ledger.css"
 
 def _ledger_page_assets(app, pagename, templatename, context, doctree) -> None:
     """html-page-context: the verdict colours on every page; plotly.js (the plotly package's own copy, served
-    from the book) on a page with forest plots, which has no notebook output to bring it."""
+    from the book, once per page) on a page with a plotly figure: the forest plots, and the chapters' figures,
+    whose outputs carry no library (:class:`robustnb.plots.PageRenderer`)."""
     from docutils import nodes
 
     app.add_css_file(f"{WEB_DIR}/{LEDGER_CSS}")
-    if doctree is not None and any("robustnb-forest" in n["classes"] for n in doctree.findall(nodes.raw)):
+    if doctree is not None and any("robustnb-forest" in n["classes"] or "plotly-graph-div" in n.astext()
+                                   for n in doctree.findall(nodes.raw)):
         app.add_js_file(f"{WEB_DIR}/{PLOTLY_JS}")
 
 

@@ -43,6 +43,7 @@ Salt & pepper needs no gradient and attacks every model itself (``query``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -57,7 +58,7 @@ from robustnb import stats
 from robustnb.attacks import SaltAndPepper, perturb
 from robustnb.attacks.noise import correct_at_budget
 from robustnb.cache import cached, data_spec, experiment
-from robustnb.config import Run, pick
+from robustnb.config import ConfigError, Run, check_seed, pick
 from robustnb.data import OFFICE31_DOMAINS
 from robustnb.jobs import Execution, ModelJob, as_execution, ray_session, run_jobs
 from robustnb.mechanisms import make
@@ -65,10 +66,18 @@ from robustnb.models import count_parameters
 from robustnb.progress import tqdm
 from robustnb.train import TrainConfig, accuracy, fit, predict, speed_options
 
-METHODS = ("baseline", "pruned", "distilled", "int8")
+#: the size-matched student's method (:func:`compress_all`): distilled, at the pruned model's parameter count
+MATCHED = "distilled (size-matched)"
+#: the most a size-matched student's parameter count may differ from its pruned counterpart's (Torch-Pruning's
+#: counting, :func:`robustnb.compression.parameter_count`)
+MATCHED_TOLERANCE = 0.10
+METHODS = ("baseline", "pruned", "distilled", MATCHED, "int8")
 PROTOCOLS = ("transfer", "transfer-arch", "white-box", "bpda")
 #: an attacker trains with its base's recipe and the training seed ``cfg.seed + ATTACKER_SEED_OFFSET``
 ATTACKER_SEED_OFFSET = 1000
+#: training seeds per preset: every base, attacker, pruned, distilled and int8 model is made once per seed, each
+#: seed re-drawing initial weights, data order and augmentation; every method-level claim is a t interval over them
+N_SEEDS = 3
 #: model names that are a robustnb architecture with keyword arguments (tiny models for the smoke preset)
 VARIANTS = {"cnn8": ("cnn", {"width": 8}), "cnn16": ("cnn", {"width": 16})}
 
@@ -118,43 +127,81 @@ class StudyConfig:
     sp_max_p: float = 0.5
     n_calibration: int = 256
     latency_batch: int = 64
-    seed: int = 0
+    seed: int = 0                        # data seed: training subset, attacked images, calibration, s&p noise
+    #: training seeds of the study (``train.seed`` is the one this config's models train from: :meth:`at_seed`)
+    seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self):
+        seeds = tuple(self.seeds)
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ConfigError(f"seeds must be distinct training seeds, at least one, got {self.seeds!r}.")
+        for s in seeds:
+            check_seed(s)
+        if set(seeds) & {s + ATTACKER_SEED_OFFSET for s in seeds}:
+            raise ConfigError(f"training seeds {seeds!r} overlap their attackers' seeds (seed + "
+                              f"{ATTACKER_SEED_OFFSET}): choose seeds below {ATTACKER_SEED_OFFSET}.")
+
+    def at_seed(self, seed: int) -> "StudyConfig":
+        """This config with its models trained from training seed ``seed`` (one of :attr:`seeds`): the bases,
+        pruned fine-tunes and distilled students re-draw initial weights (the model cache seeds a model's
+        initialisation from its spec, which holds the seed), data order and augmentation (``robustnb.train.fit``);
+        the data seed :attr:`seed` (training subset, evaluation images, calibration) stays."""
+        if seed not in self.seeds:
+            raise ConfigError(f"training seed {seed!r} is not one of this study's seeds {self.seeds!r}.")
+        return dataclasses.replace(self, train=self.train.replace(seed=seed),
+                                   finetune=self.finetune.replace(seed=seed))
+
+    @property
+    def train_seed(self) -> int:
+        """The training seed of this config's models (``train.seed``)."""
+        return self.train.seed
 
     @classmethod
-    def from_preset(cls, preset: str, seed: int = 0) -> "StudyConfig":
+    def from_preset(cls, preset: str, seed: int = 0, n_seeds: int = N_SEEDS) -> "StudyConfig":
+        """The preset's sizes. ``seed``: the data seed and the first training seed; the study trains from the
+        training seeds ``seed, seed + 1, ...`` (``n_seeds`` of them, :data:`N_SEEDS` by default).
+
+        ``cpu`` is sized for three seeds in about half an hour on two cores: ResNet-18 and -34 (one teacher, so
+        no distillation trend), 4,000 training images, 3 epochs per base, 1 of fine-tuning, the small base pruned
+        at two ratios (the matched one and a heavier one), 500 test and 150 attacked images per domain, salt &
+        pepper with one repeat. One seed of the earlier sizes (ResNet-18/34/50, 16,000 images, 8 epochs, three
+        ratios, 1,000 / 300 images) took 3,831 s."""
         p = preset
+        if not isinstance(n_seeds, int) or isinstance(n_seeds, bool) or n_seeds < 1:
+            raise ConfigError(f"n_seeds must be a positive integer (training seeds), got {n_seeds!r}.")
         # from scratch (smoke, cpu): one-cycle to lr 0.1 (warm-up, then anneal); fine-tuning pretrained
         # ResNets (full): cosine from 0.05
         train = TrainConfig(epochs=1, batch_size=128, lr=pick(p, smoke=0.1, cpu=0.1, full=0.05), optimizer="sgd",
                             scheduler=pick(p, smoke="onecycle", cpu="onecycle", full="cosine"), seed=seed,
                             **speed_options(p))
         return cls(
-            base_archs=pick(p, smoke=("cnn8", "cnn16"), cpu=("resnet18", "resnet34", "resnet50"),
+            base_archs=pick(p, smoke=("cnn8", "cnn16"), cpu=("resnet18", "resnet34"),
                             full=("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")),
-            teacher_archs=pick(p, smoke=("cnn16",), cpu=("resnet34", "resnet50"),
+            teacher_archs=pick(p, smoke=("cnn16",), cpu=("resnet34",),
                                full=("resnet34", "resnet50", "resnet101", "resnet152")),
             epochs=pick(p, smoke=(("cnn8", 1), ("cnn16", 1)),
-                        cpu=(("resnet18", 8), ("resnet34", 8), ("resnet50", 8)),
+                        cpu=(("resnet18", 3), ("resnet34", 3)),
                         full=tuple((a, 20) for a in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"))),
-            prune_ratios=(0.3, 0.5, 0.7),
+            prune_ratios=pick(p, smoke=(0.3, 0.5, 0.7), cpu=(0.5, 0.7), full=(0.3, 0.5, 0.7)),
             matched_ratio=0.5,
-            quantize_archs=pick(p, smoke=("cnn8",), cpu=("resnet18", "resnet34", "resnet50"),
+            quantize_archs=pick(p, smoke=("cnn8",), cpu=("resnet18", "resnet34"),
                                 full=("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")),
-            n_train=pick(p, smoke=256, cpu=16_000, full=None),
-            n_eval=pick(p, smoke=48, cpu=1000, full=None),
-            n_attack=pick(p, smoke=16, cpu=300, full=500),
+            n_train=pick(p, smoke=256, cpu=4_000, full=None),
+            n_eval=pick(p, smoke=48, cpu=500, full=None),
+            n_attack=pick(p, smoke=16, cpu=150, full=500),
             image_size=pick(p, smoke=32, cpu=64, full=224),
             pretrained=pick(p, smoke=False, cpu=False, full=True),
             imagenet_stem=pick(p, smoke=False, cpu=True, full=True),
             zero_init_residual=pick(p, smoke=True, cpu=True, full=False),
             train=train,
-            finetune=train.replace(epochs=pick(p, smoke=1, cpu=2, full=5), lr=0.01),
+            finetune=train.replace(epochs=pick(p, smoke=1, cpu=1, full=5), lr=0.01),
             pgd_steps=pick(p, smoke=3, cpu=5, full=10),
             sp_steps=pick(p, smoke=8, cpu=20, full=100),
-            sp_repeats=pick(p, smoke=1, cpu=2, full=3),
+            sp_repeats=pick(p, smoke=1, cpu=1, full=3),
             n_calibration=pick(p, smoke=32, cpu=256, full=512),
             latency_batch=pick(p, smoke=16, cpu=64, full=64),
             seed=seed,
+            seeds=tuple(seed + k for k in range(n_seeds)),
         )
 
     def epochs_for(self, arch: str) -> int:
@@ -216,22 +263,26 @@ def _train_base(arch: str, cfg: StudyConfig, device, data, seed: int | None = No
 
 
 def base_jobs(cfg: StudyConfig, data) -> list[ModelJob]:
-    """The bases and their attackers as :class:`robustnb.jobs.ModelJob` objects (on the CPU), the largest first."""
+    """The bases and their attackers of every training seed of ``cfg.seeds`` as :class:`robustnb.jobs.ModelJob`
+    objects (on the CPU), the largest first."""
     jobs = []
-    for seed in (None, attacker_seed(cfg)):
-        for size_rank, arch in enumerate(cfg.base_archs):  # the small base first, then the larger ones
-            name, spec, _ = base_spec(arch, cfg, data, seed)
-            jobs.append(ModelJob(name, spec, functools.partial(_train_base, arch, cfg, "cpu", data, seed),
-                                 cost=float(size_rank * cfg.epochs_for(arch))))
+    for train_seed in cfg.seeds:
+        c = cfg.at_seed(train_seed)
+        for seed in (None, attacker_seed(c)):
+            for size_rank, arch in enumerate(c.base_archs):  # the small base first, then the larger ones
+                name, spec, _ = base_spec(arch, c, data, seed)
+                jobs.append(ModelJob(name, spec, functools.partial(_train_base, arch, c, "cpu", data, seed),
+                                     cost=float(size_rank * c.epochs_for(arch))))
     return jobs
 
 
 def train_bases(cfg: StudyConfig, run: Run, doms: D.Domains, ex: Execution | None = None) -> Zoo:
-    """Train (or load from the cache) every base architecture on the source domain, and its attacker: the same
-    architecture, recipe and training images from the training seed :func:`attacker_seed` (other initial
-    weights, other data order), kept in ``zoo.attackers`` and never evaluated. With ``ex`` on Ray (the default
-    at ``cpu`` and ``full`` on the CPU: :meth:`robustnb.jobs.Execution.for_run`) the ones not cached yet train
-    first as parallel Ray tasks (:func:`base_jobs`); ``ex=Execution("local")`` trains them here, one by one."""
+    """Train (or load from the cache) every base architecture on the source domain from the training seed
+    ``cfg.train.seed``, and its attacker: the same architecture, recipe and training images from the training
+    seed :func:`attacker_seed` (other initial weights, other data order), kept in ``zoo.attackers`` and never
+    evaluated. With ``ex`` on Ray (the default at ``cpu`` and ``full`` on the CPU:
+    :meth:`robustnb.jobs.Execution.for_run`) the ones not cached yet, of every seed of ``cfg.seeds``, train first as
+    parallel Ray tasks (:func:`base_jobs`); ``ex=Execution("local")`` trains this seed's here, one by one."""
     ex = as_execution(ex, run)
     if ex.backend == "ray":
         with ray_session(ex):
@@ -245,6 +296,34 @@ def train_bases(cfg: StudyConfig, run: Run, doms: D.Domains, ex: Execution | Non
         zoo.attackers[arch] = _train_base(arch, cfg, run.device, doms.train, attacker_seed(cfg),
                                           "training the attacker")
     return zoo
+
+
+def train_seeds(cfg: StudyConfig, run: Run, doms: D.Domains, ex: Execution | None = None) -> dict[int, Zoo]:
+    """:func:`train_bases` for every training seed of ``cfg.seeds``: ``{seed: Zoo}``. On Ray the bases and
+    attackers of all seeds train as one batch of parallel tasks; the zoos then load them from the cache."""
+    ex = as_execution(ex, run)
+    zoos = {}
+    for i, s in enumerate(cfg.seeds):
+        zoos[s] = train_bases(cfg.at_seed(s), run, doms, ex if i == 0 else Execution("local"))
+    return zoos
+
+
+def compress_seeds(cfg: StudyConfig, run: Run, doms: D.Domains, zoos: dict[int, Zoo]) -> dict[int, Zoo]:
+    """:func:`compress_all` for every training seed: each seed's pruned, distilled and int8 models come from that
+    seed's bases and train from that seed."""
+    return {s: compress_all(cfg.at_seed(s), run, doms, zoo) for s, zoo in tqdm(list(zoos.items()), desc="seeds")}
+
+
+def evaluate_seeds(cfg: StudyConfig, zoos: dict[int, Zoo], doms: D.Domains) -> pd.DataFrame:
+    """:func:`evaluate_all` for every training seed, one frame (its column ``seed`` says which): the same test
+    and attacked images for every seed."""
+    return pd.concat([evaluate_all(cfg.at_seed(s), zoo, doms) for s, zoo in zoos.items()], ignore_index=True)
+
+
+def attackers_table(cfg: StudyConfig, zoos: dict[int, Zoo], doms: D.Domains) -> pd.DataFrame:
+    """:func:`attacker_accuracy` of every seed, one frame with a ``seed`` column."""
+    return pd.concat([attacker_accuracy(cfg.at_seed(s), zoo, doms).assign(seed=s) for s, zoo in zoos.items()],
+                     ignore_index=True)
 
 
 def one_model(cfg: StudyConfig, zoo: Zoo, doms: D.Domains, n: int = 64) -> pd.DataFrame:
@@ -268,8 +347,22 @@ def one_model(cfg: StudyConfig, zoo: Zoo, doms: D.Domains, n: int = 64) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def matched_student_name(cfg: StudyConfig) -> str:
+    """The size-matched student's model name: the small architecture at the width the matched pruning ratio
+    leaves, distilled from the small base (:func:`compress_all`, step 3b)."""
+    small = cfg.base_archs[0]
+    return f"{small} width {1 - cfg.matched_ratio:g} distilled from {small}"
+
+
 def compress_all(cfg: StudyConfig, run: Run, doms: D.Domains, zoo: Zoo) -> Zoo:
-    """Add pruned, distilled and int8 models to ``zoo`` (trained through the cache)."""
+    """Add pruned, distilled and int8 models to ``zoo`` (trained through the cache, from ``cfg.train.seed``).
+
+    Distillation comes twice: students of the small architecture from every larger teacher (method
+    ``distilled``, the paper's set-up), and one **size-matched** student (method :data:`MATCHED`): the small
+    architecture at the width the matched pruning ratio leaves (:func:`robustnb.compression.slim_student`),
+    distilled from the small base itself, so that it and the small base pruned at that ratio are two compressions
+    of the same network to the same parameter count (checked with Torch-Pruning's counting within
+    :data:`MATCHED_TOLERANCE`)."""
     small = cfg.base_archs[0]
     x0 = doms.train.images[:2].float().div(255)
     base_size = {a: zoo.models[a] for a in cfg.base_archs}
@@ -304,6 +397,17 @@ def compress_all(cfg: StudyConfig, run: Run, doms: D.Domains, zoo: Zoo) -> Zoo:
                       cfg.train.replace(epochs=cfg.epochs_for(small)), cfg.temperature, cfg.alpha,
                       device=run.device, name=f"{small}-kd-from-{t}")
         add(f"{small} distilled from {t}", m, "distilled", t, f"T={cfg.temperature:g}, alpha={cfg.alpha:g}", small)
+    # 3b. the size-matched student: the pruned small base's layer widths, distilled from the small base
+    r = cfg.matched_ratio
+    m = C.distill(lambda: C.slim_student(lambda: build(small, cfg, doms.train), r, x0), base_size[small],
+                  {"base_key": base_size[small].robustnb_info["key"]}, f"{small} width {1 - r:g}", doms.train,
+                  cfg.train.replace(epochs=cfg.epochs_for(small)), cfg.temperature, cfg.alpha, device=run.device,
+                  name=f"{small}-w{int(round(100 * (1 - r)))}-kd-from-{small}")
+    pruned = zoo.models[f"{small} pruned {r:.0%}"]
+    C.check_matched(C.parameter_count(m, x0), C.parameter_count(pruned, x0), MATCHED_TOLERANCE,
+                    f"the size-matched student vs {small} pruned {r:.0%}")
+    add(matched_student_name(cfg), m, MATCHED, small, f"width {1 - r:g}, T={cfg.temperature:g}, "
+        f"alpha={cfg.alpha:g}", small)
     # 4. int8 post-training static quantization
     calib = doms.train.tensors(cfg.n_calibration, cfg.seed + 1)[0]
     for arch in tqdm(cfg.quantize_archs, desc="int8 quantization"):
@@ -390,7 +494,7 @@ def evaluate_all(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFrame:
     """Accuracy of every model on every domain: clean, FGSM, PGD (light/heavy), salt & pepper (light/heavy).
 
     Tidy columns: ``model, method, base, domain, role, attack, strength, budget, protocol, accuracy,
-    crafted_on, hits``. ``hits`` holds the per-image 0/1 correctness (the same images, in the same order, for
+    crafted_on, hits, seed`` (``seed``: the training seed of every model here, ``cfg.train.seed``). ``hits`` holds the per-image 0/1 correctness (the same images, in the same order, for
     every model: paired comparisons read it). FGSM / PGD rows come in the protocols of :func:`attack_plan`:
     ``transfer`` (the headline: crafted on the attacker of the model's base, shared by the base and every
     model derived from it), ``transfer-arch`` (distilled students: the attacker of their own architecture),
@@ -430,7 +534,7 @@ def evaluate_all(cfg: StudyConfig, zoo: Zoo, doms: D.Domains) -> pd.DataFrame:
                 h = correct_at_budget(spa.last_min_p, b).numpy().astype(np.float64)
                 rows.append({**base, "attack": "salt_pepper", "strength": strength, "budget": b, "protocol": "query",
                              "accuracy": float(h.mean()), "crafted_on": name, "hits": h})
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows).assign(seed=cfg.train.seed)
     return df.merge(info[["params", "size_mb", "compression", "detail"]], left_on="model", right_index=True)
 
 
@@ -470,11 +574,11 @@ def results_table(df: pd.DataFrame, protocol: str = "transfer") -> pd.DataFrame:
 
 def robustness_summary(df: pd.DataFrame, protocol: str = "transfer") -> pd.DataFrame:
     """Per model: source clean accuracy, mean target clean accuracy, and mean accuracy under attack
-    (FGSM / PGD in one ``protocol``, the transfer one by default)."""
+    (FGSM / PGD in one ``protocol``, the transfer one by default); means over training seeds too."""
     d = _scored(df, protocol)
     g = d.groupby("model", sort=False)
     first = g.first()[["method", "base", "params", "size_mb", "compression"]]
-    src = d[(d.role == "source") & (d.attack == "clean")].set_index("model").accuracy.rename("source_clean")
+    src = d[(d.role == "source") & (d.attack == "clean")].groupby("model").accuracy.mean().rename("source_clean")
     tgt = d[(d.role == "target") & (d.attack == "clean")].groupby("model").accuracy.mean().rename("target_clean")
     adv = d[d.attack.isin(["fgsm", "pgd"])].groupby("model").accuracy.mean().rename("adversarial")
     spn = d[d.attack == "salt_pepper"].groupby("model").accuracy.mean().rename("salt_pepper")
@@ -508,11 +612,13 @@ _PTS = dict(unit=" points")
 KEEP_MARGIN = 0.02
 MASKING_MARGIN = 0.05
 #: the paper's findings as this chapter tests them, each quoted from the summary the project has (not the full
-#: paper: where it gives no figure, there is no ``paper_value``). Every value is a paired difference of
-#: accuracies, in points. Primary (counted): int8 against pruning and against distillation under domain shift
-#: (key results, 1st bullet), int8 against pruning under transfer FGSM / PGD (3rd bullet, read where the attack
-#: gets a gradient), the larger base losing more when pruned to the small one's size (abstract), pruned models
-#: losing adversarial robustness as the ratio grows (4th bullet, open question 3). The rest is exploratory, and
+#: paper: where it gives no figure, there is no ``paper_value``). Every value is, per training seed, a paired
+#: difference of accuracies over the same images, in points, and the estimate their mean over the seeds with a t
+#: interval over the seeds (:func:`claim_estimates`). Primary (counted): int8 against pruning and against
+#: distillation under domain shift (key results, 1st bullet), int8 against pruning under transfer FGSM / PGD (3rd
+#: bullet, read where the attack gets a gradient), distilled against pruned at the same size under shift
+#: (abstract), the larger base losing more when pruned to the small one's size (abstract), pruned models losing
+#: adversarial robustness as the ratio grows (4th bullet, open question 3). The rest is exploratory, and
 #: int8's white-box row is true by construction. ``worlds``: the claim's true value in a world built to the paper
 #: (``right``: an effect of :data:`robustnb.stats.DEFAULT_EFFECT`, the summary giving none) and in one where it
 #: is wrong (:func:`world_claims`).
@@ -524,7 +630,7 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
               'shifts, even at 25% compression ratio"',
         source=f"{_S}, key results (1st bullet); {_NO_FIGURE}",
         measure="target-domain clean accuracy, small base: int8 minus pruned at the matched ratio, per test image "
-                "(mean over target domains), paired bootstrap", form="increase", role="primary", worlds=_UP,
+                "(mean over target domains)", form="increase", role="primary", worlds=_UP,
         **_PTS),
     "cd_int8_vs_distilled_target": stats.PaperClaim(
         claim="int8 quantization retains more target-domain accuracy than distillation of the same base",
@@ -534,7 +640,7 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
         measure="target-domain clean accuracy, per teacher that has an int8 version: the teacher quantized to int8 "
                 "minus the student distilled from it (two compressions of the same base: int8 keeps its weights in "
                 "a quarter of the bytes, the student is the small architecture), per test image (mean over target "
-                "domains and teachers), paired bootstrap; needs an int8 teacher (none at smoke)",
+                "domains and teachers); needs an int8 teacher (none at smoke)",
         form="increase", role="primary", worlds=_UP, **_PTS),
     "cd_int8_vs_pruned_adv": stats.PaperClaim(
         claim="int8 quantization keeps more accuracy under FGSM / PGD than L1 pruning of the same base, both "
@@ -544,7 +650,7 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
         source=f"{_S}, key results (3rd bullet) and executive summary; {_NO_FIGURE}",
         measure="accuracy under FGSM and PGD crafted on the small base's attacker (an independently trained model "
                 "of the same architecture: the same adversarial images for both), int8 minus pruned at the matched "
-                "ratio, per attacked image (mean over domains, attacks, budgets), paired bootstrap; the transfer "
+                "ratio, per attacked image (mean over domains, attacks, budgets); the transfer "
                 "protocol, where the attack gets a gradient (the white-box reading is true by construction: "
                 "cd_int8_robust_whitebox)", form="increase", role="primary", worlds=_UP, **_PTS),
     "cd_int8_vs_pruned_sp": stats.PaperClaim(
@@ -554,32 +660,32 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
               'like Salt&Pepper"',
         source=f"{_S}, one-line primary result; open question 1; {_NO_FIGURE}",
         measure="accuracy under salt & pepper at the two budgets, int8 minus pruned, per attacked image (mean over "
-                "domains and budgets), paired bootstrap", form="increase", worlds=_UP, **_PTS),
+                "domains and budgets)", form="increase", worlds=_UP, **_PTS),
     "cd_int8_keeps_target": stats.PaperClaim(
         claim="int8 quantization does not change target-domain accuracy",
         paper='"post-training quantization is a reliable method for achieving significant robustness to '
               'distribution shifts"',
         source=f"{_S}, abstract (quoted under mechanism 1); {_NO_FIGURE}",
         measure="target-domain clean accuracy, int8 minus its fp32 base, per test image (mean over target domains "
-                "and quantized bases), paired bootstrap; no change = within 2 points (the book's margin)",
+                "and quantized bases); no change = within 2 points (the book's margin)",
         form="no_change", margin=KEEP_MARGIN, worlds=(0.0, -0.06), **_PTS),
     "cd_distilled_vs_pruned_shift": stats.PaperClaim(
-        claim="distilled models lose less accuracy under domain shift than pruned ones",
+        claim="a distilled model loses less accuracy under domain shift than a pruned one of the same size",
         paper='"compact networks obtained by knowledge distillation are much more robust to distribution shifts '
               'than pruned networks"',
         source=f"{_S}, abstract (quoted under mechanism 2); {_NO_FIGURE}",
-        measure="per test image, shift loss = mean target hit minus source hit; distilled students minus pruned "
-                "small bases (mean over each group), paired bootstrap. Not at a matched parameter count: the "
-                "students have the small architecture's full count, the pruned small bases about a half to a tenth "
-                "of it, and no pruned model of a student's size is in the grid, so size confounds the comparison "
-                "(exploratory)", form="increase", worlds=_UP, **_PTS),
+        measure="per test image, shift loss = mean target hit minus source hit; the size-matched student (the small "
+                "architecture at the width the matched pruning ratio leaves, distilled from the small base: the "
+                "pruned model's parameter count within 10%, Torch-Pruning's counting) minus the small base pruned at "
+                "that ratio: two compressions of the same base to the same size", form="increase",
+        role="primary", worlds=_UP, **_PTS),
     "cd_larger_loses_more_target": stats.PaperClaim(
         claim="a larger base pruned to the small base's size loses more target-domain accuracy than the small base",
         paper='"larger networks are more vulnerable to losing robustness than smaller ones, even when they are '
               'compressed to a similar size"',
         source=f"{_S}, abstract (quoted under mechanism 3); {_NO_FIGURE}",
         measure="per test image, loss = pruned minus own base on the target domains; larger bases (mean) minus the "
-                "small base at the matched size (about the same parameter count), paired bootstrap", form="decrease",
+                "small base at the matched size (about the same parameter count)", form="decrease",
         role="primary", worlds=_DOWN, **_PTS),
     "cd_larger_loses_more_adv": stats.PaperClaim(
         claim="a larger base pruned to the small base's size loses more accuracy under FGSM / PGD than the small base",
@@ -596,7 +702,7 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
                "gradients of its quantized models",
         measure="accuracy under FGSM / PGD crafted on the model itself, int8 (through its own gradient, zero: the "
                 "masked attack) minus its fp32 base, per attacked image (mean over quantized bases, domains, "
-                "attacks, budgets), paired bootstrap", form="increase", role="construction",
+                "attacks, budgets)", form="increase", role="construction",
         why="int8's own input gradient is exactly zero (robustnb.compression.int8_own_gradient: every activation is "
             "rounded), so its white-box FGSM returns the clean image and PGD stays at its random start: the int8 "
             "model keeps its accuracy on clean or randomly perturbed images by how the attack is built, whatever "
@@ -609,7 +715,7 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
         source=f"{_S}, key results (3rd bullet) and mechanism 1; {_NO_FIGURE}",
         measure="int8 accuracy under FGSM / PGD with BPDA (int8 forward, fp32-parent gradient backward: the masking "
                 "removed) minus its fp32 base's under white-box FGSM / PGD on the fp32 base, per attacked image "
-                "(mean over quantized bases, domains, attacks, budgets), paired bootstrap. \"The robustness largely "
+                "(mean over quantized bases, domains, attacks, budgets). \"The robustness largely "
                 "disappears\" = no change within 5 points (the book's margin: wider than the 2 points within which "
                 "int8 and fp32 agree on clean images, since adversarial images sit near the decision boundary where "
                 "rounding flips more predictions; far below what the masked attack leaves int8, about its clean "
@@ -623,8 +729,11 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
               'increases"',
         source=f"{_S}, key results (4th bullet) and open question 3; {_NO_FIGURE}",
         measure="accuracy under FGSM / PGD crafted on the small base's attacker (the same adversarial images at every "
-                "ratio), small base pruned at the largest ratio minus at the smallest, per attacked image (mean over "
-                "domains, attacks, budgets), paired bootstrap", form="decrease", role="primary", worlds=_DOWN,
+                "ratio, pooled over domains, attacks, budgets) over clean accuracy on the same domains: robustness "
+                "with the clean accuracy divided out (a transfer attack rarely fixes an image the model gets wrong, "
+                "so about the accuracy under attack of the images it classifies correctly); small base pruned at the "
+                "largest ratio minus at the smallest, in points of that ratio", form="decrease", role="primary",
+        worlds=_DOWN,
         **_PTS),
     "cd_distilled_adv_trend": stats.PaperClaim(
         claim="distilled students lose adversarial robustness as the compression ratio (teacher size / student "
@@ -635,12 +744,12 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
         source=f"{_S}, key results (4th bullet); open question 3 contradicts it for distillation; {_NO_FIGURE}",
         measure="accuracy under FGSM / PGD crafted on the attacker of the students' own architecture (the same "
                 "adversarial images for every student), student of the largest teacher minus of the smallest, per "
-                "attacked image (mean over domains, attacks, budgets), paired bootstrap; needs two teachers",
+                "attacked image (mean over domains, attacks, budgets); needs two teachers",
         form="decrease", worlds=_DOWN, **_PTS),
 }
 #: the paper's arXiv id; the "no change" margins; key results; the power line's power and the effect it compares
 #: where the paper states none (robustnb.stats.POWER, DEFAULT_EFFECT)
-QUOTED_NUMBERS = ("2401.12014", "2 points", "5 points", "25%", "80%", "10 points")
+QUOTED_NUMBERS = ("2401.12014", "2 points", "5 points", "25%", "80%", "10 points", "10%")
 
 
 def per_image(df: pd.DataFrame, model: str, kind: str, role: str | None = None,
@@ -672,9 +781,28 @@ def _group(df: pd.DataFrame, models, kind, role=None, protocol: str = "transfer"
     return np.mean(np.stack(arrs), axis=0) if arrs else np.full(0, np.nan)
 
 
-def claim_estimates(df: pd.DataFrame, cfg: StudyConfig) -> dict[str, stats.Estimate]:
-    """The estimate behind every claim of :data:`PAPER_CLAIMS` that this frame can measure (a claim whose
-    models are missing, such as the distillation trend with a single teacher, is left out)."""
+def _adv_over_clean(df: pd.DataFrame, model: str) -> tuple[float, int]:
+    """``(ratio, n)``: ``model``'s accuracy under FGSM / PGD crafted on its base's attacker (transfer protocol,
+    pooled over domains, attacks and budgets) over its clean accuracy on the same domains (every test image of
+    each; the attacked images are a stratified subset of them), and the fewest attacked images behind one row.
+    A transfer attack rarely fixes an image the model gets wrong, so this is about the accuracy under attack on
+    the images the model classifies correctly: robustness with the clean accuracy divided out."""
+    d = df[df.model == model]
+    adv = d[d.attack.isin(["fgsm", "pgd"]) & (d.protocol == "transfer")]
+    clean = d[(d.attack == "clean") & d.domain.isin(set(adv.domain))]
+    if adv.empty or clean.empty:
+        return float("nan"), 0
+    a = np.mean([np.mean(h) for h in adv.hits])
+    c = np.mean([np.mean(h) for h in clean.hits])
+    return (float(a / c) if c > 0 else float("nan")), int(min(len(h) for h in adv.hits))
+
+
+def seed_values(df: pd.DataFrame, cfg: StudyConfig) -> dict[str, tuple[float, int]]:
+    """The value of every claim of :data:`PAPER_CLAIMS` this frame (one training seed's :func:`evaluate_all` rows)
+    can measure, with the number of images behind it: ``claim id -> (value, images)``. Each value is a mean paired
+    difference over the same images (or, for the pruning trend, a difference of adversarial / clean accuracy
+    ratios, :func:`_adv_over_clean`). A claim whose models are missing (the distillation trend with a single
+    teacher) is left out."""
     info = df.groupby("model", sort=False)[["method", "base", "compression"]].first()
     small = cfg.base_archs[0]
     matched = f"{small} pruned {cfg.matched_ratio:.0%}"
@@ -683,57 +811,78 @@ def claim_estimates(df: pd.DataFrame, cfg: StudyConfig) -> dict[str, stats.Estim
     small_pruned = [m for m in info.index if info.loc[m, "method"] == "pruned" and info.loc[m, "base"] == small]
     larger_pruned = [m for m in info.index if info.loc[m, "method"] == "pruned" and info.loc[m, "base"] != small]
     distilled = [m for m in info.index if info.loc[m, "method"] == "distilled"]
+    students = [m for m in info.index if info.loc[m, "method"] == MATCHED]
     protocols = set(df.protocol.dropna()) if "protocol" in df else set()
-    est: dict[str, stats.Estimate] = {}
+    out: dict[str, tuple[float, int]] = {}
 
-    def diff(a, b):  # mean(b - a) over the shared images
-        return stats.paired_diff_ci(a, b, seed=cfg.seed) if len(a) and len(b) else None
-
-    def put(cid, e):
-        if e is not None:
-            est[cid] = e
+    def put(cid, a, b):  # mean(b - a) over the shared images
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        if len(a) and len(b):
+            keep = np.isfinite(a) & np.isfinite(b)
+            if keep.any():
+                out[cid] = (float(np.mean(b[keep] - a[keep])), int(keep.sum()))
 
     if small_int8 and matched in info.index:
         q = small_int8[0]
-        put("cd_int8_vs_pruned_target", diff(per_image(df, matched, "clean", "target"),
-                                              per_image(df, q, "clean", "target")))
-        put("cd_int8_vs_pruned_adv", diff(per_image(df, matched, "adversarial"), per_image(df, q, "adversarial")))
-        put("cd_int8_vs_pruned_sp", diff(per_image(df, matched, "salt_pepper"), per_image(df, q, "salt_pepper")))
+        put("cd_int8_vs_pruned_target", per_image(df, matched, "clean", "target"), per_image(df, q, "clean", "target"))
+        put("cd_int8_vs_pruned_adv", per_image(df, matched, "adversarial"), per_image(df, q, "adversarial"))
+        put("cd_int8_vs_pruned_sp", per_image(df, matched, "salt_pepper"), per_image(df, q, "salt_pepper"))
     if int8:
         fp32 = [info.loc[m, "base"] for m in int8]
-        put("cd_int8_keeps_target", diff(_group(df, fp32, "clean", "target"), _group(df, int8, "clean", "target")))
+        put("cd_int8_keeps_target", _group(df, fp32, "clean", "target"), _group(df, int8, "clean", "target"))
         if "white-box" in protocols:
-            put("cd_int8_robust_whitebox", diff(_group(df, fp32, "adversarial", protocol="white-box"),
-                                                _group(df, int8, "adversarial", protocol="white-box")))
+            put("cd_int8_robust_whitebox", _group(df, fp32, "adversarial", protocol="white-box"),
+                _group(df, int8, "adversarial", protocol="white-box"))
         if {"white-box", "bpda"} <= protocols:  # int8 under BPDA vs its fp32 base under white-box
-            put("cd_int8_gradient_masking", diff(_group(df, fp32, "adversarial", protocol="white-box"),
-                                                 _group(df, int8, "adversarial", protocol="bpda")))
+            put("cd_int8_gradient_masking", _group(df, fp32, "adversarial", protocol="white-box"),
+                _group(df, int8, "adversarial", protocol="bpda"))
         int8_of = {info.loc[m, "base"]: m for m in int8}
         kd = [(s, int8_of[info.loc[s, "base"]]) for s in distilled if info.loc[s, "base"] in int8_of]
         if kd:  # each teacher's int8 version vs the student distilled from it
-            put("cd_int8_vs_distilled_target", diff(_group(df, [s for s, _ in kd], "clean", "target"),
-                                                    _group(df, [q for _, q in kd], "clean", "target")))
-    if distilled and small_pruned:
-        def shift(models):
-            return _group(df, models, "clean", "target") - _group(df, models, "clean", "source")
-        put("cd_distilled_vs_pruned_shift", diff(shift(small_pruned), shift(distilled)))
+            put("cd_int8_vs_distilled_target", _group(df, [s for s, _ in kd], "clean", "target"),
+                _group(df, [q for _, q in kd], "clean", "target"))
+    if students and matched in info.index:  # the size-matched student vs the pruned small base of its size
+        def shift(m):
+            return per_image(df, m, "clean", "target") - per_image(df, m, "clean", "source")
+        put("cd_distilled_vs_pruned_shift", shift(matched), shift(students[0]))
     if larger_pruned and matched in info.index:
         for cid, kind, role in (("cd_larger_loses_more_target", "clean", "target"),
                                 ("cd_larger_loses_more_adv", "adversarial", None)):
             small_loss = per_image(df, matched, kind, role) - per_image(df, small, kind, role)
             large_loss = np.mean(np.stack([per_image(df, m, kind, role) - per_image(df, info.loc[m, "base"], kind,
                                                                                    role) for m in larger_pruned]), 0)
-            put(cid, diff(small_loss, large_loss))
+            put(cid, small_loss, large_loss)
     by_ratio = [f"{small} pruned {r:.0%}" for r in sorted(cfg.prune_ratios)]
     by_ratio = [m for m in by_ratio if m in info.index]
     if len(by_ratio) >= 2:
-        put("cd_pruned_adv_trend", diff(per_image(df, by_ratio[0], "adversarial"),
-                                        per_image(df, by_ratio[-1], "adversarial")))
-    students = sorted(distilled, key=lambda m: info.loc[m, "compression"])
-    if len(students) >= 2 and "transfer-arch" in protocols:
-        put("cd_distilled_adv_trend", diff(per_image(df, students[0], "adversarial", protocol="transfer-arch"),
-                                           per_image(df, students[-1], "adversarial", protocol="transfer-arch")))
-    return est
+        (lo, n_lo), (hi, n_hi) = _adv_over_clean(df, by_ratio[0]), _adv_over_clean(df, by_ratio[-1])
+        if np.isfinite(lo) and np.isfinite(hi):
+            out["cd_pruned_adv_trend"] = (hi - lo, min(n_lo, n_hi))
+    students_kd = sorted(distilled, key=lambda m: info.loc[m, "compression"])
+    if len(students_kd) >= 2 and "transfer-arch" in protocols:
+        put("cd_distilled_adv_trend", per_image(df, students_kd[0], "adversarial", protocol="transfer-arch"),
+            per_image(df, students_kd[-1], "adversarial", protocol="transfer-arch"))
+    return out
+
+
+def per_seed(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
+    """Every claim's value per training seed (:func:`seed_values` on each seed's rows): columns ``seed, claim_id,
+    value, images``. A frame without a ``seed`` column is one seed."""
+    groups = df.groupby("seed", sort=True) if "seed" in df else [(cfg.train.seed, df)]
+    rows = [{"seed": int(sd), "claim_id": cid, "value": v, "images": n}
+            for sd, d in groups for cid, (v, n) in seed_values(d, cfg).items()]
+    return pd.DataFrame(rows, columns=["seed", "claim_id", "value", "images"])
+
+
+def claim_estimates(df: pd.DataFrame, cfg: StudyConfig) -> dict[str, stats.Estimate]:
+    """The estimate behind every claim of :data:`PAPER_CLAIMS` that this frame can measure: the mean over training
+    seeds of the seed's value (:func:`per_seed`: a paired difference over the same images, within the seed) with
+    Student's t interval over the seeds (:func:`robustnb.stats.seeds_ci`), ``support`` the fewest images behind
+    one seed's value. One seed gives no interval (inconclusive): a comparison of methods that rests on one
+    training of each model says nothing about the next training."""
+    ps = per_seed(df, cfg)
+    return {cid: stats.seeds_ci(g.value.to_numpy(), support=int(g.images.min()))
+            for cid, g in ps.groupby("claim_id", sort=False)}
 
 
 def on_stand_in(df: pd.DataFrame) -> bool:
@@ -752,13 +901,37 @@ def claims(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------ constructed worlds
-#: images per domain with which every claim reads "inconclusive at this size": fewer than stats.MIN_ITEMS
-TOO_FEW = stats.MIN_ITEMS - 1
+#: training seeds with which every claim reads "inconclusive at this size": one seed gives no t interval
+TOO_FEW = 1
+#: training seeds of a constructed world (:func:`world_claims`): enough for every claim to read its world right
+#: at the worlds' spread. The chapter's own runs have :data:`N_SEEDS`; which claims that decides is the power
+#: line of each primary claim (from the run's own spread over seeds, :func:`robustnb.stats.power_note`).
+WORLD_SEEDS = 10
 #: the worlds' noise: the latent correlation of two rows' hits on the same image (easy images are easy for every
 #: model, in every domain, clean or attacked) and, for an int8 model, the share of its fp32 parent's per-row noise it
 #: does not keep (rounding changes few predictions)
 WORLD_IMAGE_CORRELATION = 0.6
 WORLD_INT8_OWN_NOISE = 0.05
+#: the worlds' spread from one training to the next: every accuracy of a trained model (a base, a student) moves by
+#: a draw of this SD per training seed; a pruned model keeps half its base's draw's variance (it is fine-tuned from
+#: it), an int8 model its parent's draw. Two trainings of one configuration then differ by about 3 points in a
+#: difference of two independently trained models, as two trainings of this chapter's cpu models did (salt &
+#: pepper: +1.8 vs +5.2 points; distilled vs pruned: -1.3 vs -2.7)
+WORLD_SEED_SD = 0.02
+
+
+def world_config(n_seeds: int = WORLD_SEEDS) -> StudyConfig:
+    """The constructed worlds' config: the ``cpu`` preset's sizes (images per domain, ratios, budgets) with
+    ``n_seeds`` training seeds and, where the cpu preset has a single teacher, a second one (ResNet-50, a base,
+    teacher and int8 model as at ``full``), so that the distillation trend, which needs two teachers, has a world
+    too."""
+    cfg = StudyConfig.from_preset("cpu", n_seeds=n_seeds)
+    if len(cfg.teacher_archs) < 2:
+        extra = "resnet50"
+        cfg = dataclasses.replace(cfg, base_archs=(*cfg.base_archs, extra), teacher_archs=(*cfg.teacher_archs, extra),
+                                  quantize_archs=(*cfg.quantize_archs, extra),
+                                  epochs=(*cfg.epochs, (extra, cfg.epochs_for(cfg.base_archs[0]))))
+    return cfg
 
 
 def world_accuracies(cfg: StudyConfig) -> dict[str, dict]:
@@ -766,8 +939,9 @@ def world_accuracies(cfg: StudyConfig) -> dict[str, dict]:
     ``base``, ``compression`` and true accuracies, ``source`` / ``target`` (clean) and ``salt_pepper``, and under
     FGSM / PGD per protocol of :func:`attack_plan` (the same on every domain). Pruning costs more the higher the
     ratio, a larger base pruned to the small one's size loses more than the small base, students lose less under
-    shift than pruned models and less under attack the smaller their teacher, int8 keeps its base's accuracy
-    (under its own, zero, gradient: its clean accuracy) and, under BPDA, no more than its base under white-box."""
+    shift than pruned models (the size-matched one than the pruned model of its size) and less under attack the
+    smaller their teacher, int8 keeps its base's accuracy (under its own, zero, gradient: its clean accuracy) and,
+    under BPDA, no more than its base under white-box."""
     small, teachers = cfg.base_archs[0], cfg.teacher_archs
     acc = {a: dict(method="baseline", base=a, compression=1.0, source=0.80 + 0.01 * k, target=0.62 + 0.01 * k,
                    transfer=0.40, **{"white-box": 0.08}, salt_pepper=0.35) for k, a in enumerate(cfg.base_archs)}
@@ -782,6 +956,10 @@ def world_accuracies(cfg: StudyConfig) -> dict[str, dict]:
         acc[f"{small} distilled from {t}"] = dict(method="distilled", base=t, compression=2.0 + k, source=0.80,
                                                   target=0.60, transfer=0.36, **{"transfer-arch": 0.38 - 0.04 * k},
                                                   **{"white-box": 0.06}, salt_pepper=0.33)
+    m = acc[f"{small} pruned {cfg.matched_ratio:.0%}"]
+    acc[matched_student_name(cfg)] = dict(method=MATCHED, base=small, compression=m["compression"],
+                                          source=m["source"], target=m["target"] + 0.05, transfer=m["transfer"],
+                                          **{"white-box": 0.06}, salt_pepper=m["salt_pepper"])
     for a in cfg.quantize_archs:
         b = acc[a]
         acc[f"{a} int8"] = dict(method="int8", base=a, compression=4.0, fp32=a, source=b["source"] - 0.005,
@@ -791,52 +969,74 @@ def world_accuracies(cfg: StudyConfig) -> dict[str, dict]:
     return acc
 
 
+def _seed_offsets(acc: dict[str, dict], rng: np.random.Generator) -> dict[str, float]:
+    """One training seed's accuracy offsets per model (:data:`WORLD_SEED_SD`): trained models draw their own,
+    pruned ones half of their base's variance and half their own, int8 ones their parent's."""
+    own = {m: float(rng.normal(0, WORLD_SEED_SD)) for m in acc}
+    out = {}
+    for m, spec in acc.items():
+        if spec["method"] == "int8":
+            out[m] = own[spec["fp32"]]
+        elif spec["method"] == "pruned":
+            out[m] = np.sqrt(0.5) * (own[spec["base"]] + own[m])
+        else:
+            out[m] = own[m]
+    return out
+
+
 def world_frame(cfg: StudyConfig, acc: dict[str, dict], n_eval: int, n_attack: int, seed: int = 0,
                 noise: bool = True) -> pd.DataFrame:
-    """An :func:`evaluate_all` frame (its columns, domains of the stand-in, hits per image) in which each row's
-    true accuracy is that of ``acc`` (:func:`world_accuracies`). Hits are Bernoulli with a latent per image shared
-    by every row (:data:`WORLD_IMAGE_CORRELATION`), so models agree on easy and hard images; an int8 model's rows
-    share its fp32 parent's noise (its BPDA rows the parent's white-box ones: the same gradient) but for
-    :data:`WORLD_INT8_OWN_NOISE`. ``noise=False``: every hit is its accuracy (the claims' true values)."""
+    """An :func:`evaluate_seeds` frame (its columns, one block per training seed of ``cfg.seeds``, domains of the
+    stand-in, hits per image) in which each row's true accuracy is that of ``acc`` (:func:`world_accuracies`)
+    moved by the model's draw for the seed (:func:`_seed_offsets`). Hits are Bernoulli with a latent per image
+    shared by every row and seed (:data:`WORLD_IMAGE_CORRELATION`: the same test images), so models agree on easy
+    and hard images; an int8 model's rows share its fp32 parent's noise (its BPDA rows the parent's white-box ones:
+    the same gradient) but for :data:`WORLD_INT8_OWN_NOISE`. ``noise=False``: no seed offsets, and every hit is
+    its accuracy (the claims' true values)."""
     rng = np.random.default_rng(seed)
     rho, q = WORLD_IMAGE_CORRELATION, WORLD_INT8_OWN_NOISE
     z = rng.standard_normal(n_eval)
-    shared: dict = {}
-
-    def hits(p, model, key, n):
-        if not 0 <= p <= 1:
-            raise ValueError(f"world accuracy {p:.3f} of {model} {key} is not in [0, 1]")
-        if not noise:
-            return np.full(n, float(p))
-        spec = acc[model]
-        parent = spec.get("fp32", model)
-        key = (parent, *key[:-1], "white-box" if key[-1] == "bpda" else key[-1])
-        e = shared.setdefault(key, rng.standard_normal(n))
-        if parent != model:
-            e = np.sqrt(1 - q) * e + np.sqrt(q) * rng.standard_normal(n)
-        return (np.sqrt(rho) * z[:n] + np.sqrt(1 - rho) * e < ndtri(p)).astype(float)
-
     domains = ["cifar10", *D.STAND_IN_DOMAINS]
     eps = dict(zip(("light", "heavy"), cfg.eps_255))
     sp = dict(zip(("light", "heavy"), cfg.sp_budgets))
     rows = []
-    for model, spec in acc.items():
-        for dom in domains:
-            role = "source" if dom == domains[0] else "target"
-            base = {"model": model, "method": spec["method"], "base": spec["base"], "domain": dom, "role": role,
-                    "params": 1e6, "size_mb": 1.0, "compression": spec["compression"], "detail": ""}
-            rows.append({**base, "attack": "clean", "strength": "none", "budget": 0.0, "protocol": "clean",
-                         "crafted_on": "-", "hits": hits(spec[role], model, (dom, "clean", "none", "clean"), n_eval)})
-            for protocol in [p for p in PROTOCOLS if p in spec]:
-                for atk in ("fgsm", "pgd"):
-                    for strength, e in eps.items():
-                        rows.append({**base, "attack": atk, "strength": strength, "budget": e / 255,
-                                     "protocol": protocol, "crafted_on": protocol,
-                                     "hits": hits(spec[protocol], model, (dom, atk, strength, protocol), n_attack)})
-            for strength, b in sp.items():
-                rows.append({**base, "attack": "salt_pepper", "strength": strength, "budget": b, "protocol": "query",
-                             "crafted_on": model,
-                             "hits": hits(spec["salt_pepper"], model, (dom, "sp", strength, "query"), n_attack)})
+    for train_seed in cfg.seeds:
+        shared: dict = {}
+        offset = _seed_offsets(acc, rng) if noise else {m: 0.0 for m in acc}
+
+        def hits(p, model, key, n):
+            if not 0 <= p <= 1:
+                raise ValueError(f"world accuracy {p:.3f} of {model} {key} is not in [0, 1]")
+            if not noise:
+                return np.full(n, float(p))
+            p = float(np.clip(p + offset[model], 0.0, 1.0))
+            spec = acc[model]
+            parent = spec.get("fp32", model)
+            key = (parent, *key[:-1], "white-box" if key[-1] == "bpda" else key[-1])
+            e = shared.setdefault(key, rng.standard_normal(n))
+            if parent != model:
+                e = np.sqrt(1 - q) * e + np.sqrt(q) * rng.standard_normal(n)
+            return (np.sqrt(rho) * z[:n] + np.sqrt(1 - rho) * e < ndtri(p)).astype(float)
+
+        for model, spec in acc.items():
+            for dom in domains:
+                role = "source" if dom == domains[0] else "target"
+                base = {"model": model, "method": spec["method"], "base": spec["base"], "domain": dom, "role": role,
+                        "params": 1e6, "size_mb": 1.0, "compression": spec["compression"], "detail": "",
+                        "seed": train_seed}
+                rows.append({**base, "attack": "clean", "strength": "none", "budget": 0.0, "protocol": "clean",
+                             "crafted_on": "-", "hits": hits(spec[role], model, (dom, "clean", "none", "clean"),
+                                                             n_eval)})
+                for protocol in [p for p in PROTOCOLS if p in spec]:
+                    for atk in ("fgsm", "pgd"):
+                        for strength, e in eps.items():
+                            rows.append({**base, "attack": atk, "strength": strength, "budget": e / 255,
+                                         "protocol": protocol, "crafted_on": protocol,
+                                         "hits": hits(spec[protocol], model, (dom, atk, strength, protocol), n_attack)})
+                for strength, b in sp.items():
+                    rows.append({**base, "attack": "salt_pepper", "strength": strength, "budget": b,
+                                 "protocol": "query", "crafted_on": model,
+                                 "hits": hits(spec["salt_pepper"], model, (dom, "sp", strength, "query"), n_attack)})
     df = pd.DataFrame(rows)
     return df.assign(accuracy=[h.mean() for h in df.hits])
 
@@ -853,7 +1053,7 @@ def world_levers(cfg: StudyConfig) -> dict[str, tuple[list[str], str]]:
         "cd_int8_vs_pruned_adv": (small_int8, "transfer"),
         "cd_int8_vs_pruned_sp": (small_int8, "salt_pepper"),
         "cd_int8_keeps_target": (of["int8"], "target"),
-        "cd_distilled_vs_pruned_shift": (of["distilled"], "target"),
+        "cd_distilled_vs_pruned_shift": (of[MATCHED], "target"),
         "cd_larger_loses_more_target": ([m for m in of["pruned"] if acc[m]["base"] != small], "target"),
         "cd_larger_loses_more_adv": ([m for m in of["pruned"] if acc[m]["base"] != small], "transfer"),
         "cd_int8_gradient_masking": (of["int8"], "bpda"),
@@ -863,12 +1063,13 @@ def world_levers(cfg: StudyConfig) -> dict[str, tuple[list[str], str]]:
 
 
 def world_claims(claim_id: str, truth: float, replicates: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """The chapter's claims table (:func:`claims`) on a constructed :func:`evaluate_all` frame at the ``cpu``
-    preset's shapes (its 13 models, ``n_eval`` test and ``n_attack`` attacked images per domain, or ``replicates``
-    of each), the paper's world (:func:`world_accuracies`) with the claim's lever (:func:`world_levers`) moved so
-    that the claim's measured quantity has the true value ``truth`` (read off the noise-free frame: the claim's
-    quantity is linear in the lever)."""
-    cfg = StudyConfig.from_preset("cpu")
+    """The chapter's claims table (:func:`claims`) on a constructed :func:`evaluate_seeds` frame at the ``cpu``
+    preset's shapes (:func:`world_config`: its models, ``n_eval`` test and ``n_attack`` attacked images per
+    domain) with ``replicates`` training seeds (default :data:`WORLD_SEEDS`), the paper's world
+    (:func:`world_accuracies`) with the claim's lever (:func:`world_levers`) moved so that the claim's measured
+    quantity has the true value ``truth`` (read off the noise-free frame: the claim's quantity is linear in the
+    lever)."""
+    cfg = world_config(WORLD_SEEDS if replicates is None else replicates)
     models, field_ = world_levers(cfg)[claim_id]
 
     def moved(by):
@@ -877,44 +1078,70 @@ def world_claims(claim_id: str, truth: float, replicates: int | None = None, see
             acc[m] = {**acc[m], field_: acc[m][field_] + by}
         return acc
 
+    one = dataclasses.replace(cfg, seeds=cfg.seeds[:1])
+
     def value(by):
-        return claim_estimates(world_frame(cfg, moved(by), 1, 1, noise=False), cfg)[claim_id].value
+        return claim_estimates(world_frame(one, moved(by), 1, 1, noise=False), one)[claim_id].value
 
     v0, v1 = value(0.0), value(0.1)
-    df = world_frame(cfg, moved(0.1 * (truth - v0) / (v1 - v0)), replicates or cfg.n_eval, replicates or cfg.n_attack,
-                     seed)
+    df = world_frame(cfg, moved(0.1 * (truth - v0) / (v1 - v0)), cfg.n_eval, cfg.n_attack, seed)
     return claims(df, cfg)
 
 
+def decidable(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """``(decided, not decided)``: the primary claims of a :func:`claims` table whose effect (the paper's, or
+    :data:`robustnb.stats.DEFAULT_EFFECT`) is above the smallest effect the run detects with 80% power from its own
+    spread over seeds (its ``power`` line, :func:`robustnb.stats.power_note`), and the others (below it, or no
+    interval: one seed, too few images)."""
+    rows = table[table.role == "primary"]
+    above = [c for c, p in zip(rows.claim_id, rows.power) if " is above it" in p]
+    return above, [c for c in rows.claim_id if c not in above]
+
+
 def claim_numbers(df: pd.DataFrame, cfg: StudyConfig) -> dict[str, str]:
-    """Formatted numbers for the prose (glued by :func:`robustnb.book.record`): evaluation sizes, clean
-    accuracies of the bases with intervals, and which data the frame was measured on (``cd_data``)."""
-    info = df.groupby("model", sort=False)[["method", "base"]].first()
+    """Formatted numbers for the prose (glued by :func:`robustnb.book.record`): evaluation sizes, training seeds,
+    clean accuracies of the bases with intervals (the first seed's models), the size-matched pair's parameter
+    counts, which primary claims this run's seeds can decide (:func:`decidable`), and which data the frame was
+    measured on (``cd_data``)."""
+    seeds = sorted(df.seed.unique()) if "seed" in df else [cfg.train.seed]
+    first = df[df.seed == seeds[0]] if "seed" in df else df
+    decided, undecided = decidable(claims(df, cfg))
+    info = first.groupby("model", sort=False)[["method", "base", "params"]].first()
+    matched, student = f"{cfg.base_archs[0]} pruned {cfg.matched_ratio:.0%}", matched_student_name(cfg)
     clean = df[(df.attack == "clean")]
     out = {"cd_data": "the offline CIFAR-10 stand-in, not Office-31" if on_stand_in(df) else "Office-31",
            "cd_n_eval": str(len(clean.hits.iloc[0])),
            "cd_n_attack": str(len(df[df.attack == "fgsm"].hits.iloc[0])),
-           "cd_n_domains": str(df.domain.nunique())}
+           "cd_n_domains": str(df.domain.nunique()), "cd_n_seeds": str(len(seeds)),
+           "cd_decided": ", ".join(decided) or "none",
+           "cd_undecided": ", ".join(undecided) or "none"}
+    if {matched, student} <= set(info.index):
+        out["cd_matched_params"] = (f"{int(info.loc[student, 'params']):,} parameters for the student, "
+                                    f"{int(info.loc[matched, 'params']):,} for {matched}")
     for i, arch in enumerate(cfg.base_archs):
         if arch in info.index:
-            out[f"cd_base{i}_source"] = stats.mean_ci(per_image(df, arch, "clean", "source")).fmt(unit="%")
-            out[f"cd_base{i}_target"] = stats.mean_ci(per_image(df, arch, "clean", "target")).fmt(unit="%")
+            out[f"cd_base{i}_source"] = stats.mean_ci(per_image(first, arch, "clean", "source")).fmt(unit="%")
+            out[f"cd_base{i}_target"] = stats.mean_ci(per_image(first, arch, "clean", "target")).fmt(unit="%")
     out["cd_bases_source"] = "; ".join(f"{arch} {out[f'cd_base{i}_source']}" for i, arch in enumerate(cfg.base_archs)
                                        if f"cd_base{i}_source" in out)
     return out
 
 
 def accuracy_vs_compression(df: pd.DataFrame) -> pd.DataFrame:
-    """Clean accuracy per model and domain with its compression ratio (for the line/scatter figures)."""
+    """Clean accuracy per model and domain (mean over training seeds) with its compression ratio (for the
+    line/scatter figures)."""
     d = df[(df.attack == "clean")]
-    return d[["model", "method", "base", "domain", "role", "accuracy", "compression", "params", "size_mb"]]
+    keys = ["model", "method", "base", "domain", "role"]
+    return d.groupby(keys, sort=False)[["accuracy", "compression", "params", "size_mb"]].mean().reset_index()
 
 
 def robustness_vs_compression(df: pd.DataFrame) -> pd.DataFrame:
-    """Source-domain accuracy under each attack and strength, with the compression ratio."""
+    """Source-domain accuracy under each attack and strength (mean over protocols and training seeds), with the
+    compression ratio."""
     d = df[(df.role == "source") & (df.attack != "clean")].copy()
     d["attack_strength"] = d.attack + " " + d.strength
-    return d[["model", "method", "base", "attack_strength", "accuracy", "compression", "size_mb"]]
+    keys = ["model", "method", "base", "attack_strength"]
+    return d.groupby(keys, sort=False)[["accuracy", "compression", "size_mb"]].mean().reset_index()
 
 
 def domain_examples(doms: D.Domains, n: int = 6):
@@ -938,7 +1165,7 @@ def reproduce(run: Run) -> pd.DataFrame:
     cache (``ROBUSTNB_CACHE``) and give the same table at the same preset and seed."""
     cfg = StudyConfig.from_preset(run.preset, run.seed)
     doms = load_domains(cfg)
-    zoo = train_bases(cfg, run, doms)
-    zoo = compress_all(cfg, run, doms, zoo)
-    results = evaluate_all(cfg, zoo, doms)
+    zoos = train_seeds(cfg, run, doms)
+    zoos = compress_seeds(cfg, run, doms, zoos)
+    results = evaluate_seeds(cfg, zoos, doms)
     return claims(results, cfg)

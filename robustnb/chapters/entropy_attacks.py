@@ -1,8 +1,13 @@
 """Chapter ``book/entropy_attacks.ipynb``: entropy attacks inflate the bitrate; corruptions shift it.
 
 * :func:`attack_grid` the entropy attack (:mod:`robustnb.attacks.entropy`; and its stealthy variant) over the
-  epsilon grid, and an ordinary accuracy attack (torchattacks PGD) for comparison: real bytes before/after,
-  overhead %, accuracy;
+  epsilon grid, an ordinary accuracy attack (torchattacks PGD) for comparison, and the null: random sign noise
+  at every epsilon of the grid (:func:`robustnb.attacks.noise.sign_noise`, EntropyR's own noise baseline): real
+  bytes before/after, overhead %, accuracy;
+* the entropy attack once at the authors' budget (EntropyR's ``pgd.py``: 20 steps x 16 noise draws) on the
+  claims' model and a few images, rows of :func:`attack_images` labelled :data:`AUTHORS`, and :func:`budget_table`
+  beside the chapter's budget on the same images (:data:`DIFFERENCES_FROM_ENTROPYR` lists what else differs from
+  the authors' attack);
 * :func:`corruption_effects` natural corruptions (:mod:`robustnb.corruptions`) and their effect on rate/accuracy;
 * :func:`explore` a live widget: an image, its entropy-attack perturbation and its bit-allocation map;
 * :func:`attack_images` / :func:`corruption_images` the same measurements per image (real bytes and 0/1
@@ -25,16 +30,37 @@ import torch
 
 from robustnb import corruptions, data, plots, stats, widgets
 from robustnb.attacks import perturb
+from robustnb.attacks.noise import sign_noise
 from robustnb.cache import experiment
 from robustnb.config import Run, pick
 from robustnb.mechanisms import make
 from robustnb.progress import tqdm
 from robustnb.split import key_columns, load_split_models, model_grid, rate
-from robustnb.train import predict
 
 CHAPTER = "entropy_attacks"
 STEALTHY = "entropy (keep label)"
 PGD = "PGD (accuracy)"
+NOISE = "sign noise"  #: the null: random sign noise at the same epsilon, no gradient
+AUTHORS = "entropy (authors' budget)"  #: the entropy attack at EntropyR's 20 steps x 16 draws (one model, 8/255)
+AUTHORS_EPS_255 = 8  #: the epsilon (in 1/255) of the authors'-budget row
+#: how the chapter's entropy attack (:class:`robustnb.attacks.EntropyAttack`) differs from EntropyR's
+#: (github.com/Restuccia-Group/EntropyR: ``pgd.py``, ``experiment_adv.py``, ``model_wrapper.py``, ``utils.py``),
+#: read from the authors' code; the page prints it
+DIFFERENCES_FROM_ENTROPYR = (
+    ("step size", "lr = 0.1 in [0, 1] pixel units for every epsilon (25.5/255: larger than every epsilon of the "
+                  "grid, so each step lands on the ball's surface before the projection)",
+     "alpha = 2.5 epsilon / steps (1/255 at 8/255 and 20 steps)"),
+    ("noise draws", "16 copies of the image, each stepped by the sign of its own gradient (one noise draw each), "
+                    "then averaged into one image and projected: a mean over stepped copies",
+     "one step by the sign of the gradient of the mean over the draws (the expected rate)"),
+    ("what is maximised", "bpp_loss: the mean of -log2 p(y) over y's elements only (z's bits left out); the model "
+                          "in eval mode, so the mean-scale hyperprior rounds y and only z gets the uniform noise",
+     "the bits of y and z per latent element, both under uniform noise (the training relaxation)"),
+    ("steps x draws", "n_iter = 20, n_sample = 16 (defaults of PGD, used as is)",
+     "the preset's: 2 x 1 at smoke, 10 x 2 at cpu, 20 x 16 at full; one extra row at 20 x 16"),
+    ("images", "ImageNet validation, 224 x 224, one image per attack call", "CIFAR-10 test (JPEG q75), 32 x 32, "
+                                                                            "batches of 128"),
+)
 ACCURACY_MARGIN = 0.05  # the keep-label variant's "accuracy kept" (the book's claim): within 5 points
 #: the keep-label variant's "while raising the rate" (the book's claim and the book's bound): by at least +10%,
 #: so that it is a bandwidth attack and not a side effect of perturbing the image
@@ -63,6 +89,11 @@ class EntropyAttacksConfig:
     corruptions: tuple[str, ...]
     severities: tuple[int, ...]
     n_corrupt: int = 128
+    #: the authors'-budget row of :func:`attack_images`: steps, noise draws and attacked images (the first
+    #: ``n_authors`` of the ``n_attack``, so it pairs with the grid's rows); the preset's own budget at smoke
+    authors_steps: int = 20
+    authors_draws: int = 16
+    n_authors: int = 32
 
     @classmethod
     def from_preset(cls, preset: str) -> "EntropyAttacksConfig":
@@ -82,6 +113,9 @@ class EntropyAttacksConfig:
                              full=CORRUPTIONS_STUDIED),
             severities=pick(preset, smoke=(3,), cpu=(1, 3, 5), full=(1, 2, 3, 4, 5)),
             n_corrupt=pick(preset, smoke=16, cpu=256, full=1000),
+            authors_steps=pick(preset, smoke=2, cpu=20, full=20),
+            authors_draws=pick(preset, smoke=1, cpu=16, full=16),
+            n_authors=pick(preset, smoke=8, cpu=32, full=128),
         )
 
     @property
@@ -115,56 +149,123 @@ class _eval:
         return False
 
 
-def _correct(m, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+def _measure(key, m, kind: str, name: str, level: float, x, y, x_new, clean: pd.DataFrame) -> pd.DataFrame:
+    """Per-image rows: clean and attacked/corrupted real bytes and 0/1 correctness on the same images. ``clean``:
+    :func:`robustnb.split.rate.measure` of ``x`` (reused as is when ``x_new`` is ``x``, e.g. epsilon 0); the new
+    images are coded once and run forward once (rate, estimate and prediction from the same pass)."""
     with _eval(m):
-        return (predict(m, (x, y)).argmax(1) == y.cpu()).float().numpy()
-
-
-def _measure(key, m, kind: str, name: str, level: float, x, y, x_new, clean_bytes, clean_ok) -> pd.DataFrame:
-    """Per-image rows: clean and attacked/corrupted real bytes and 0/1 correctness on the same images."""
-    with _eval(m):
-        b = rate.real_bytes(m, x_new).numpy()
-        est = (rate.estimated_bits(m, x_new) / 8).numpy()
+        new = clean if x_new is x else rate.measure(m, x_new, y, decode=False)
     return pd.DataFrame({**key_columns(key), kind: name, "eps_255" if kind == "attack" else "severity": level,
-                         "image": np.arange(len(x)), "bytes_clean": clean_bytes, "bytes_adv": b,
-                         "est_bytes_adv": est, "correct_clean": clean_ok, "correct_adv": _correct(m, x_new, y),
+                         "image": np.arange(len(x)), "bytes_clean": clean["real_bytes"].to_numpy(),
+                         "bytes_adv": new["real_bytes"].to_numpy(), "est_bytes_adv": new["est_bytes"].to_numpy(),
+                         "correct_clean": clean["correct"].to_numpy(), "correct_adv": new["correct"].to_numpy(),
                          "linf": (x_new - x).abs().flatten(1).amax(1).numpy() if len(x) else np.zeros(0)})
+
+
+def _clean(m, x, y) -> pd.DataFrame:
+    """The clean images' real bytes, estimate and correctness, from one pass (:func:`robustnb.split.rate.measure`)."""
+    with _eval(m):
+        return rate.measure(m, x, y, decode=False)
 
 
 def attack_plan(cfg: EntropyAttacksConfig) -> list[tuple[str, str, tuple, dict]]:
     """The attacks of the grid: (label in the frames, registered attack, epsilons in 1/255, its settings). The
-    entropy attack, its stealthy (keep-label) variant, and PGD on the model's logits."""
+    entropy attack, its stealthy (keep-label) variant, PGD on the model's logits, and the null: random sign noise
+    (``"sign_noise"``, not an attack: :func:`robustnb.attacks.noise.sign_noise`) at every non-zero epsilon of the
+    entropy attack's grid."""
     entropy = dict(steps=cfg.steps, draws=cfg.draws)
     return [("entropy", "entropy", cfg.eps_255, entropy),
             (STEALTHY, "entropy", cfg.stealthy_eps_255, {**entropy, "keep_label": True}),
-            (PGD, "pgd", cfg.pgd_eps_255, dict(steps=cfg.steps))]
+            (PGD, "pgd", cfg.pgd_eps_255, dict(steps=cfg.steps)),
+            (NOISE, "sign_noise", tuple(e for e in cfg.eps_255 if e > 0), {})]
 
 
 def attacked(m, name: str, eps_255: float, x: torch.Tensor, y: torch.Tensor | None = None, **settings) -> torch.Tensor:
     """``x`` under registered attack ``name`` at ``eps_255``/255 (:func:`robustnb.mechanisms.make`), in batches:
-    PGD attacks the split model's logits, the entropy attacks its rate."""
+    PGD attacks the split model's logits, the entropy attacks its rate; ``"sign_noise"`` is the null (random
+    signs, no model: :func:`robustnb.attacks.noise.sign_noise`, ``settings`` may give its ``seed``)."""
     if eps_255 == 0:
         return x
+    if name == "sign_noise":
+        return sign_noise(x, eps_255 / 255, **settings)
     target = m.logits_model() if name == "pgd" else m
     return perturb(make("attack", name, target, eps=eps_255 / 255, **settings), x, y, batch_size=128, desc=name)
 
 
+def claims_model(cfg: EntropyAttacksConfig) -> tuple:
+    """The key of the model the claims read (first architecture, hyperprior, smallest lambda): the one the
+    authors'-budget row attacks."""
+    return (cfg.archs[0], "hyperprior", min(cfg.lambdas))
+
+
 @experiment
 def attack_images(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.DataFrame:
-    """Entropy attack over the epsilon grid (plus the stealthy variant and PGD) for every model, one row per
-    attacked image: real bytes and correctness clean and attacked, on the same ``cfg.n_attack`` images."""
+    """Entropy attack over the epsilon grid (plus the stealthy variant, PGD and the sign-noise null) for every
+    model, one row per attacked image: real bytes and correctness clean and attacked, on the same ``cfg.n_attack``
+    images. On the claims' model (:func:`claims_model`), also the entropy attack at the authors' budget
+    (``cfg.authors_steps`` x ``cfg.authors_draws``: EntropyR's 20 x 16 at ``cpu`` and ``full``, the preset's own
+    at ``smoke``) at :data:`AUTHORS_EPS_255`/255 on the first ``cfg.n_authors`` images, labelled :data:`AUTHORS`
+    (same image indices, so they pair with the grid's rows)."""
     x, y = test_set.tensors(cfg.n_attack)
     frames = []
     for key, m in tqdm(models.items(), desc="attacks", leave=False):
-        with _eval(m):
-            clean_bytes = rate.real_bytes(m, x).numpy()
-        clean_ok = _correct(m, x, y)
+        clean = _clean(m, x, y)
         for label, name, epsilons, settings in attack_plan(cfg):
             for eps in epsilons:
                 with _eval(m):
                     adv = attacked(m, name, eps, x, y, **settings)
-                frames.append(_measure(key, m, "attack", label, float(eps), x, y, adv, clean_bytes, clean_ok))
+                frames.append(_measure(key, m, "attack", label, float(eps), x, y, adv, clean))
+        if key == claims_model(cfg):
+            k = min(cfg.n_authors, len(x))
+            with _eval(m):
+                adv = attacked(m, "entropy", AUTHORS_EPS_255, x[:k], y[:k], steps=cfg.authors_steps,
+                               draws=cfg.authors_draws)
+            frames.append(_measure(key, m, "attack", AUTHORS, float(AUTHORS_EPS_255), x[:k], y[:k], adv,
+                                   clean.iloc[:k]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def budget_table(images: pd.DataFrame, cfg: EntropyAttacksConfig | None = None) -> pd.DataFrame:
+    """The chapter's budget beside the authors' on the same images (the :data:`AUTHORS` rows of
+    :func:`attack_images`, and the grid's plain entropy attack and sign noise at the same epsilon, model and
+    images): one row each with the overhead (paired ratio, 95% interval) and the accuracy change, and a last row,
+    the authors' budget's overhead minus the chapter's (paired bootstrap). Columns: ``attack, budget, images,
+    overhead, accuracy_change``."""
+    cols = ["attack", "budget", "images", "overhead", "accuracy_change"]
+    authors = images[images["attack"] == AUTHORS] if len(images) else images
+    if not len(authors):
+        return pd.DataFrame(columns=cols)
+    arch, em, lam = authors[["arch", "entropy_model", "lambda"]].iloc[0]
+    keep = sorted(authors["image"].unique())
+    rows = []
+    ours = _budget(cfg.steps, cfg.draws) if cfg is not None else "the chapter's"
+    theirs = _budget(cfg.authors_steps, cfg.authors_draws) if cfg is not None else "the authors'"
+    frames = {}
+    for label, budget, frame in (("entropy", ours, images), (AUTHORS, theirs, authors), (NOISE, "no steps", images)):
+        t = _rows(frame, arch, em, lam, "attack", label, AUTHORS_EPS_255)
+        t = t[t["image"].isin(keep)]
+        frames[label] = t
+        rows.append({"attack": label, "budget": budget, "images": len(t),
+                     "overhead": stats.ratio_ci(t["bytes_clean"], t["bytes_adv"]).fmt(signed=True) if len(t) else "n/a",
+                     "accuracy_change": _accuracy_change(t).fmt(100, 1, " points", True)})
+    a, o = frames[AUTHORS], frames["entropy"]
+    if len(a) and len(o):
+        m = a.merge(o, on="image", suffixes=("_a", "_o"))
+        d = stats.paired_stat_ci((m["bytes_clean_a"], m["bytes_adv_a"], m["bytes_adv_o"]),
+                                 lambda c, u, v: (u.mean() - v.mean()) / c.mean())
+        rows.append({"attack": f"{AUTHORS} - entropy", "budget": f"{theirs} vs {ours}", "images": len(m),
+                     "overhead": d.fmt(signed=True), "accuracy_change": ""})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _budget(steps: int, draws: int) -> str:
+    """``"20 steps x 16 draws"`` (``"1 step x 1 draw"``)."""
+    return f"{steps} step{'s' * (steps != 1)} x {draws} draw{'s' * (draws != 1)}"
+
+
+def differences_table() -> pd.DataFrame:
+    """:data:`DIFFERENCES_FROM_ENTROPYR` as a table: ``aspect, EntropyR (pgd.py), this book``."""
+    return pd.DataFrame(DIFFERENCES_FROM_ENTROPYR, columns=["aspect", "EntropyR (pgd.py)", "this book"])
 
 
 def summarize(images: pd.DataFrame, by: str = "attack") -> pd.DataFrame:
@@ -180,7 +281,8 @@ def summarize(images: pd.DataFrame, by: str = "attack") -> pd.DataFrame:
 
 
 def attack_grid(cfg: EntropyAttacksConfig, models: dict, test_set, images: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Entropy attack over the epsilon grid (plus stealthy variant and PGD) for every model; one row each.
+    """Entropy attack over the epsilon grid (plus stealthy variant, PGD and the sign-noise null) for every model;
+    one row each, and the authors'-budget row (on its fewer images).
 
     ``overhead_pct = 100 * (real_bytes_adv / real_bytes_clean - 1)`` on the same images (the means of
     :func:`attack_images`, computed here unless given).
@@ -212,11 +314,9 @@ def corruption_images(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.D
     grid = list(corruptions.corruption_grid(x, cfg.corruptions, cfg.severities))
     frames = []
     for key, m in tqdm(models.items(), desc="corruptions", leave=False):
-        with _eval(m):
-            clean_bytes = rate.real_bytes(m, x).numpy()
-        clean_ok = _correct(m, x, y)
+        clean = _clean(m, x, y)
         for name, sev, xc in grid:
-            frames.append(_measure(key, m, "corruption", name, int(sev), x, y, xc, clean_bytes, clean_ok))
+            frames.append(_measure(key, m, "corruption", name, int(sev), x, y, xc, clean))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -301,6 +401,16 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
                 "((mean PGD bytes - mean entropy-attacked bytes) / mean clean bytes), paired bootstrap over "
                 "the images; hyperprior, smallest lambda; smaller = below zero",
         form="less", worlds=(-0.35, 0.15)),
+    "ea_entropy_vs_noise": stats.PaperClaim(
+        claim="The entropy attack inflates the rate more than random sign noise of the same size",
+        paper="implied by the headline: an increase that random noise of the same budget also makes is not the "
+              "attack's. EntropyR's own code has this null (experiment_adv.py, --attack noise: x + epsilon * "
+              "sign(randn), clamped); our summary gives no figure for it, so direction only",
+        source="abstract (the headline); EntropyR experiment_adv.py (the noise baseline)",
+        measure="the entropy attack's overhead minus sign noise's, both at the grid's largest epsilon (the "
+                "headline's budget) on the same images ((mean entropy-attacked bytes - mean noisy bytes) / mean "
+                "clean bytes), paired bootstrap over the images; hyperprior, smallest lambda; larger = above zero",
+        form="greater", worlds=(1.1, -0.3)),
     "ea_shot_noise": stats.PaperClaim(
         claim="Shot noise raises the rate",
         paper="+65% bits: " + _NOT_TRACED, source="experiments: unintentional interference",
@@ -356,18 +466,24 @@ def _doubling(images, arch, lam) -> stats.Estimate:
     return overhead_growth_ci(m["bytes_clean_8"], m["bytes_adv_8"], m["bytes_adv_16"])
 
 
-def _pgd_minus_entropy(images, arch, lam, eps=PGD_EPS_255) -> stats.Estimate:
-    """PGD's overhead minus the entropy attack's on the same images at ``eps``/255 (hyperprior):
-    ``(mean(PGD bytes) - mean(entropy bytes)) / mean(clean bytes)``, paired bootstrap over the images."""
-    tp, te = (_rows(images, arch, "hyperprior", lam, "attack", a, eps) for a in (PGD, "entropy"))
-    if not len(tp) or not len(te):
+def overhead_difference(images, arch, lam, first: str, second: str, eps, em: str = "hyperprior") -> stats.Estimate:
+    """Attack ``first``'s overhead minus attack ``second``'s on the same images at ``eps``/255 (model ``arch``,
+    ``em``, ``lam``): ``(mean(first bytes) - mean(second bytes)) / mean(clean bytes)``, paired bootstrap over the
+    images (matched by image index, whatever the row order)."""
+    ta, tb = (_rows(images, arch, em, lam, "attack", a, eps) for a in (first, second))
+    if not len(ta) or not len(tb):
         return _nan_estimate()
-    m = tp.merge(te, on="image", suffixes=("_pgd", "_ent"))
+    m = ta.merge(tb, on="image", suffixes=("_a", "_b"))
 
-    def stat(clean, pgd, ent):
-        return (pgd.mean() - ent.mean()) / clean.mean()
+    def stat(clean, a, b):
+        return (a.mean() - b.mean()) / clean.mean()
 
-    return stats.paired_stat_ci((m["bytes_clean_pgd"], m["bytes_adv_pgd"], m["bytes_adv_ent"]), stat)
+    return stats.paired_stat_ci((m["bytes_clean_a"], m["bytes_adv_a"], m["bytes_adv_b"]), stat)
+
+
+def _pgd_minus_entropy(images, arch, lam, eps=PGD_EPS_255) -> stats.Estimate:
+    """PGD's overhead minus the entropy attack's on the same images at ``eps``/255 (hyperprior)."""
+    return overhead_difference(images, arch, lam, PGD, "entropy", eps)
 
 
 def largest_eps(images: pd.DataFrame, attack: str = "entropy") -> float | None:
@@ -396,7 +512,9 @@ def claim_estimates(images: pd.DataFrame, corr: pd.DataFrame | None = None, seve
            "ea_entropy16_overhead": _overhead(images, arch, "hyperprior", lam, "attack", "entropy", 16),
            "ea_entropy16_hyperprior": _doubling(images, arch, lam),
            "ea_stealthy_rate": _overhead(images, arch, "hyperprior", lam, "attack", STEALTHY, 8),
-           "ea_pgd_rate": _pgd_minus_entropy(images, arch, lam)}
+           "ea_pgd_rate": _pgd_minus_entropy(images, arch, lam),
+           "ea_entropy_vs_noise": (overhead_difference(images, arch, lam, "entropy", NOISE, top) if top
+                                   else _nan_estimate())}
     t = images[(images["arch"] == arch) & np.isclose(images["lambda"], lam) & (images["attack"] == STEALTHY)
                & np.isclose(images["eps_255"], 8)]
     per_image = t.groupby("image")[["correct_clean", "correct_adv"]].mean()
@@ -429,11 +547,14 @@ WORLD_OVERHEAD = {("entropy", _HP, 2): 0.12, ("entropy", _HP, 4): 0.25, ("entrop
                   ("entropy", _HP, 16): 0.95, ("entropy", _HP, "top"): 1.2,
                   ("entropy", _FA, 2): 0.08, ("entropy", _FA, 8): 0.3, ("entropy", _FA, 16): 0.55,
                   (STEALTHY, _HP, 8): 0.3, (STEALTHY, _FA, 8): 0.2, (PGD, _HP, 8): 0.10, (PGD, _FA, 8): 0.05,
+                  (NOISE, _HP, 2): 0.01, (NOISE, _HP, 8): 0.04, (NOISE, _HP, "top"): 0.1, (NOISE, _FA, 2): 0.01,
+                  (NOISE, _FA, 8): 0.03,
                   ("shot_noise", _HP, 5): 0.65, ("shot_noise", _FA, 5): 0.4,
                   ("defocus_blur", _HP, 5): -0.5, ("defocus_blur", _FA, 5): -0.3}
 WORLD_ACCURACY = {("entropy", _HP, 8): -0.066, ("entropy", _FA, 8): -0.05, (STEALTHY, _HP, 8): 0.0,
                   (STEALTHY, _FA, 8): 0.0, (PGD, _HP, 8): -0.6, (PGD, _FA, 8): -0.6}
-#: which world entries each claim's truth sets (the doubling and PGD claims relative to the 8/255 overhead)
+#: which world entries each claim's truth sets (the doubling and PGD claims relative to the 8/255 overhead, the
+#: null's relative to the largest budget's)
 _WORLD_KEYS = {"ea_entropy_inflates_rate": ("rate", [("entropy", _HP, "top")]),
                "ea_entropy8_hyperprior": ("rate", [("entropy", _HP, 8)]),
                "ea_entropy8_factorized": ("rate", [("entropy", _FA, 8)]),
@@ -443,6 +564,7 @@ _WORLD_KEYS = {"ea_entropy_inflates_rate": ("rate", [("entropy", _HP, "top")]),
                "ea_stealthy_accuracy": ("acc", [(STEALTHY, _HP, 8), (STEALTHY, _FA, 8)]),
                "ea_stealthy_rate": ("rate", [(STEALTHY, _HP, 8)]),
                "ea_pgd_rate": ("rate", [(PGD, _HP, 8)]),
+               "ea_entropy_vs_noise": ("rate", [(NOISE, _HP, "top")]),
                "ea_shot_noise": ("rate", [("shot_noise", _HP, 5)]),
                "ea_defocus_blur": ("rate", [("defocus_blur", _HP, 5)])}
 
@@ -492,7 +614,8 @@ def world_claims(claim_id: str, truth: float, replicates: int | None = None, see
     rate, acc = dict(WORLD_OVERHEAD), dict(WORLD_ACCURACY)
     table, keys = _WORLD_KEYS[claim_id]
     ent8 = rate[("entropy", _HP, 8)]
-    value = {"ea_entropy16_hyperprior": ent8 * (1 + truth), "ea_pgd_rate": ent8 + truth}.get(claim_id, truth)
+    value = {"ea_entropy16_hyperprior": ent8 * (1 + truth), "ea_pgd_rate": ent8 + truth,
+             "ea_entropy_vs_noise": rate[("entropy", _HP, "top")] - truth}.get(claim_id, truth)
     for key in keys:
         (rate if table == "rate" else acc)[key] = value
     n_att = replicates or (ACCURACY_WORLD_IMAGES if table == "acc" else cfg.n_attack)
@@ -516,7 +639,8 @@ def numbers(cfg: EntropyAttacksConfig, images: pd.DataFrame, corr: pd.DataFrame 
             arch: str | None = None, lam: float | None = None) -> dict[str, str]:
     """Formatted numbers the prose inserts with glue besides the claims: the set-up (with the primary claim's
     budget, the grid's largest epsilon), the plain attack's accuracy change, the stealthy variant's overhead, PGD's
-    overhead and accuracy, per-model overhead ranges."""
+    overhead and accuracy, per-model overhead ranges, the sign-noise null's overheads (at 8/255 and at the largest
+    epsilon) and, where the frame has them, the authors'-budget rows beside the chapter's (:func:`budget_table`)."""
     arch = arch if arch is not None else images["arch"].iloc[0]
     lam = lam if lam is not None else float(images["lambda"].min())
     out = {"ea_arch": str(arch), "ea_lambda": f"{lam:g}", "ea_n_attack": f"{images['image'].nunique():,}",
@@ -542,6 +666,19 @@ def numbers(cfg: EntropyAttacksConfig, images: pd.DataFrame, corr: pd.DataFrame 
         out[f"ea_range8_{em}"] = f"{v.min():+.1f}% to {v.max():+.1f}%" if len(v) else "n/a"
     mono = monotonicity(g)
     out["ea_monotone"] = f"{int(mono['monotone'].sum())} of {len(mono)}"
+    for em in ("hyperprior", "factorized"):
+        out[f"ea_noise8_{em}"] = _overhead(images, arch, em, lam, "attack", NOISE, 8).fmt(signed=True)
+    out["ea_noise_top"] = (_overhead(images, arch, "hyperprior", lam, "attack", NOISE, top).fmt(signed=True)
+                           if top else "n/a")
+    out["ea_entropy8_vs_noise"] = overhead_difference(images, arch, lam, "entropy", NOISE, 8).fmt(signed=True)
+    if (images["attack"] == AUTHORS).any():
+        t = budget_table(images, cfg).set_index("attack")
+        out["ea_authors_budget"] = _budget(cfg.authors_steps, cfg.authors_draws)
+        out["ea_authors_n"] = str(int(t.loc[AUTHORS, "images"]))
+        out["ea_authors_overhead"] = t.loc[AUTHORS, "overhead"]
+        out["ea_authors_ours_overhead"] = t.loc["entropy", "overhead"]
+        out["ea_authors_minus_ours"] = (t.loc[f"{AUTHORS} - entropy", "overhead"]
+                                        if f"{AUTHORS} - entropy" in t.index else "n/a")
     if corr is not None and len(corr):
         sev = int(corr["severity"].max())
         out["ea_severity"] = str(sev)

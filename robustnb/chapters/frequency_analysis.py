@@ -5,8 +5,13 @@ take a ``rate_fn(x) -> (N,)`` bits (or ``(bits, logits)``; :func:`bits_and_logit
 
 * :func:`spectra` (spectra of inputs and of perturbations), :func:`cutoff_sweep` (mean rate after low- and
   high-pass filtering), :func:`filter_rates` (the same, per image, at one cutoff), :func:`band_shares` (bits
-  added by each frequency band, as a share of the full rate), :func:`bit_allocation` (object vs background
-  bits, and the correlation of bits with local high-frequency energy, per image);
+  added by each frequency band, as a share of the full rate), :func:`bit_allocation` (object vs border bits,
+  the border without the latent's outer ring that sees the zero padding, and the correlation of bits with local
+  high-frequency energy, per image), :func:`perturbation_shares` (each perturbation's power above each cutoff);
+* the null: random sign noise of the attack's size (:func:`robustnb.attacks.noise.sign_noise`) is an input set
+  of its own, so every measurement of the attack has the same measurement of a perturbation no gradient chose
+  beside it; :func:`hf_sensitivity` reads the attack's and the null's high-frequency shares at the three cutoffs
+  :data:`SENSITIVITY_CUTOFFS`;
 * the paper's claims (:data:`PAPER_CLAIMS`) judged with 95% intervals over images: :func:`removed_share`
   (the share of the attack's extra bits a low-pass removes), :func:`claims` (one row per claim, verdicts by
   :func:`robustnb.stats.verdict`), :func:`claims_by_model` (the same estimators per model, for context),
@@ -30,14 +35,24 @@ import torch.nn.functional as F
 
 from robustnb import data, plots, registry, stats, widgets
 from robustnb.attacks import entropy_attack
+from robustnb.attacks.noise import sign_noise
 from robustnb.cache import experiment
 from robustnb.config import ConfigError, pick
 from robustnb.mechanisms import make
 from robustnb.progress import tqdm
-from robustnb.signal import F_MAX, center_mask, filtered, local_energy, radial_frequency, radial_spectrum
+from robustnb.signal import (F_MAX, center_mask, filtered, high_frequency_shares, local_energy, plane_share_above,
+                             radial_frequency, radial_spectrum, ring_mask)
 from robustnb.split import LAMBDAS, load_split_models, rate
 
 CUTOFF = 0.25  #: the cutoff (cycles/pixel) of the claims' low- and high-pass filters
+#: the cutoffs (cycles/pixel) of the sensitivity table (:func:`hf_sensitivity`): the claims' one and one on each side
+#: (the share of the 32 x 32 frequency plane above them: about 93%, 81% and 61%)
+SENSITIVITY_CUTOFFS = (0.15, CUTOFF, 0.35)
+#: latent locations of the outer ring left out of the object/border comparison (their receptive fields reach into
+#: the encoder's zero padding: a border that includes them compares the object with the padding as much as with the
+#: image's background)
+PADDING_RING = 1
+NULL = "sign noise"  #: the name prefix of the null's input set (``"sign noise 8/255"``)
 
 RateFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -170,12 +185,18 @@ def filter_rates(rate_fn: RateFn, inputs: Mapping[str, torch.Tensor], cutoff: fl
 
 
 def bit_allocation(bit_map_fn: Callable[[torch.Tensor], torch.Tensor], inputs: Mapping[str, torch.Tensor],
-                   object_fraction: float = 0.5, cutoff: float = CUTOFF) -> pd.DataFrame:
-    """Where the bits go, per image: object (central box, :func:`center_mask`) vs background bits per latent
+                   object_fraction: float = 0.5, cutoff: float = CUTOFF, ring: int = PADDING_RING) -> pd.DataFrame:
+    """Where the bits go, per image: object (central box, :func:`center_mask`) vs border bits per latent
     location, and the rank correlation between the bit map and the local high-frequency energy.
 
+    The border is the grid outside the central box *and* inside the outer ``ring`` locations
+    (:func:`robustnb.signal.ring_mask`): the outer ring's receptive fields reach into the encoder's zero padding,
+    so its bits measure the padding (a sharp edge against black) as much as the image's background.
     ``bit_map_fn(x) -> (N, h, w)`` bits per latent location (``rate.bit_map(model, x)``).
-    Columns: ``condition, image, bits, object_bits_per_loc, background_bits_per_loc, object_ratio, hf_corr``.
+    Columns: ``condition, image, bits, object_bits_per_loc, background_bits_per_loc`` (the border without the
+    ring), ``ring_bits_per_loc``, ``object_ratio`` (object over border without the ring, the claim's),
+    ``object_ratio_with_ring`` (object over everything outside the box, ring included: the earlier reading),
+    ``hf_corr``. A grid too small to keep a border inside the ring gives NaN ratios.
     """
     rows = []
     for name, x in inputs.items():
@@ -183,14 +204,39 @@ def bit_allocation(bit_map_fn: Callable[[torch.Tensor], torch.Tensor], inputs: M
             b = bit_map_fn(x).detach().float().cpu()
         h, w = b.shape[-2:]
         obj = center_mask(h, w, object_fraction)
+        edge = ring_mask(h, w, ring) & ~obj
+        border, outside = ~obj & ~edge, ~obj
         energy = local_energy(x.cpu(), (h, w), cutoff)
         for i in range(len(b)):
-            ob, bg = float(b[i][obj].mean()), float(b[i][~obj].mean()) if (~obj).any() else float("nan")
+            ob = float(b[i][obj].mean())
+            bg, rg, out = (float(b[i][m].mean()) if m.any() else float("nan") for m in (border, edge, outside))
             rows.append({"condition": name, "image": i, "bits": float(b[i].sum()),
-                         "object_bits_per_loc": ob, "background_bits_per_loc": bg,
+                         "object_bits_per_loc": ob, "background_bits_per_loc": bg, "ring_bits_per_loc": rg,
                          "object_ratio": ob / bg if bg else float("nan"),
+                         "object_ratio_with_ring": ob / out if out else float("nan"),
                          "hf_corr": _corr(b[i].flatten().numpy(), energy[i].flatten().numpy())})
     return pd.DataFrame(rows)
+
+
+def perturbation_shares(inputs: Mapping[str, torch.Tensor], cutoffs=SENSITIVITY_CUTOFFS,
+                        reference: str = "clean") -> pd.DataFrame:
+    """Per image, the share of each perturbation's (mean-removed) power above each cutoff
+    (:func:`robustnb.signal.high_frequency_shares` of ``x - inputs[reference]``), beside ``plane_share``: the share
+    of the frequency plane above the cutoff, what white noise has there (:func:`robustnb.signal.plane_share_above`).
+    Columns: ``condition, image, cutoff, power_share, plane_share``; one row per input set other than
+    ``reference``, image and cutoff."""
+    ref = inputs[reference]
+    rows = []
+    for name, x in inputs.items():
+        if name == reference:
+            continue
+        shares = high_frequency_shares(x - ref, cutoffs).numpy()
+        for k, c in enumerate(cutoffs):
+            rows.append(pd.DataFrame({"condition": name, "image": np.arange(len(x)), "cutoff": float(c),
+                                      "power_share": shares[:, k],
+                                      "plane_share": plane_share_above(*x.shape[-2:], c)}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["condition", "image", "cutoff", "power_share", "plane_share"])
 
 
 # ------------------------------------------------------------------------------------------ the claims
@@ -229,12 +275,37 @@ PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
         paper="qualitative: the basis of the object-aware defense (no number)",
         source="Zhang et al., spatial analysis behind the object-aware TV defense (figures)",
         measure="bits per latent location on the central box over those on the border, minus one (central box as "
-                "the object proxy); mean over clean images (averaged over models; bootstrap over images)",
+                f"the object proxy; the border without the latent's outer ring of {PADDING_RING} location, whose "
+                "receptive fields see the encoder's zero padding); mean over clean images (averaged over models; "
+                "bootstrap over images)",
         form="increase", worlds=(0.3, -0.2)),
+    "fa_attack_bits_hf_vs_noise": stats.PaperClaim(
+        claim="The attack's extra bits are more high-frequency than those of random sign noise of the same size",
+        paper="qualitative: the attack works by injecting high-frequency content (no number). Judged against a "
+              "null: the band above the cutoff covers most of the frequency plane, so any broadband perturbation "
+              "looks 'mostly high-frequency'; the null is random sign noise at the attack's epsilon (EntropyR's "
+              "own noise baseline), and 'more' = the difference above zero",
+        source="Zhang et al., frequency analysis (figures); EntropyR experiment_adv.py (--attack noise)",
+        measure=f"the removed share (the claim above, low-pass at {CUTOFF} cycles/pixel) of the attacked inputs "
+                "minus that of sign noise at the same epsilon, on the same images (pooled over images and models, "
+                "paired bootstrap); undefined, hence inconclusive, where the noise adds no bits",
+        form="greater", worlds=(0.3, -0.1)),
+    "fa_attack_power_hf_vs_noise": stats.PaperClaim(
+        claim="The attack's perturbation puts more of its power at high frequencies than random sign noise",
+        paper="qualitative: the attack works by injecting high-frequency content (no number). Random sign noise "
+              "is white: its share above the cutoff is the share of the frequency plane there (about 80% above "
+              "0.25), so only a perturbation above that favours high frequencies",
+        source="Zhang et al., frequency analysis (figures); EntropyR experiment_adv.py (--attack noise)",
+        measure=f"per image, the share of the attack's perturbation power above {CUTOFF} cycles/pixel minus that of "
+                "sign noise at the same epsilon (averaged over models; paired bootstrap over images)",
+        form="greater", worlds=(0.1, -0.2)),
 }
+#: the claims judged against the random sign-noise null (they need its input set; without it, inconclusive)
+NULL_CLAIMS = ("fa_attack_bits_hf_vs_noise", "fa_attack_power_hf_vs_noise")
 
 #: numbers the prose may type: the book's fixed settings (the papers give no numbers for these claims)
-QUOTED_NUMBERS: tuple[str, ...] = (f"{CUTOFF:g}", "50%", "80%")  # the cutoff; "mostly" = above one half; power
+QUOTED_NUMBERS: tuple[str, ...] = (f"{CUTOFF:g}", "50%", "80%",  # the cutoff; "mostly" = above one half; power
+                                   *(f"{c:g}" for c in SENSITIVITY_CUTOFFS))  # the sensitivity table's cutoffs
 #: replicates (test images) with which every claim must read "inconclusive at this size": fewer than
 #: ``stats.MIN_ITEMS``, the fewest images a bootstrap over images decides anything on
 TOO_FEW = 10
@@ -252,6 +323,44 @@ def attacked_condition(frame: pd.DataFrame) -> str:
     if len(names) != 1:
         raise ValueError(f"expected one attacked condition, got {names}")
     return names[0]
+
+
+def null_condition(frame: pd.DataFrame) -> str | None:
+    """The name of the sign-noise null's input set (``"sign noise <eps>/255"``), or None when the frame has none."""
+    names = [c for c in frame["condition"].unique() if str(c).startswith(NULL)] if len(frame) else []
+    if len(names) > 1:
+        raise ValueError(f"expected at most one null condition, got {names}")
+    return names[0] if names else None
+
+
+def _nan_estimate(n: int = 0) -> stats.Estimate:
+    return stats.Estimate(float("nan"), float("nan"), float("nan"), n)
+
+
+def _pooled_removed(cb, clp, xb, xlp) -> float:
+    """The pooled removed share of one input set (see :func:`removed_share`); NaN when it added no bits."""
+    extra = float(np.mean(xb - cb))
+    return float(np.mean((xb - xlp) - (cb - clp)) / extra) if extra > 0 else float("nan")
+
+
+def removed_share_difference(per_image: pd.DataFrame, attacked: str | None = None, null: str | None = None,
+                             clean: str = "clean", seed: int = 0) -> stats.Estimate:
+    """The removed share (:func:`removed_share`) of ``attacked`` minus that of ``null`` (default: the sign-noise
+    input set), on the same images, with a paired bootstrap over the images (all six per-image rates resampled
+    together). NaN (inconclusive) when the null is missing or either input set added no bits on average."""
+    attacked = attacked or attacked_condition(per_image)
+    null = null or null_condition(per_image)
+    if null is None:
+        return _nan_estimate()
+    cols = ("bits", "bits_lowpass")
+    c = _per_image(per_image, clean, cols)
+    a, z = (_per_image(per_image, cond, cols).reindex(c.index) for cond in (attacked, null))
+
+    def stat(cb, clp, ab, alp, nb, nlp):
+        return _pooled_removed(cb, clp, ab, alp) - _pooled_removed(cb, clp, nb, nlp)
+
+    samples = (c["bits"], c["bits_lowpass"], a["bits"], a["bits_lowpass"], z["bits"], z["bits_lowpass"])
+    return stats.paired_stat_ci(tuple(v.to_numpy() for v in samples), stat, seed)
 
 
 def removed_share(per_image: pd.DataFrame, attacked: str | None = None, clean: str = "clean",
@@ -281,13 +390,17 @@ class FrequencyStudy:
     """The chapter's measurements, each a tidy frame with ``entropy_model``, ``lam`` and ``model`` columns.
 
     ``sweep`` (:func:`cutoff_sweep`), ``bands`` (:func:`band_shares`), ``alloc`` (:func:`bit_allocation`),
-    ``spectra`` (:func:`spectra`), ``per_image`` (:func:`filter_rates` at :data:`CUTOFF`); ``inputs``: the images
-    of each condition for the last model (clean, corrupted, attacked)."""
+    ``spectra`` (:func:`spectra`), ``per_image`` (:func:`filter_rates` at :data:`CUTOFF`), ``per_cutoff``
+    (:func:`filter_rates` at each of :data:`SENSITIVITY_CUTOFFS`, with a ``cutoff`` column), ``shares``
+    (:func:`perturbation_shares`); ``inputs``: the images of each condition for the last model (clean,
+    corrupted, attacked, the sign-noise null)."""
     per_image: pd.DataFrame = field(default_factory=pd.DataFrame)
     alloc: pd.DataFrame = field(default_factory=pd.DataFrame)
     sweep: pd.DataFrame = field(default_factory=pd.DataFrame)
     bands: pd.DataFrame = field(default_factory=pd.DataFrame)
     spectra: pd.DataFrame = field(default_factory=pd.DataFrame)
+    per_cutoff: pd.DataFrame = field(default_factory=pd.DataFrame)
+    shares: pd.DataFrame = field(default_factory=pd.DataFrame)
     inputs: dict = field(default_factory=dict)
 
     def of_model(self, model: str) -> "FrequencyStudy":
@@ -297,20 +410,78 @@ class FrequencyStudy:
                               inputs=self.inputs)
 
 
+def _power_shares(shares: pd.DataFrame, condition: str | None, cutoff: float) -> pd.Series:
+    """Per image (averaged over the models), the share of ``condition``'s perturbation power above ``cutoff``."""
+    if condition is None or not len(shares):
+        return pd.Series(dtype=float)
+    f = shares[np.isclose(shares["cutoff"], cutoff)]
+    return _per_image(f, condition, ("power_share",))["power_share"]
+
+
+def power_share_difference(shares: pd.DataFrame, attacked: str, null: str | None, cutoff: float = CUTOFF,
+                           seed: int = 0) -> stats.Estimate:
+    """Per image, the attack's perturbation power share above ``cutoff`` minus the null's (both averaged over the
+    models), with a paired bootstrap over the images; NaN when either is missing."""
+    a, z = _power_shares(shares, attacked, cutoff), _power_shares(shares, null, cutoff)
+    if not len(a) or not len(z):
+        return _nan_estimate()
+    z = z.reindex(a.index)
+    return stats.paired_diff_ci(z.to_numpy(), a.to_numpy(), seed)
+
+
 def claim_estimates(res: FrequencyStudy, seed: int = 0) -> dict[str, stats.Estimate]:
-    """The estimate behind each claim of :data:`PAPER_CLAIMS`, from :func:`study`'s ``per_image`` and
-    ``alloc`` frames (per image, averaged over the models present)."""
+    """The estimate behind each claim of :data:`PAPER_CLAIMS`, from :func:`study`'s ``per_image``, ``alloc`` and
+    ``shares`` frames (per image, averaged over the models present). The claims against the null
+    (:data:`NULL_CLAIMS`) are inconclusive where the frames have no sign-noise input set."""
     pi, alloc = res.per_image, res.alloc
     clean = _per_image(pi, "clean", ("bits", "bits_lowpass", "bits_highpass"))
     drop_lp = 1 - clean["bits_lowpass"] / clean["bits"]
     drop_hp = 1 - clean["bits_highpass"] / clean["bits"]
     a = _per_image(alloc, "clean", ("hf_corr", "object_ratio"))
+    attacked, null = attacked_condition(pi), null_condition(pi)
     return {
         "fa_attack_bits_high_frequency": removed_share(pi, seed=seed),
         "fa_clean_bits_high_frequency": stats.paired_diff_ci(drop_hp.to_numpy(), drop_lp.to_numpy(), seed),
         "fa_bits_follow_hf_energy": stats.mean_ci(a["hf_corr"].to_numpy(), seed),
         "fa_bits_on_object": stats.mean_ci(a["object_ratio"].to_numpy() - 1, seed),
+        "fa_attack_bits_hf_vs_noise": removed_share_difference(pi, attacked, null, seed=seed),
+        "fa_attack_power_hf_vs_noise": power_share_difference(res.shares, attacked, null, CUTOFF, seed),
     }
+
+
+def hf_sensitivity(res: FrequencyStudy, seed: int = 0) -> pd.DataFrame:
+    """The attack's high-frequency shares beside the null's at each cutoff of ``res.per_cutoff`` (the three
+    :data:`SENSITIVITY_CUTOFFS`): one row per cutoff, quantity and input set, with 95% intervals over the images.
+
+    Quantities: ``"extra bits removed"`` (the removed share of :func:`removed_share`, a low-pass at the cutoff)
+    and ``"perturbation power above"`` (:func:`perturbation_shares`); input sets: the attack, the sign-noise null
+    and ``"attack - null"`` (paired over the images). ``plane_share`` is the share of the frequency plane above the
+    cutoff, what a white (broadband) perturbation puts there. Columns: ``cutoff, plane_share, quantity,
+    condition, value, low, high, n, ours`` (``ours``: the value and interval in percent, formatted)."""
+    pc, sh = res.per_cutoff, res.shares
+    if not len(pc):
+        return pd.DataFrame(columns=["cutoff", "plane_share", "quantity", "condition", "value", "low", "high", "n",
+                                     "ours"])
+    attacked, null = attacked_condition(pc), null_condition(pc)
+    rows = []
+    for c in sorted(pc["cutoff"].unique()):
+        f = pc[np.isclose(pc["cutoff"], c)]
+        plane = (float(sh.loc[np.isclose(sh["cutoff"], c), "plane_share"].iloc[0])
+                 if len(sh) and np.isclose(sh["cutoff"], c).any() else float("nan"))
+        a_pw, n_pw = _power_shares(sh, attacked, c), _power_shares(sh, null, c)
+        ests = {("extra bits removed", attacked): removed_share(f, attacked, seed=seed),
+                ("extra bits removed", null): removed_share(f, null, seed=seed) if null else _nan_estimate(),
+                ("extra bits removed", "attack - null"): removed_share_difference(f, attacked, null, seed=seed),
+                ("perturbation power above", attacked): stats.mean_ci(a_pw.to_numpy(), seed),
+                ("perturbation power above", null): stats.mean_ci(n_pw.to_numpy(), seed),
+                ("perturbation power above", "attack - null"): power_share_difference(sh, attacked, null, c, seed)}
+        for (quantity, cond), e in ests.items():
+            if cond is None:
+                continue
+            rows.append({"cutoff": float(c), "plane_share": plane, "quantity": quantity, "condition": cond,
+                         "value": e.value, "low": e.low, "high": e.high, "n": e.n,
+                         "ours": e.fmt(signed=cond == "attack - null")})
+    return pd.DataFrame(rows)
 
 
 def claims(res: FrequencyStudy, seed: int = 0) -> pd.DataFrame:
@@ -323,17 +494,22 @@ def claims(res: FrequencyStudy, seed: int = 0) -> pd.DataFrame:
 
 #: the paper's world of :func:`world_claims`: each claim's measured quantity (removed share, clean high- minus
 #: low-frequency rate loss, bits-vs-energy correlation, object ratio - 1)
+#: and, against the sign-noise null, the attack's removed share minus the null's and the attack's perturbation power
+#: share above the cutoff minus the null's (white: the plane's share)
 WORLD = {"fa_attack_bits_high_frequency": 0.85, "fa_clean_bits_high_frequency": 0.3, "fa_bits_follow_hf_energy": 0.3,
-         "fa_bits_on_object": 0.3}
+         "fa_bits_on_object": 0.3, "fa_attack_bits_hf_vs_noise": 0.3, "fa_attack_power_hf_vs_noise": 0.1}
 
 
 def world_claims(claim_id: str, truth: float, replicates: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """The claims table (:func:`claims`) of a synthetic :class:`FrequencyStudy` (its ``per_image`` and ``alloc``
-    frames) at the ``cpu`` preset's shapes (every entropy model x lambda of :class:`FrequencyConfig`, its
+    """The claims table (:func:`claims`) of a synthetic :class:`FrequencyStudy` (its ``per_image``, ``alloc`` and
+    ``shares`` frames) at the ``cpu`` preset's shapes (every entropy model x lambda of :class:`FrequencyConfig`, its
     ``n_images`` test images; ``replicates`` images instead), in which claim ``claim_id``'s measured quantity has
     true value ``truth`` and the others their :data:`WORLD` value. Realistic noise: clean bits vary by about 30%
     from image to image and 10% more per model, the attack adds 50% with 30% spread, and every per-image effect
-    has a shared per-image part (sd 0.15), a per-model offset (sd 0.05, centred) and per-model noise (sd 0.1)."""
+    has a shared per-image part (sd 0.15), a per-model offset (sd 0.05, centred) and per-model noise (sd 0.1). The
+    sign-noise null adds 20% with 30% spread, of which a low-pass removes the attack's share minus the claimed
+    difference; its perturbation puts the plane's share of its power above each cutoff (sd 0.01 per image), the
+    attack's that plus the claimed difference."""
     world = {**WORLD, claim_id: truth}
     cfg = FrequencyConfig.from_preset("cpu")
     n = replicates or cfg.n_images
@@ -342,8 +518,8 @@ def world_claims(claim_id: str, truth: float, replicates: int | None = None, see
     offsets = {cid: (lambda o: o - o.mean())(rng.normal(0, 0.05, len(models))) for cid in world}
     shared = {cid: rng.normal(0, 0.15, n) for cid in world}
     image = rng.lognormal(0, 0.3, n)
-    attacked = f"attacked {cfg.eps_255:g}/255"
-    per_image, alloc = [], []
+    attacked, null = f"attacked {cfg.eps_255:g}/255", f"{NULL} {cfg.eps_255:g}/255"
+    per_image, alloc, shares = [], [], []
     for j, (em, lam) in enumerate(models):
         def effect(cid, sd=0.1):
             return world[cid] + offsets[cid][j] + shared[cid] + rng.normal(0, sd, n)
@@ -354,18 +530,31 @@ def world_claims(claim_id: str, truth: float, replicates: int | None = None, see
         lp, hp = clean * np.clip(0.55 - d / 2, 0.01, 0.99), clean * np.clip(0.55 + d / 2, 0.01, 0.99)
         extra = 0.5 * clean * rng.lognormal(-0.045, 0.3, n)
         adv = clean + extra
-        adv_lp = adv - (clean - lp) - effect("fa_attack_bits_high_frequency") * extra
+        removed = effect("fa_attack_bits_high_frequency")
+        adv_lp = adv - (clean - lp) - removed * extra
+        null_extra = 0.2 * clean * rng.lognormal(-0.045, 0.3, n)
+        noisy = clean + null_extra
+        noisy_lp = noisy - (clean - lp) - (removed - effect("fa_attack_bits_hf_vs_noise")) * null_extra
         for cond, (b, blp, bhp) in {"clean": (clean, lp, hp), "shot_noise": (1.3 * clean, 1.3 * lp, 1.3 * hp),
                                     "defocus_blur": (0.7 * clean, 0.7 * lp, 0.7 * hp),
-                                    attacked: (adv, adv_lp, adv - (clean - hp))}.items():
+                                    attacked: (adv, adv_lp, adv - (clean - hp)),
+                                    null: (noisy, noisy_lp, noisy - (clean - hp))}.items():
             per_image.append(pd.DataFrame({"condition": cond, "image": np.arange(n), "bits": b, "bits_lowpass": blp,
                                            "bits_highpass": bhp, **tag}))
         ratio = np.clip(1 + effect("fa_bits_on_object", 0.2), 0.05, None)
         alloc.append(pd.DataFrame({"condition": "clean", "image": np.arange(n), "bits": clean,
                                    "object_bits_per_loc": ratio, "background_bits_per_loc": 1.0, "object_ratio": ratio,
                                    "hf_corr": np.clip(effect("fa_bits_follow_hf_energy", 0.2), -1, 1), **tag}))
+        gap = effect("fa_attack_power_hf_vs_noise")
+        for c in cfg.sensitivity_cutoffs:
+            plane = plane_share_above(32, 32, c)
+            white = plane + rng.normal(0, 0.01, n)
+            for cond, share in ((null, white), (attacked, white + gap)):
+                shares.append(pd.DataFrame({"condition": cond, "image": np.arange(n), "cutoff": float(c),
+                                            "power_share": share, "plane_share": plane, **tag}))
     return claims(FrequencyStudy(per_image=pd.concat(per_image, ignore_index=True),
-                                 alloc=pd.concat(alloc, ignore_index=True)))
+                                 alloc=pd.concat(alloc, ignore_index=True),
+                                 shares=pd.concat(shares, ignore_index=True)))
 
 
 def claims_by_model(res: FrequencyStudy, seed: int = 0) -> pd.DataFrame:
@@ -416,6 +605,50 @@ def numbers(res: FrequencyStudy, seed: int = 0) -> dict[str, str]:
                                       if "shot_noise" in pw and pw.get(attacked, 0) > 0 else "n/a")
     out["fa_n_images"] = str(int(pi["image"].nunique()))
     out["fa_n_models"] = str(int(pi["model"].nunique()))
+    if "object_ratio_with_ring" in res.alloc:
+        a = _per_image(res.alloc, "clean", ("object_ratio_with_ring",))
+        out["fa_object_ratio_with_ring"] = stats.mean_ci(a["object_ratio_with_ring"].to_numpy() - 1, seed).fmt(
+            signed=True)
+    null = null_condition(pi)
+    if null is not None:
+        out.update(null_numbers(res, seed))
+    return out
+
+
+def _tag(cutoff: float) -> str:
+    """``0.15 -> "15"``: a cutoff in a glue name."""
+    return f"{round(100 * cutoff):02d}"
+
+
+def sensitivity_lines(sens: pd.DataFrame) -> pd.DataFrame:
+    """For a figure of :func:`hf_sensitivity`: the attack's and the null's shares per cutoff and quantity, and the
+    frequency plane's share above each cutoff as a third line (``condition = "white (the plane's share)"``) beside
+    the power shares. Columns ``cutoff, quantity, condition, value``."""
+    cols = ["cutoff", "quantity", "condition", "value"]
+    shown = sens[sens["condition"] != "attack - null"][cols]
+    plane = (sens.drop_duplicates("cutoff")[["cutoff", "plane_share"]].rename(columns={"plane_share": "value"})
+             .assign(quantity="perturbation power above", condition="white (the plane's share)"))
+    return pd.concat([shown, plane[cols]], ignore_index=True)
+
+
+def null_numbers(res: FrequencyStudy, seed: int = 0) -> dict[str, str]:
+    """Formatted numbers on the sign-noise null for the prose: its name and rate overhead, its removed share, and
+    per cutoff of :func:`hf_sensitivity` (``fa_<quantity>_<cutoff x 100>_<attack|null|diff>``, quantity
+    ``removed`` or ``power``; ``fa_plane_<cutoff x 100>``: the share of the frequency plane above the cutoff)."""
+    pi = res.per_image
+    null = null_condition(pi)
+    clean = _per_image(pi, "clean", ("bits",))
+    other = _per_image(pi, null, ("bits",)).reindex(clean.index)
+    out = {"fa_null": null,
+           "fa_null_overhead": stats.ratio_ci(clean["bits"].to_numpy(), other["bits"].to_numpy(), seed).fmt(
+               signed=True),
+           "fa_null_removed": removed_share(pi, null, seed=seed).fmt()}
+    attacked = attacked_condition(pi)
+    who = {attacked: "attack", null: "null", "attack - null": "diff"}
+    for r in hf_sensitivity(res, seed).itertuples():
+        q = "removed" if r.quantity == "extra bits removed" else "power"
+        out[f"fa_{q}_{_tag(r.cutoff)}_{who[r.condition]}"] = r.ours
+        out[f"fa_plane_{_tag(r.cutoff)}"] = f"{100 * r.plane_share:.1f}%" if np.isfinite(r.plane_share) else "n/a"
     return out
 
 
@@ -458,6 +691,7 @@ class FrequencyConfig:
     attack_draws: int
     cutoffs: tuple[float, ...]
     band_edges: tuple[float, ...]
+    sensitivity_cutoffs: tuple[float, ...]
     corruptions: tuple[str, ...]
     severity: int
     photo_size: int
@@ -475,6 +709,7 @@ class FrequencyConfig:
             cutoffs=pick(preset, smoke=(0.1, 0.25, F_MAX), cpu=(0.03, 0.06, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, F_MAX),
                          full=(0.03, 0.06, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, F_MAX)),
             band_edges=(0.0625, 0.125, 0.25, 0.375, 0.5),
+            sensitivity_cutoffs=SENSITIVITY_CUTOFFS,
             corruptions=CORRUPTIONS_SHOWN,
             severity=3,
             photo_size=pick(preset, smoke=64, cpu=256, full=512),
@@ -493,12 +728,15 @@ def cifar_images(cfg: FrequencyConfig, run) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def make_inputs(cfg: FrequencyConfig, model, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Clean, corrupted (each of ``cfg.corruptions`` at ``cfg.severity``) and entropy-attacked inputs."""
+    """Clean, corrupted (each of ``cfg.corruptions`` at ``cfg.severity``), entropy-attacked inputs and the null:
+    random sign noise at the attack's epsilon (:func:`robustnb.attacks.noise.sign_noise`, the same noise for every
+    model)."""
     out = {"clean": x}
     for c in cfg.corruptions:
         out[c] = make("corruption", c, severity=cfg.severity)(x)
     out[f"attacked {cfg.eps_255:g}/255"] = entropy_attack(model, x, cfg.eps_255 / 255, cfg.attack_steps,
                                                           cfg.attack_draws)
+    out[f"{NULL} {cfg.eps_255:g}/255"] = sign_noise(x, cfg.eps_255 / 255)
     return out
 
 
@@ -506,7 +744,7 @@ def make_inputs(cfg: FrequencyConfig, model, x: torch.Tensor) -> dict[str, torch
 def measurements(cfg: FrequencyConfig, models: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Every measurement of the chapter, for every model, as the fields of :class:`FrequencyStudy` (a dict: what
     the result cache stores); :func:`study` returns it typed."""
-    sweeps, bands, allocs, specs, per_image = [], [], [], [], []
+    sweeps, bands, allocs, specs, per_image, per_cutoff, shares = [], [], [], [], [], [], []
     inputs = {}
     for (em, lam), model in tqdm(models.items(), desc="models", leave=False):
         inputs = make_inputs(cfg, model, x)
@@ -515,11 +753,16 @@ def measurements(cfg: FrequencyConfig, models: dict, x: torch.Tensor, y: torch.T
         sweeps.append(cutoff_sweep(rate_fn, inputs, cfg.cutoffs, y).assign(**tag))
         bands.append(band_shares(rate_fn, inputs, cfg.band_edges).assign(**tag))
         per_image.append(filter_rates(rate_fn, inputs, CUTOFF).assign(**tag))
+        per_cutoff += [(per_image[-1] if c == CUTOFF else filter_rates(rate_fn, inputs, c).assign(**tag))
+                       .assign(cutoff=float(c)) for c in cfg.sensitivity_cutoffs]
+        shares.append(perturbation_shares(inputs, cfg.sensitivity_cutoffs).assign(**tag))
         allocs.append(bit_allocation(lambda t, m=model: rate.bit_map(m, t), inputs).assign(**tag))
         specs.append(spectra(inputs).assign(**tag))
     return {"sweep": pd.concat(sweeps, ignore_index=True), "bands": pd.concat(bands, ignore_index=True),
             "alloc": pd.concat(allocs, ignore_index=True), "spectra": pd.concat(specs, ignore_index=True),
-            "per_image": pd.concat(per_image, ignore_index=True), "inputs": inputs}
+            "per_image": pd.concat(per_image, ignore_index=True),
+            "per_cutoff": pd.concat(per_cutoff, ignore_index=True), "shares": pd.concat(shares, ignore_index=True),
+            "inputs": inputs}
 
 
 def study(cfg: FrequencyConfig, models: dict, x: torch.Tensor, y: torch.Tensor, cache: bool = True) -> FrequencyStudy:
@@ -593,7 +836,8 @@ def setup_text(cfg: FrequencyConfig, res: FrequencyStudy) -> str:
     return (f"{pi['model'].nunique()} {cfg.arch.upper()} split models of the entropy-attack chapters "
             f"({len(cfg.entropy_models)} entropy models x {n_lam} rate weight{'s' if n_lam > 1 else ''}), "
             f"{pi['image'].nunique()} CIFAR-10 test images, entropy attack at {cfg.eps_255:g}/255 with "
-            f"{cfg.attack_steps} steps x {draws} draw{'s' if draws > 1 else ''}")
+            f"{cfg.attack_steps} steps x {draws} draw{'s' if draws > 1 else ''}, and random sign noise at the same "
+            f"epsilon as the null")
 
 
 # ------------------------------------------------------------------------------------------ without Jupyter

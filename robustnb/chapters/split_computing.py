@@ -23,7 +23,6 @@ from robustnb.cache import experiment
 from robustnb.config import Run, pick
 from robustnb.progress import tqdm
 from robustnb.split import key_columns, load_split_models, model_grid, rate
-from robustnb.train import predict
 
 CHAPTER = "split_computing"
 STREAM_MARGIN_BYTES = 8.0  # "a small constant": at most 8 bytes per stream (rANS flush + 32-bit word padding)
@@ -111,13 +110,9 @@ def image_rates(cfg: SplitComputingConfig, models: dict, test_set) -> pd.DataFra
     frames = []
     for key, m in tqdm(models.items(), desc="rate/accuracy", leave=False):
         m.eval()
-        streams = rate.stream_bytes(m, x)
-        correct = (predict(m, (x, y)).argmax(1) == y.cpu()).float()
-        frames.append(pd.DataFrame({**key_columns(key), "image": np.arange(len(x)),
-                                    "real_bytes": streams.sum(1).numpy(),
-                                    "est_bytes": (rate.estimated_bits(m, x) / 8).numpy(),
-                                    "streams": streams.shape[1], "correct": correct.numpy(),
-                                    "train_seconds": m.robustnb_info.get("train_seconds", 0.0)}))
+        # one forward pass, one compress and one decompress per image: rate, estimate, accuracy and decoding
+        frames.append(rate.measure(m, x, y).assign(**key_columns(key),
+                                                   train_seconds=m.robustnb_info.get("train_seconds", 0.0)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -228,20 +223,18 @@ def numbers(images: pd.DataFrame, agree: pd.DataFrame | None = None, arch: str |
     return out
 
 
-@experiment
-def rate_agreement(cfg: SplitComputingConfig, models: dict, test_set) -> pd.DataFrame:
-    """Estimated vs real rate per model (see :func:`robustnb.split.rate.rate_agreement`)."""
-    x, _ = test_set.tensors()
-    return rate.rate_agreement(models, x)
+def rate_agreement(images: pd.DataFrame) -> pd.DataFrame:
+    """Estimated vs real rate per model (:func:`robustnb.split.rate.agreement_table`), from :func:`image_rates`'
+    rows: every image was coded and decoded once there."""
+    return rate.agreement_table(images)
 
 
-@experiment
-def per_image_rates(models: dict, key, test_set, n: int = 500) -> pd.DataFrame:
-    """Per-image estimated and real bytes for one model (for the scatter of the two)."""
-    x, _ = test_set.tensors(n)
-    m = models[key]
-    return pd.DataFrame({"est_bytes": (rate.estimated_bits(m, x) / 8).numpy(),
-                         "real_bytes": rate.real_bytes(m, x).numpy(), **key_columns(key)})
+def per_image_rates(images: pd.DataFrame, key, n: int = 500) -> pd.DataFrame:
+    """Per-image estimated and real bytes of one model on the first ``n`` test images (for the scatter of the
+    two), from :func:`image_rates`' rows."""
+    cols = key_columns(key)
+    sel = images[(images["image"] < n) & np.logical_and.reduce([images[c] == v for c, v in cols.items()])]
+    return sel[["est_bytes", "real_bytes", *cols]].reset_index(drop=True)
 
 
 def bit_map_view(model, x: torch.Tensor, title: str = "") -> go.Figure:

@@ -21,13 +21,14 @@ in :data:`robustnb.registry.SPLIT_ARCHITECTURES`: ``resnet`` (torchvision ``Basi
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
 import torchvision
 with warnings.catch_warnings():
     # compressai.models imports torch_geometric, which calls the deprecated torch.jit.script at import time
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
-    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
     from compressai.layers import GDN
     from compressai.models import CompressionModel
 from torch import nn
@@ -106,6 +107,149 @@ def _deconv(cin, cout):
     return nn.Sequential(_conv(cin, 4 * cout), nn.PixelShuffle(2))
 
 
+# ------------------------------------------------------------------------------------------ the rANS coder
+# CompressAI's ``EntropyModel.compress`` calls its rANS coder once per image and hands it the entropy model's
+# whole quantised CDF table as Python lists each time (the hyperprior's GaussianConditional: 64 x 3,133 int32,
+# converted twice per image, once by ``tolist`` and once more into C++). The coder reads a table row only where
+# an index points to it, and in that row only up to its length (``cdf_length``); so the functions below keep the
+# table as trimmed Python lists once per entropy model (rebuilt when ``update()`` replaces or a load rewrites its
+# buffers) and give each image only the rows it uses, its indexes renumbered to match. Every row handed over is
+# the same list of numbers, so the coder takes the same steps and writes the same bytes as CompressAI's own
+# ``compress`` (``tests/test_fast_coding.py`` checks it byte for byte, escape-coded symbols included).
+
+#: per entropy model: ((buffer, its _version) for the cdf, length and offset buffers), (rows, lengths, offsets)
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _coder_tables(em) -> tuple[list[list[int]], list[int], list[int]]:
+    """``(rows, lengths, offsets)`` of an updated CompressAI entropy model as Python lists: each quantised CDF
+    row cut to its length. Built once and memoised until one of the three buffers is replaced or changed."""
+    key = tuple((t, t._version) for t in (em._quantized_cdf, em._cdf_length, em._offset))
+    hit = _TABLES.get(em)
+    if hit is not None and all(a is b and u == v for (a, u), (b, v) in zip(hit[0], key)):
+        return hit[1]
+    em._check_cdf_size()
+    em._check_cdf_length()
+    em._check_offsets_size()
+    lengths = em._cdf_length.reshape(-1).int().tolist()
+    offsets = em._offset.reshape(-1).int().tolist()
+    rows = [row[:n] for row, n in zip(em._quantized_cdf.tolist(), lengths)]
+    _TABLES[em] = (key, (rows, lengths, offsets))
+    return rows, lengths, offsets
+
+
+def _fast_coder(em) -> bool:
+    """Whether the entropy model codes with CompressAI's rANS coder (``"ans"``, the default), which the fast path
+    drives; another coder goes through CompressAI's own methods."""
+    return getattr(em.entropy_coder, "name", None) == "ans"
+
+
+def _per_image_tables(em, indexes: torch.Tensor):
+    """For indexes ``(N, M)``: ``(local, tables)`` where ``local`` is each image's indexes as a list renumbered
+    into ``tables[i] = (rows, lengths, offsets)``, the rows image ``i`` uses (the whole table when that is no
+    bigger than one image's symbols: then the indexes stay as they are)."""
+    rows, lengths, offsets = _coder_tables(em)
+    n, m = indexes.shape
+    idx = indexes.detach().cpu().long()
+    if m and (int(idx.min()) < 0 or int(idx.max()) >= len(rows)):
+        raise ValueError(f"CDF indexes must lie in [0, {len(rows) - 1}] (the entropy model's table rows), got "
+                         f"[{int(idx.min())}, {int(idx.max())}]")
+    if sum(lengths) <= m:  # a small table (the factorized densities): hand it over whole
+        whole = (rows, lengths, offsets)
+        return idx.tolist(), [whole] * n
+    used = torch.zeros(n, len(rows), dtype=torch.bool)
+    used.scatter_(1, idx, True)
+    local = (used.cumsum(1) - 1).gather(1, idx).tolist()
+    counts = used.sum(1).tolist()
+    ids = used.nonzero()[:, 1].tolist()
+    tables, start = [], 0
+    for k in counts:
+        r = ids[start:start + k]
+        start += k
+        tables.append(([rows[j] for j in r], [lengths[j] for j in r], [offsets[j] for j in r]))
+    return local, tables
+
+
+def _encode(em, symbols: torch.Tensor, indexes: torch.Tensor) -> list[bytes]:
+    """One rANS string per image from integer symbols and their CDF indexes (both ``(N, ...)``, same shape)."""
+    n = symbols.size(0)
+    local, tables = _per_image_tables(em, indexes.reshape(n, -1))
+    sym = symbols.reshape(n, -1).int().cpu().tolist()
+    encode = em.entropy_coder.encode_with_indexes
+    return [encode(s, i, *t) for s, i, t in zip(sym, local, tables)]
+
+
+def entropy_compress(em, inputs: torch.Tensor, indexes: torch.Tensor, means: torch.Tensor | None = None) -> list[bytes]:
+    """``EntropyModel.compress(em, inputs, indexes, means)`` (CompressAI), the same bytes, cheaper.
+
+    ``inputs``: the latent ``(N, C, ...)``; ``indexes``: its CDF row per element (same shape, int);
+    ``means``: subtracted before rounding (or ``None``). One byte string per image."""
+    if not _fast_coder(em):
+        return EntropyModel.compress(em, inputs, indexes, means)
+    if inputs.dim() < 2:
+        raise ValueError("Invalid `inputs` size. Expected a tensor with at least 2 dimensions.")
+    if inputs.size() != indexes.size():
+        raise ValueError("`inputs` and `indexes` should have the same size.")
+    return _encode(em, em.quantize(inputs, "symbols", means), indexes)
+
+
+def entropy_decompress(em, strings, indexes: torch.Tensor, dtype: torch.dtype = torch.float,
+                       means: torch.Tensor | None = None) -> torch.Tensor:
+    """``EntropyModel.decompress(em, strings, indexes, dtype, means)`` (CompressAI), cheaper: the dequantised
+    latent, shaped like ``indexes`` ``(N, C, ...)``, from one byte string per image."""
+    if not _fast_coder(em):
+        return EntropyModel.decompress(em, strings, indexes, dtype, means)
+    if not isinstance(strings, (tuple, list)):
+        raise ValueError("Invalid `strings` parameter type.")
+    if len(strings) != indexes.size(0) or indexes.dim() < 2:
+        raise ValueError(f"Invalid strings or indexes parameters: {len(strings)} strings, indexes of shape "
+                         f"{tuple(indexes.shape)} (one string per row of at least 2-D indexes)")
+    if means is not None and means.size()[:2] != indexes.size()[:2]:
+        raise ValueError("Invalid means or indexes parameters")
+    n = len(strings)
+    local, tables = _per_image_tables(em, indexes.reshape(n, -1))
+    decode = em.entropy_coder.decode_with_indexes
+    values = [decode(s, i, *t) for s, i, t in zip(strings, local, tables)]
+    outputs = torch.tensor(values, dtype=torch.int32).reshape(indexes.size()).to(em._quantized_cdf.device)
+    return em.dequantize(outputs, means, dtype)
+
+
+def _bottleneck_indexes_medians(eb: EntropyBottleneck, size) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``EntropyBottleneck.compress``/``decompress`` build for a latent of ``size`` ``(N, C, ...)``: the
+    channel index of every element and the channel medians, expanded over the batch."""
+    indexes = eb._build_indexes(size)
+    spatial = len(size) - 2
+    medians = eb._extend_ndims(eb._get_medians().detach(), spatial)
+    return indexes, medians.expand(size[0], *([-1] * (spatial + 1)))
+
+
+def bottleneck_compress(eb: EntropyBottleneck, x: torch.Tensor) -> tuple[list[bytes], torch.Tensor]:
+    """``(strings, x_hat)``: ``EntropyBottleneck.compress(eb, x)``'s strings (the same bytes) and the
+    dequantised latent that decoding them gives (``EntropyBottleneck.decompress``), without decoding."""
+    if not _fast_coder(eb):
+        strings = EntropyBottleneck.compress(eb, x)
+        return strings, EntropyBottleneck.decompress(eb, strings, x.shape[2:])
+    indexes, medians = _bottleneck_indexes_medians(eb, x.size())
+    symbols = eb.quantize(x, "symbols", medians)
+    return _encode(eb, symbols, indexes), eb.dequantize(symbols.to(eb._quantized_cdf.device), medians, medians.dtype)
+
+
+def bottleneck_decompress(eb: EntropyBottleneck, strings, size) -> torch.Tensor:
+    """``EntropyBottleneck.decompress(eb, strings, size)``, cheaper: latent ``(len(strings), C, *size)``."""
+    if not _fast_coder(eb):
+        return EntropyBottleneck.decompress(eb, strings, size)
+    indexes, medians = _bottleneck_indexes_medians(eb, (len(strings), eb._quantized_cdf.size(0), *size))
+    return entropy_decompress(eb, strings, indexes.to(eb._quantized_cdf.device), medians.dtype, medians)
+
+
+def scale_indexes(gc: GaussianConditional, scales: torch.Tensor) -> torch.Tensor:
+    """``GaussianConditional.build_indexes(gc, scales)`` in one search instead of a pass per scale-table entry:
+    the CDF row of each scale, the number of table entries (but the last) below the bounded scale. int32."""
+    if gc.scale_table.numel() == 0:
+        raise ValueError("Uninitialized scale table. Run update() first")
+    return torch.bucketize(gc.lower_bound_scale(scales), gc.scale_table[:-1], right=False).int()
+
+
 # ------------------------------------------------------------------------------------------ the model
 class SplitModel(CompressionModel):
     """Edge encoder -> entropy model -> cloud decoder + classifier; images in [0, 1].
@@ -114,7 +258,8 @@ class SplitModel(CompressionModel):
     is the quantised latent ``y_hat`` the cloud receives (noisy in training mode), ``y`` the encoder output.
     ``noise`` overrides the entropy model's mode: ``True`` adds uniform noise instead of rounding (the
     training-time relaxation, used by the entropy attack), ``False`` rounds, ``None`` follows ``self.training``.
-    ``compress(x)`` gives the real rANS byte strings, ``decompress(strings, shape)`` the logits.
+    ``compress(x)`` gives the real rANS byte strings (byte for byte those of CompressAI's own ``compress``,
+    :meth:`compress_reference`, at a fraction of its cost), ``decompress(strings, shape)`` the logits.
     ``init_scale``: the initial width of the factorized densities (``EntropyBottleneck(init_scale=...)``; the
     factorized model's latent density and the hyperprior's side-information density).
     """
@@ -197,28 +342,48 @@ class SplitModel(CompressionModel):
         """Real rANS coding: ``{"strings": [y_strings(, z_strings)], "shape": latent (h, w)}``, one bytes per image.
 
         ``x``: images ``(N, C, H, W)`` in [0, 1] (checked). A non-finite latent is refused with
-        :class:`robustnb.config.ConfigError` before the coder runs."""
+        :class:`robustnb.config.ConfigError` before the coder runs. The strings are byte for byte those of
+        CompressAI's own ``compress`` (:meth:`compress_reference`), at a fraction of its cost
+        (:func:`entropy_compress`); the side information ``z`` is dequantised from its symbols, which is what
+        decoding its string gives."""
         y = self._check_finite(self.encode(x), "the latent y")
         if self.entropy_model == "factorized":
-            return {"strings": [self.entropy_bottleneck.compress(y)], "shape": tuple(y.shape[-2:])}
+            return {"strings": [bottleneck_compress(self.entropy_bottleneck, y)[0]], "shape": tuple(y.shape[-2:])}
         z = self._check_finite(self.h_a(y), "the hyper-latent z")
-        z_strings = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        z_strings, z_hat = bottleneck_compress(self.entropy_bottleneck, z)
         scales, means = self._gaussian_params(z_hat)
         self._check_finite(torch.cat([scales, means]), "the predicted scales and means")
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
+        indexes = scale_indexes(self.gaussian_conditional, scales)
+        y_strings = entropy_compress(self.gaussian_conditional, y, indexes, means=means)
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
+
+    @torch.no_grad()
+    def compress_reference(self, x: torch.Tensor) -> dict:
+        """:meth:`compress` through CompressAI's own ``compress``/``decompress`` methods and ``build_indexes``
+        (each image's call converts the entropy model's whole CDF table to Python lists): the reference the fast
+        coder is tested against (same strings) and timed against (:func:`robustnb.split.rate.coding_speed`)."""
+        y = self._check_finite(self.encode(x), "the latent y")
+        if self.entropy_model == "factorized":
+            return {"strings": [EntropyBottleneck.compress(self.entropy_bottleneck, y)], "shape": tuple(y.shape[-2:])}
+        z = self._check_finite(self.h_a(y), "the hyper-latent z")
+        z_strings = EntropyBottleneck.compress(self.entropy_bottleneck, z)
+        z_hat = EntropyBottleneck.decompress(self.entropy_bottleneck, z_strings, z.shape[-2:])
+        scales, means = self._gaussian_params(z_hat)
+        self._check_finite(torch.cat([scales, means]), "the predicted scales and means")
+        indexes = GaussianConditional.build_indexes(self.gaussian_conditional, scales)
+        y_strings = GaussianConditional.compress(self.gaussian_conditional, y, indexes, means=means)
         return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
 
     @torch.no_grad()
     def decompress_latent(self, strings, shape) -> torch.Tensor:
-        """Decode the bitstream back to the quantised latent ``y_hat`` (what the cloud sees)."""
+        """Decode the bitstream back to the quantised latent ``y_hat`` (what the cloud sees): ``strings`` as
+        :meth:`compress` gives them, ``shape`` its ``"shape"``."""
         if self.entropy_model == "factorized":
-            return self.entropy_bottleneck.decompress(strings[0], shape)
-        z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
+            return bottleneck_decompress(self.entropy_bottleneck, strings[0], shape)
+        z_hat = bottleneck_decompress(self.entropy_bottleneck, strings[1], shape)
         scales, means = self._gaussian_params(z_hat)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        return self.gaussian_conditional.decompress(strings[0], indexes, means=means)
+        indexes = scale_indexes(self.gaussian_conditional, scales)
+        return entropy_decompress(self.gaussian_conditional, strings[0], indexes, means=means)
 
     @torch.no_grad()
     def decompress(self, strings, shape) -> torch.Tensor:

@@ -94,7 +94,7 @@ def test_attack_images_are_measured_in_eval_mode_whatever_the_attack_leaves(monk
     pgd = images[images["attack"] == ch.PGD]
     assert np.array_equal(pgd["bytes_adv"].to_numpy(), pgd["bytes_clean"].to_numpy())  # x unchanged, eval mode
     # per image: one row per model, attack, epsilon and image
-    assert len(images) == 2 * (2 + 1 + 1) * 6 and set(images["image"]) == set(range(6))
+    assert len(images) == 2 * (2 + 1 + 1 + 1) * 6 + 6 and set(images["image"]) == set(range(6))  # + noise, authors
     grid = ch.summarize(images)
     assert {"overhead_pct", "acc_clean", "acc_adv", "real_bytes_clean", "real_bytes_adv"} <= set(grid.columns)
 
@@ -119,7 +119,7 @@ def _synthetic(n=200, factors=None, stealthy_flip=0.0, severities=(1, 5), seed=0
     factors = factors or {("hyperprior", "entropy", 8): 1.468, ("hyperprior", "entropy", 16): 1.95,
                           ("factorized", "entropy", 8): 1.3, ("hyperprior", ch.PGD, 8): 1.05,
                           ("factorized", ch.PGD, 8): 1.0, ("hyperprior", ch.STEALTHY, 8): 1.3,
-                          ("factorized", ch.STEALTHY, 8): 1.2}
+                          ("factorized", ch.STEALTHY, 8): 1.2, ("hyperprior", ch.NOISE, 16): 1.02}
     rows, corr = [], []
     for em in ("factorized", "hyperprior"):
         clean = rng.uniform(200, 300, n)

@@ -35,8 +35,11 @@ def test_tradeoff_and_per_image_rates_on_untrained_models():
     models, data = _toy()
     trade = ch.tradeoff(ch.SplitComputingConfig.from_preset("smoke"), models, data)
     assert len(trade) == 2 and (trade["real_bytes"] > 0).all() and trade["accuracy"].between(0, 1).all()
-    per = ch.per_image_rates(models, ("vgg", "hyperprior", 0.01), data, n=5)
+    images = ch.image_rates(ch.SplitComputingConfig.from_preset("smoke"), models, data, cache=False)
+    per = ch.per_image_rates(images, ("vgg", "hyperprior", 0.01), n=5)
     assert len(per) == 5 and (per["real_bytes"] >= per["est_bytes"] - 1).all()
+    agree = ch.rate_agreement(images)
+    assert len(agree) == 2 and (agree["top1_agreement"] == 1).all() and (agree["max_abs_logit_diff"] < 1e-3).all()
     fig = ch.bit_map_view(models[("vgg", "factorized", 0.01)], data.tensors(1)[0])
     assert len(fig.data) == 2  # the clean image and its bit map (plots.bit_panel)
 
