@@ -346,7 +346,13 @@ class SplitModel(CompressionModel):
         CompressAI's own ``compress`` (:meth:`compress_reference`), at a fraction of its cost
         (:func:`entropy_compress`); the side information ``z`` is dequantised from its symbols, which is what
         decoding its string gives."""
-        y = self._check_finite(self.encode(x), "the latent y")
+        return self.compress_latent(self.encode(x))
+
+    @torch.no_grad()
+    def compress_latent(self, y: torch.Tensor) -> dict:
+        """:meth:`compress` from the encoder's output ``y`` (``encode(x)``), for a caller that already has it
+        (one encoder pass for the forward pass and the bitstream: :func:`robustnb.split.rate.measure`)."""
+        y = self._check_finite(y, "the latent y")
         if self.entropy_model == "factorized":
             return {"strings": [bottleneck_compress(self.entropy_bottleneck, y)[0]], "shape": tuple(y.shape[-2:])}
         z = self._check_finite(self.h_a(y), "the hyper-latent z")

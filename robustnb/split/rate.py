@@ -186,8 +186,8 @@ def decode_agreement(model: nn.Module, x: torch.Tensor, batch_size: int = BATCH,
 @torch.no_grad()
 def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = BATCH,
             decode: bool = True) -> pd.DataFrame:
-    """Everything the chapters read per image, from one pass: per batch one forward pass, one ``compress``
-    and (with ``decode``) one ``decompress``. One row per image of ``x`` ``(N, C, H, W)`` in [0, 1]
+    """Everything the chapters read per image, from one pass: per batch one encoder pass shared by the forward
+    pass and ``compress`` (``SplitModel.compress_latent``) and, with ``decode``, one ``decompress``. One row per image of ``x`` ``(N, C, H, W)`` in [0, 1]
     (checked): ``image`` (its index), ``real_bytes`` (all streams), ``streams``, ``est_bytes``, ``decoded_agrees``
     (the decoded bitstream's top-1 equals the forward pass's), ``logit_diff`` (max |decoded - forward| logit; these
     two only with ``decode``) and, with labels ``y``, ``correct`` (0/1, the forward pass's prediction, which is what the bitstream decodes to)."""
@@ -198,9 +198,14 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, ba
     est, strings, shape, diffs, agree, preds = [], None, (), [], [], []
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size].to(dev)
-        out = model(xb, noise=False)
+        if hasattr(model, "compress_latent"):  # one encoder pass for the forward pass and the bitstream
+            latent = model.encode(xb)
+            y_hat, likelihoods = model.entropy(latent, noise=False)
+            out = {"logits": model.classify(y_hat), "likelihoods": likelihoods}
+            c = model.compress_latent(latent)
+        else:
+            out, c = model(xb, noise=False), model.compress(xb)
         est.append(bits(out["likelihoods"]).cpu())
-        c = model.compress(xb)
         strings = [[] for _ in c["strings"]] if strings is None else strings
         for acc, st in zip(strings, c["strings"]):
             acc.extend(st)
