@@ -41,6 +41,7 @@ import time
 import tokenize
 import types
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -631,6 +632,8 @@ class _Reach:
             return f"{type(v).__name__}({inner})"
         if isinstance(v, (set, frozenset)):
             return f"{type(v).__name__}({', '.join(sorted(self.value(x, depth + 1, seen) for x in v))})"
+        if isinstance(v, (weakref.WeakKeyDictionary, weakref.WeakValueDictionary, weakref.WeakSet)):
+            return f"<{type(v).__name__}: a runtime memo, its contents are not code>"  # filled as the run goes
         if isinstance(v, Mapping):
             return "{" + ", ".join(f"{self.value(k, depth + 1, seen)}: {self.value(x, depth + 1, seen)}"
                                    for k, x in v.items()) + "}"

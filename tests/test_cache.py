@@ -245,3 +245,34 @@ def test_experiment_randomness_is_a_function_of_its_inputs(tmp_env):
     b = _random_experiment(5)
     assert torch.equal(a["torch"], b["torch"]) and torch.equal(a["numpy"], b["numpy"])
     assert not torch.equal(_random_experiment(6)["torch"][:5], a["torch"])  # other inputs, other draws
+
+
+def test_a_runtime_memo_is_not_in_a_key():
+    """A module-level memo (the rANS coder's per-model CDF tables, ``robustnb.split.model._TABLES``) fills as models
+    code images; its contents must not change the key of an experiment that reaches it (a notebook that coded an
+    image before the experiment computed what the command line had cached)."""
+    import torch
+
+    from robustnb.chapters import split_computing as sc
+    from robustnb.data import ImageDataset
+    from robustnb.split import build_split_model
+
+    models = {}
+    for em in ("factorized", "hyperprior"):
+        m = build_split_model("vgg", em).eval()
+        m.update(force=True)
+        m.robustnb_info = {"key": f"k-{em}"}
+        models[("vgg", em, 0.01)] = m
+    data = ImageDataset("toy", torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4),
+                        [str(i) for i in range(10)], (0.5,) * 3, (0.5,) * 3)
+    args = dict(cfg=sc.SplitComputingConfig.from_preset("smoke"), models=models, test_set=data)
+    described = {k: cache.describe(v) for k, v in args.items()}
+    def fresh():  # as a new process computes it (the fingerprints and parts are memoised per process)
+        cache._FINGERPRINTS.clear()
+        cache._PARTS.clear()
+        return cache.code_fingerprint(sc.image_rates.uncached, args, described)
+
+    before = fresh()
+    for m in models.values():
+        m.compress(data.tensors()[0])  # fills the coder's memo
+    assert fresh() == before

@@ -137,8 +137,12 @@ def test_heterogeneous_fashion_mnist_study_with_the_cpu_architectures(tmp_env, n
     assert set(frame.instantiation) == set(cfg.axes) and set(frame.attack) == set(cfg.attacks)
     assert np.isfinite(frame[["clean_acc", "robust_acc"]].to_numpy()).all()
     assert frame[["clean_acc", "robust_acc"]].stack().between(0, 1).all()
+    # one clean-correct mask per round, shared by every instantiation (at these toy sizes it may be empty: then
+    # robust_acc_cc is NaN, never a number computed on no images)
+    assert frame.groupby("seed").n_clean_correct.nunique().eq(1).all()
     scored = frame[frame.n_clean_correct > 0]
-    assert len(scored) and np.isfinite(scored.robust_acc_cc.to_numpy()).all()
+    assert np.isfinite(scored.robust_acc_cc.to_numpy()).all()
+    assert frame[frame.n_clean_correct == 0].robust_acc_cc.isna().all()
     assert np.isfinite(table.clean.to_numpy()).all()
 
 
@@ -170,7 +174,7 @@ def test_compressed_chapter_on_office31_photos_with_the_cpu_resnets(tmp_env, no_
         quantize_archs=cpu.quantize_archs, image_size=cpu.image_size, imagenet_stem=cpu.imagenet_stem,
         epochs=tuple((a, 1) for a in cpu.base_archs), n_eval=8, n_attack=4, n_calibration=8, latency_batch=4,
         prune_ratios=(0.3, 0.5), pgd_steps=2, sp_steps=4)
-    assert cfg.base_archs == ("resnet18", "resnet34", "resnet50") and cfg.image_size == 64 and cfg.imagenet_stem
+    assert cfg.base_archs == ("resnet18", "resnet34") and cfg.image_size == 64 and cfg.imagenet_stem
     run = Run(preset="smoke", seed=0, device=torch.device("cpu"))
 
     doms = ch.load_domains(cfg)
@@ -183,15 +187,17 @@ def test_compressed_chapter_on_office31_photos_with_the_cpu_resnets(tmp_env, no_
     assert len(ch.one_model(cfg, zoo, doms, n=4)) == 2 * 3
     zoo = ch.compress_all(cfg, run, doms, zoo)
     methods = zoo.frame().method.value_counts()
-    assert methods.to_dict() == {"baseline": 3, "pruned": 2 + 2, "distilled": 2, "int8": 3}
+    assert methods.to_dict() == {"baseline": 2, "pruned": 2 + 1, "distilled": 1, "distilled (size-matched)": 1,
+                                 "int8": 2}
     int8 = ch.int8_report(cfg, zoo, doms)
-    assert len(int8) == 3 and np.isfinite(int8[["fp32_acc", "int8_acc", "size_ratio"]].to_numpy()).all()
+    assert len(int8) == 2 and np.isfinite(int8[["fp32_acc", "int8_acc", "size_ratio"]].to_numpy()).all()
     q = next(iter(zoo.fp32_of))
     int8_kernels(zoo.models[q], doms.eval[doms.source].tensors(2)[0])
     results = ch.evaluate_all(cfg, zoo, doms)
     assert set(results.domain) == set(data.OFFICE31_DOMAINS) and set(results.model) == set(zoo.models)
     assert np.isfinite(results.accuracy.to_numpy()).all() and results.accuracy.between(0, 1).all()
-    assert len(ch.results_table(results)) == len(zoo.models) * 3 and len(ch.int8_attack_table(results)) == 6
+    assert len(ch.results_table(results)) == len(zoo.models) * 3
+    assert len(ch.int8_attack_table(results)) == 2 * len(cfg.quantize_archs)
     assert len(ch.robustness_summary(results)) == len(zoo.models)
     claims = ch.claims(results, cfg)
     assert len(claims) >= 8 and set(ch.claim_numbers(results, cfg)) >= {"cd_n_eval", "cd_bases_source"}

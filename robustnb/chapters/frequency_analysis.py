@@ -568,11 +568,12 @@ def claims_by_model(res: FrequencyStudy, seed: int = 0) -> pd.DataFrame:
 
 
 def _pct_range(v: pd.Series) -> str:
-    """``"6.4%"`` or ``"6.4-10.2%"`` (the range of ``v`` over models, in percent)."""
+    """``"6.4%"`` or ``"6.4% to 10.2%"`` (the range of ``v`` over models, in percent; "to", so that a negative
+    end reads as one, "-1.7% to 3.9%", not "-1.7-3.9%")."""
     if v.empty:
         return "n/a"
     lo, hi = f"{100 * v.min():.1f}", f"{100 * v.max():.1f}"
-    return f"{lo}%" if lo == hi else f"{lo}-{hi}%"
+    return f"{lo}%" if lo == hi else f"{lo}% to {hi}%"
 
 
 def numbers(res: FrequencyStudy, seed: int = 0) -> dict[str, str]:

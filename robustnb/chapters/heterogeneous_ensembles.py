@@ -720,8 +720,9 @@ def main_table(frame: pd.DataFrame, cfg: HeteroConfig, vote: str = "hard") -> pd
     attacks = [a for a in cfg.attacks if a in set(d.attack)]
     parts = []
     for metric, suffix in (("robust_acc_cc", " (clean-correct)"), ("robust_acc", " (all)")):
-        wide = d.pivot_table(index=["instantiation", "n_nodes"], columns="attack", values=metric, sort=False)
-        parts.append(wide[attacks].rename(columns=lambda a: f"{a}{suffix}"))
+        wide = d.pivot_table(index=["instantiation", "n_nodes"], columns="attack", values=metric, sort=False,
+                             dropna=False)  # an empty clean-correct mask leaves NaN, not a missing column
+        parts.append(wide.reindex(columns=attacks).rename(columns=lambda a: f"{a}{suffix}"))
     clean = d.groupby(["instantiation", "n_nodes"], sort=False)["clean_acc"].first()
     out = pd.concat([clean.rename("clean"), *parts], axis=1).reset_index()
     single = out[(out.instantiation == "ENS") & (out.n_nodes == 1)].assign(instantiation="single model")
