@@ -18,22 +18,12 @@ from robustnb import stats
 from robustnb.attacks.noise import sign_noise
 from robustnb.chapters import entropy_attacks as ea
 from robustnb.chapters import frequency_analysis as fa
-from robustnb.data import ImageDataset
-from robustnb.split import build_split_model
+from conftest import toy_split_models_and_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _toy_models_and_data(n=6):
-    torch.manual_seed(0)
-    models = {}
-    for em in ("factorized", "hyperprior"):
-        m = build_split_model("vgg", em).eval()
-        m.update(force=True)
-        models[("vgg", em, 0.01)] = m
-    data = ImageDataset("toy", torch.randint(0, 255, (n, 3, 32, 32), dtype=torch.uint8), torch.arange(n) % 10,
-                        [str(i) for i in range(10)], (0.5,) * 3, (0.5,) * 3)
-    return models, data
+_toy_models_and_data = toy_split_models_and_data
 
 
 def _markdown(name: str) -> str:

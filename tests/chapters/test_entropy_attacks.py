@@ -10,8 +10,8 @@ import torch
 from robustnb import stats
 from robustnb.chapters import entropy_attacks as ch
 from robustnb.config import PRESETS
-from robustnb.data import ImageDataset
-from robustnb.split import build_split_model, model_grid
+from robustnb.split import model_grid
+from conftest import toy_split_models_and_data
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -55,16 +55,7 @@ def test_smoke_models_are_trained_enough_that_the_attack_raises_the_bytes():
 # ------------------------------------------------------------------------------ per-image measurements, claims
 
 
-def _toy_models_and_data(n=6):
-    torch.manual_seed(0)
-    models = {}
-    for em in ("factorized", "hyperprior"):
-        m = build_split_model("vgg", em).eval()
-        m.update(force=True)
-        models[("vgg", em, 0.01)] = m
-    data = ImageDataset("toy", torch.randint(0, 255, (n, 3, 32, 32), dtype=torch.uint8), torch.arange(n) % 10,
-                        [str(i) for i in range(10)], (0.5,) * 3, (0.5,) * 3)
-    return models, data
+_toy_models_and_data = toy_split_models_and_data
 
 
 def test_attack_images_are_measured_in_eval_mode_whatever_the_attack_leaves(monkeypatch):
