@@ -109,15 +109,19 @@ def not_measured(name: str, table: pd.DataFrame) -> list[str]:
 
 
 def cache_command(args) -> int:
-    """``cache export ARCHIVE`` / ``cache import ARCHIVE`` (:mod:`robustnb.archive`), into ``$ROBUSTNB_CACHE``."""
+    """``cache export ARCHIVE`` / ``cache import ARCHIVE|URL`` (:mod:`robustnb.archive`), from and into
+    ``$ROBUSTNB_CACHE``; an ``http(s)`` URL is downloaded first."""
     from robustnb import archive
     try:
         if args.action == "export":
             manifest = archive.export_archive(args.archive, label=args.label)
             print(f"written: {args.archive} ({len(manifest['files'])} files)")
         else:
+            if archive.is_url(args.archive):
+                print(f"downloading {args.archive} ...", flush=True)
             done = archive.import_archive(args.archive)
-            print(f"imported {args.archive}: {done['added']} files added, {done['present']} already present")
+            made = f" ({done['label']})" if done["label"] else ""
+            print(f"imported {args.archive}{made}: {done['added']} files added, {done['present']} already present")
             if done["conflicts"]:
                 print(f"kept your own version of {len(done['conflicts'])} file(s) that differ from the archive's: "
                       + ", ".join(done["conflicts"][:5]) + (" ..." if len(done["conflicts"]) > 5 else ""))
@@ -147,7 +151,8 @@ def main(argv=None) -> int:
     ep.add_argument("archive", help="the new archive, e.g. robustnb-cache-cpu.tar.gz (never overwritten)")
     ep.add_argument("--label", default="", help="a note stored in the manifest, e.g. the preset")
     ip = csub.add_parser("import", help="add an archive's models and results to the cache")
-    ip.add_argument("archive", help="an archive made by `python -m robustnb cache export`")
+    ip.add_argument("archive", help="an archive made by `python -m robustnb cache export`, a file or an http(s) URL "
+                                    "(the book's: robustnb: cache_archive in _config.yml)")
     args = ap.parse_args(argv)
     if args.command == "cache":
         return cache_command(args)

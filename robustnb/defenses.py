@@ -74,7 +74,7 @@ class BitMap:
 
     def soft(self, t):
         """Bits per latent location ``(N, h, w)`` under additive uniform noise, differentiable in ``t``."""
-        return (-torch.log2(self.likelihoods(t, noise=True).clamp_min(1e-9))).sum(1)
+        return rate.location_bits(self.likelihoods(t, noise=True), floor=1e-9)
 
     def likelihoods(self, t, noise: bool = False):
         """The latent's likelihoods ``(N, C, h, w)``: real rounding (``noise=False``, what the coder uses) or the

@@ -364,6 +364,51 @@ def tuned(node: NodeSpec, params: dict) -> NodeSpec:
     return replace(node, train=node.train.replace(**{k: params[k] for k in tuned_params(node.train) if k in params}))
 
 
+
+def tuning_jobs(nodes: dict[str, list[NodeSpec]], shared: Sequence[str] = ("ENS",)) -> dict[str, list[NodeSpec]]:
+    """The nodes of one instantiation grid ``{group: node specs}`` that are tuned: a ``shared`` group (ENS) tunes
+    ONE configuration, on its node 0 (a shard of the size its nodes train on) with one node's budget, shared by
+    all its nodes; every other group tunes each node on its own shard."""
+    return {g: specs[:1] if g in shared else specs for g, specs in nodes.items()}
+
+
+def apply_tuning(nodes: dict[str, list[NodeSpec]], best: dict[str, list[dict]],
+                 shared: Sequence[str] = ("ENS",)) -> tuple[dict, list[dict]]:
+    """The tuned specs ``{group: specs}`` (a ``shared`` group's one configuration given to every node of it) and
+    the tuning rows (group as ``axis``, node, architecture, optimizer, scheduler, shard size, tuned values)."""
+    out, rows = {}, []
+    for axis, specs in nodes.items():
+        values = best[axis] * len(specs) if axis in shared else best[axis]
+        out[axis] = [tuned(node, b) for node, b in zip(specs, values)]
+        rows += [{"axis": axis, "node": i, "arch": node.arch, "optimizer": node.train.optimizer,
+                  "scheduler": node.train.scheduler, "shard_size": len(node.data), **b}
+                 for i, (node, b) in enumerate(zip(specs, values)) if axis not in shared or i == 0]
+    return out, rows
+
+
+def tune_and_train(untuned: dict, trials: int, tuner: str, ex: Execution, device="cpu", also: Sequence[NodeSpec] = (),
+                   shared: Sequence[str] = ("ENS",)) -> tuple[dict, dict, list[dict]]:
+    """Tune and train every node of several instantiation grids: ``untuned`` maps a key (a round and N, say) to
+    ``{group: untuned node specs}``. Every tuning (:func:`tuning_jobs`) is one :func:`tune_nodes` call (with
+    ``asha``: one Ray Tune experiment, ASHA per node), then every tuned node and ``also`` (the attacker's
+    surrogates) train in one pool, so that the workers stay busy until the last model is done.
+
+    Returns ``(tuned, models, rows)``: ``tuned[key][group]`` the tuned specs, ``models`` the nodes only
+    (``{node key: model}``; ``also`` is loaded by its own caller) and the tuning rows with their ``key``."""
+    jobs = [(key, g, node) for key, nodes in untuned.items() for g, specs in tuning_jobs(nodes, shared).items()
+            for node in specs]
+    values = tune_nodes([node for *_, node in jobs], trials, tuner, ex.address, ex.num_cpus, device=device)
+    best: dict = {}
+    for (key, g, _), v in zip(jobs, values):
+        best.setdefault(key, {}).setdefault(g, []).append(v)
+    out, rows = {}, []
+    for key, nodes in untuned.items():
+        out[key], r = apply_tuning(nodes, best[key], shared)
+        rows += [{"key": key, **row} for row in r]
+    flat = [node for by_group in out.values() for ns in by_group.values() for node in ns]
+    trained = train_nodes([*flat, *also], ex.backend, device, ex.address, ex.num_cpus)
+    return out, {n.key: trained[n.key] for n in flat}, rows
+
 def node_table(nodes: dict[str, NodeSpec]) -> pd.DataFrame:
     """One row per node: label, architecture, optimizer, scheduler, hyperparameters, shard size."""
     return pd.DataFrame([{"node": n.label, "arch": n.arch, **{k: v for k, v in asdict(n.train).items()

@@ -118,6 +118,19 @@ def as_execution(ex, run: Run | None = None) -> Execution:
                           f"({', '.join(map(repr, BACKENDS))}) or None, got {type(ex).__name__}: {ex!r:.80}.")
 
 
+@contextmanager
+def torch_threads(n: int | None):
+    """Run a block with ``n`` torch threads in this process (``None``: unchanged), restoring the previous number
+    after: while Ray workers train on every core, the driver keeps to ``Execution.threads``."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def ray_init(address: str | None = None, num_cpus: int | None = None):
     """Start (or join) Ray once: a local instance, or the cluster at ``address`` / ``$RAY_ADDRESS``.
 

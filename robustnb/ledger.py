@@ -2,8 +2,8 @@
 each verdict got, unadjusted and after Holm's correction over the paper's primary claims across its chapters, and,
 listed apart and never counted, the rows that are not evidence about the paper (exploratory readings, the book's
 additions, set-up checks, rows true by construction, rows on stand-in data); per chapter, a forest plot of its
-claims (ours with the 95% interval, the paper's figure where it gives one, coloured by verdict, the claim in the
-hover).
+measured claims (ours with the 95% interval, coloured by verdict, the claim in the hover; the figure or bound it
+is judged against, labelled as the paper's or as the book's own), the claims not measured listed under it.
 
 Every chapter's :func:`robustnb.book.record` glues its whole paper-vs-ours table as :data:`GLUE_KEY` (the rows of
 :func:`ledger_rows` as JSON text). The book's Sphinx extension (:mod:`robustnb.book`) reads those tables back from the
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -165,9 +166,37 @@ def _label(text: str, width: int = 58) -> str:
     return "<br>".join(lines[:2]) + ("…" if len(lines) > 2 else "")
 
 
+#: how a claim says that its figure or bound is the book's, not the paper's (``PaperClaim.paper``, e.g. "no figure
+#: in the summary: the 5-point bound is the book's", "at least +10%, the book's bound", "the book's derivation")
+BOOKS_FIGURE = re.compile(r"\bthe book's (?:bound|figure|derivation)\b|\b(?:bound|figure) is the book's\b", re.I)
+#: the legend's name of a reference marker, by whose figure it is and whether it is a bound (``at_most``/``at_least``)
+REFERENCE = {("paper", False): "the paper's figure", ("paper", True): "the paper's bound",
+             ("book", False): "the book's figure", ("book", True): "the book's bound"}
+#: its symbol: the paper's an open diamond, the book's an open square
+REFERENCE_SYMBOLS = {name: "diamond-open" if owner == "paper" else "square-open"
+                     for (owner, _), name in REFERENCE.items()}
+#: the forest plots' list of the claims they do not draw
+NOT_DRAWN = "not measured at this preset (no 95% interval), not drawn"
+
+
+def figure_owner(paper: str, source: str, role: str) -> str:
+    """``"book"`` when a claim's figure or bound is the book's own: the claim is the book's addition, its source is
+    "this book", or its quoted ``paper`` text says the figure is the book's (:data:`BOOKS_FIGURE`); else
+    ``"paper"``."""
+    if role == "addition" or str(source or "").strip().lower().startswith("this book"):
+        return "book"
+    return "book" if BOOKS_FIGURE.search(str(paper or "")) else "paper"
+
+
+def reference_name(paper: str, source: str, role: str, form: str) -> str:
+    """The forest plots' name for a claim's figure (:data:`REFERENCE`): "the paper's figure", "the book's bound"..."""
+    return REFERENCE[figure_owner(paper, source, role), form in ("at_most", "at_least")]
+
+
 def forest_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """A chapter's ledger rows in the display units of each claim (``value * scale``), one unique label per
-    claim, the hover text (the claim, the paper's figure, ours, the verdict) and the panel (its unit)."""
+    claim, whose figure the reference is (``reference``: :func:`reference_name`, None without one), the hover
+    text (the claim, the paper's words, ours, the figure, the verdict) and the panel (its unit)."""
     f = rows.copy()
     for c in ("value", "low", "high", "paper_value"):
         f[c] = pd.to_numeric(f[c], errors="coerce") * f["scale"].astype(float)
@@ -176,15 +205,27 @@ def forest_frame(rows: pd.DataFrame) -> pd.DataFrame:
     f.loc[dup, "label"] = [f"{lab} ({cid})" for lab, cid in zip(f.loc[dup, "label"], f.loc[dup, "claim_id"])]
     f["panel"] = [f"ours vs the paper ({u.strip()})" if str(u).strip() else "ours vs the paper"
                   for u in f["unit"]]
+    role = f["role"].fillna("exploratory") if "role" in f else pd.Series(["exploratory"] * len(f), index=f.index)
+    f["reference"] = [reference_name(r.paper, r.source, ro, r.form) if pd.notna(r.paper_value) else None
+                      for r, ro in zip(f.itertuples(), role)]
     f["hover"] = [f"<b>{_label(r.claim, 70)}</b><br>paper: {_label(r.paper, 70)} ({r.source})<br>ours: {r.ours}"
-                  f"<br>verdict: {r.verdict}" for r in f.itertuples()]
+                  + (f"<br>{r.reference}: {r.paper_value:.3g}{r.unit}" if r.reference else "")
+                  + f"<br>verdict: {r.verdict}" for r in f.itertuples()]
     return f
 
 
+def measured(rows: pd.DataFrame) -> pd.Series:
+    """Which ledger rows a forest plot draws: a value with both ends of its 95% interval."""
+    return rows[["value", "low", "high"]].apply(pd.to_numeric, errors="coerce").notna().all(axis=1)
+
+
 def forest_figure(rows: pd.DataFrame, title: str | None = None):
-    """A chapter's claims as a forest plot (:func:`robustnb.plots.forest`): ours with the 95% interval, the
-    paper's figure or bound as an open diamond, coloured by verdict, one panel per unit."""
+    """A chapter's claims as a forest plot (:func:`robustnb.plots.forest`): each measured claim (a value with its 95%
+    interval), coloured by verdict, the claim's figure or bound as an open symbol named by whose it is
+    (the paper's, or the book's own: :func:`reference_name`), one panel per unit; the claims not measured are not
+    drawn but listed under the plot (:data:`NOT_DRAWN`)."""
     f = forest_frame(rows)
     return plots.forest(f, y="label", x="value", low="low", high="high", color="verdict",
-                        color_map=VERDICT_COLOURS, marker="paper_value", marker_name="the paper's figure",
-                        hover="hover", facet="panel", ids="claim_id", title=title)
+                        color_map=VERDICT_COLOURS, marker="paper_value", marker_group="reference",
+                        marker_symbols=REFERENCE_SYMBOLS, hover="hover",
+                        facet="panel", ids="claim_id", missing_title=NOT_DRAWN, title=title)

@@ -116,7 +116,9 @@ class Registry(Mapping):
             raise ConfigError(f"Unknown {self.kind} {name!r}: choose one of {', '.join(map(repr, self._entries))}.")
         return name
 
-    def get(self, name, *_ignored) -> Any:
+    def get(self, name) -> Any:
+        """The entry registered as ``name``. There is no default: an unknown name raises :class:`ConfigError`
+        listing the allowed ones, so a misspelt name never falls back to something else."""
         return self._entries[self.check(name)]
 
     __getitem__ = get

@@ -424,10 +424,26 @@ class PaperClaim:
         return est.fmt(self.scale, self.digits, self.unit, self.signed)
 
 
+#: what a claim's "ours" and power line read when the run could not measure it (:func:`unmeasured`)
+UNMEASURED = "not measured at this preset"
+
+
+def unmeasured() -> Estimate:
+    """The estimate of a claim this run cannot measure (a grid without the models or budgets it compares): its
+    row reads :data:`UNMEASURED` and "inconclusive at this size". A chapter says so explicitly; a claim with no
+    estimate at all is an error (:func:`claims_table`)."""
+    return Estimate(float("nan"), float("nan"), float("nan"), 0, "unmeasured")
+
+
 def judge(chapter: str, claim_id: str, pc: PaperClaim, est: Estimate) -> dict:
     """One row of a paper-vs-ours table (columns :data:`CLAIM_COLUMNS`, ``holm`` left to :func:`claims_table`):
     the paper's figure (quoted, with its source), ours with its interval, the verdict of the claim's form, its
     one-sided p-value, its role and, for a primary claim, the power line."""
+    if est.method == "unmeasured":
+        return {"chapter": chapter, "claim_id": claim_id, "claim": pc.claim, "paper": pc.paper, "source": pc.source,
+                "measure": pc.measure, "ours": UNMEASURED, "value": est.value, "low": est.low, "high": est.high,
+                "verdict": VERDICTS[3], "n": 0, "unit": pc.unit, "form": pc.form, "p": float("nan"), "holm": "",
+                "role": pc.role, "detectable": float("nan"), "power": UNMEASURED if pc.counted else ""}
     return {"chapter": chapter, "claim_id": claim_id, "claim": pc.claim, "paper": pc.paper, "source": pc.source,
             "measure": pc.measure, "ours": pc.fmt(est), "value": est.value, "low": est.low, "high": est.high,
             "verdict": pc.verdict(est), "n": est.n, "unit": pc.unit, "form": pc.form, "p": pc.p_value(est),
@@ -445,12 +461,26 @@ def holm_reading(p, counted) -> list[str]:
 
 
 def claims_table(chapter: str, claims: dict, estimates: dict):
-    """A chapter's paper-vs-ours table: one :func:`judge` row per claim of ``claims`` (id -> PaperClaim) that
-    ``estimates`` (id -> Estimate) measured, in the order of ``claims``, with Holm's reading over the chapter's
-    primary claims (:func:`holm_reading`; the ledger reads each paper's primary claims across its chapters)."""
+    """A chapter's paper-vs-ours table: one :func:`judge` row per claim of ``claims`` (id -> PaperClaim), in their
+    order, from ``estimates`` (id -> Estimate), with Holm's reading over the chapter's primary claims
+    (:func:`holm_reading`; the ledger reads each paper's primary claims across its chapters).
+
+    Every declared claim needs an estimate (:func:`unmeasured` where the run cannot measure it) and every
+    estimate a declared claim: either mismatch raises :class:`~robustnb.config.ConfigError` naming the ids, so a
+    misspelt or forgotten id never turns into a silent "not measured"."""
     import pandas as pd
 
-    rows = [judge(chapter, cid, pc, estimates[cid]) for cid, pc in claims.items() if cid in estimates]
+    from robustnb.config import ConfigError  # here: stats itself imports no torch
+
+    unknown = [cid for cid in estimates if cid not in claims]
+    if unknown:
+        raise ConfigError(f"{chapter}: estimates for claims it does not declare: {unknown}; declared are "
+                          f"{list(claims)}.")
+    missing = [cid for cid in claims if cid not in estimates]
+    if missing:
+        raise ConfigError(f"{chapter}: no estimate for the declared claims {missing}: measure them, or give "
+                          "stats.unmeasured() where this run cannot.")
+    rows = [judge(chapter, cid, pc, estimates[cid]) for cid, pc in claims.items()]
     frame = pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
     if len(frame):
         frame["holm"] = holm_reading(frame["p"], frame["role"] == "primary")
@@ -458,7 +488,7 @@ def claims_table(chapter: str, claims: dict, estimates: dict):
 
 
 __all__ = ["ALPHA", "CONFIDENCE", "VERDICTS", "FORMS", "HOLM", "ROLES", "POWER", "DEFAULT_EFFECT", "SIZE_TOLERANCE",
-           "CLAIM_COLUMNS", "MIN_ITEMS", "Estimate", "PaperClaim", "judge", "claims_table", "holm", "holm_reading",
+           "CLAIM_COLUMNS", "MIN_ITEMS", "UNMEASURED", "Estimate", "PaperClaim", "unmeasured", "judge", "claims_table", "holm", "holm_reading",
            "p_value", "detectable", "power_note", "mean_ci", "paired_diff_ci", "paired_stat_ci",
            "ratio_ci",
            "seeds_ci", "verdict"]

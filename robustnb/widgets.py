@@ -1,8 +1,8 @@
 """Live ipywidgets explorers for Jupyter and Colab.
 
-They need a running kernel; the static book shows the state at execution time.
-For figures that stay interactive in the static HTML, use
-:func:`robustnb.plots.slider_figure` instead.
+They need a running kernel; the static book shows the state at execution time, and every explorer says so under
+its controls (:data:`STATIC_NOTE`, hidden once a control moves with a kernel behind it). For figures that stay
+interactive in the static HTML, use :func:`robustnb.plots.slider_figure` instead.
 
 Example::
 
@@ -21,7 +21,7 @@ import ipywidgets as widgets
 from IPython.core.formatters import format_display_data
 
 __all__ = ["epsilon_slider", "lambda_slider", "choice", "explorer", "Explorer",
-           "enable_colab_widgets"]
+           "enable_colab_widgets", "STATIC_NOTE"]
 
 
 def _num(v) -> str:
@@ -83,23 +83,35 @@ def _mime_bundle(obj) -> tuple[dict, dict]:
     return format_display_data(obj)
 
 
-class Explorer(widgets.VBox):
-    """Controls stacked above an Output; ``fn(**values)`` is re-run on every change.
+#: the CSS class of an explorer's note (:attr:`Explorer.note`), for the book's tests and styles
+NOTE_CLASS = "robustnb-kernel-note"
+#: what an explorer says under its controls until one moves with a kernel behind it: in the static book (and in a
+#: notebook opened without running it) the controls move and change nothing
+STATIC_NOTE = (f'<div class="{NOTE_CLASS}" style="font-size:0.85em;color:#555;border-left:3px solid #E69F00;'
+               'padding:2px 8px;margin:4px 0;">Live in Jupyter or Colab: these controls redraw the figure with a '
+               'running Python kernel. Here, without one, they move but change nothing: the figure below is the '
+               'state when the page was built.</div>')
 
-    ``controls`` maps argument names to widgets, ``output`` is the Output widget,
-    ``refresh()`` re-runs ``fn`` by hand and returns its result.
+
+class Explorer(widgets.VBox):
+    """Controls stacked above a note and an Output; ``fn(**values)`` is re-run on every change.
+
+    ``controls`` maps argument names to widgets, ``output`` is the Output widget, ``note`` an HTML widget saying
+    that the controls need a running kernel (:data:`STATIC_NOTE`: what the static book shows; hidden at the first
+    change a kernel answers). ``refresh()`` re-runs ``fn`` by hand and returns its result.
     """
 
     def __init__(self, fn, controls: dict, **kw):
         self.fn = fn
         self.controls = dict(controls)
         self.output = widgets.Output()
+        self.note = widgets.HTML(STATIC_NOTE)
         self.result = None
         for w in self.controls.values():
             if hasattr(w, "continuous_update"):
                 w.continuous_update = False
             w.observe(self._on_change, names="value")
-        super().__init__(children=[*self.controls.values(), self.output], **kw)
+        super().__init__(children=[*self.controls.values(), self.note, self.output], **kw)
         self.refresh()
 
     @property
@@ -108,6 +120,7 @@ class Explorer(widgets.VBox):
         return {k: w.value for k, w in self.controls.items()}
 
     def _on_change(self, _change=None):
+        self.note.layout.display = "none"  # a kernel answered: the explorer is live
         self.refresh()
 
     def refresh(self):

@@ -2,7 +2,8 @@
 
 A smoke chapter's cache is exported, imported into an empty cache, and the chapter then trains and computes
 nothing; a corrupt, truncated, mismatched or unsafe archive is refused before anything is written; a file the
-reader already has is never overwritten.
+reader already has is never overwritten. An archive is also imported from a URL (served here by a local
+http.server), and a failed download is an error naming the URL.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -126,3 +130,69 @@ def test_imported_smoke_cache_recomputes_nothing(tmp_path):
     bad.write_bytes(out.read_bytes()[:100])
     refused = _reproduce(tmp_path / "c", "cache", "import", str(bad))
     assert refused.returncode == 2 and "corrupt" in refused.stderr
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Serves a folder; ``/cut.tar.gz`` announces more bytes than it sends (a transfer cut off)."""
+
+    def do_GET(self):
+        if self.path == "/cut.tar.gz":
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"\x1f\x8b" + b"0" * 100)
+            return
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def served(tmp_path):
+    """``(folder, base URL)``: a local HTTP server for the files put in ``folder``."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_import_from_a_url(tmp_path, served, monkeypatch, capsys):
+    folder, base = served
+    archive.export_archive(folder / "c.tar.gz", _fake_cache(tmp_path / "a"), label="smoke")
+    dst = tmp_path / "b"
+    done = archive.import_archive(f"{base}/c.tar.gz", dst)
+    assert done == {"added": 3, "present": 0, "conflicts": [], "label": "smoke"}
+    assert (dst / "models" / "m-1.pt").read_bytes() == b"weights" * 100
+    # the command line, as the Colab cell calls it
+    from robustnb.cli import main
+    monkeypatch.setenv("ROBUSTNB_CACHE", str(tmp_path / "c"))
+    assert main(["cache", "import", f"{base}/c.tar.gz"]) == 0
+    assert "3 files added" in capsys.readouterr().out
+    assert (tmp_path / "c" / "results" / "x-abc" / "frame.parquet").read_bytes() == b"frame"
+
+
+@pytest.mark.parametrize("name, message", [("missing.tar.gz", "HTTP 404"), ("cut.tar.gz", "cut off")])
+def test_a_failed_download_is_a_clear_error(tmp_path, served, monkeypatch, capsys, name, message):
+    _, base = served
+    url = f"{base}/{name}"
+    with pytest.raises(archive.ArchiveError, match=message) as e:
+        archive.import_archive(url, tmp_path / "b")
+    assert url in str(e.value) and not (tmp_path / "b").exists()
+    from robustnb.cli import main
+    monkeypatch.setenv("ROBUSTNB_CACHE", str(tmp_path / "c"))
+    assert main(["cache", "import", url]) == 2
+    assert url in capsys.readouterr().err
+
+
+def test_a_corrupt_download_names_the_url(tmp_path, served):
+    folder, base = served
+    archive.export_archive(tmp_path / "c.tar.gz", _fake_cache(tmp_path / "a"))
+    _rewrite(tmp_path / "c.tar.gz", folder / "bad.tar.gz",
+             lambda n, d: (n, d[:-1] + b"X") if n == "models/m-1.pt" else (n, d))
+    with pytest.raises(archive.ArchiveError, match=f"{base}/bad.tar.gz: models/m-1.pt does not match its checksum"):
+        archive.import_archive(f"{base}/bad.tar.gz", tmp_path / "b")

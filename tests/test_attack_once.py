@@ -1,4 +1,4 @@
-"""The entropy attack does its per-step work once (issue 37 item 2): the encoder, and a defense in front of it,
+"""The entropy attack does its per-step work once: the encoder, and a defense in front of it,
 run once per step on the N images; only the entropy model runs on the latent repeated ``draws`` times, and
 the classifier only when the objective reads the logits. The gradients and adversarial images must be those
 of the old objective (kept here as the reference: the full forward of ``x.repeat(draws, 1, 1, 1)``).
@@ -27,7 +27,7 @@ GRAD_RTOL = 1e-5
 
 # ----------------------------------------------------------------------------- the old objective (reference)
 def old_objective(attack, x, clean_pred=None):
-    """``EntropyAttack.objective`` before issue 37: the whole model on ``draws`` copies of the batch."""
+    """``EntropyAttack.objective`` before encoding once per step: the whole model on ``draws`` copies of the batch."""
     out = attack.model(x.repeat(attack.draws, 1, 1, 1), noise=True)
     lik = out["likelihoods"]
     elements = sum(v[0].numel() for v in lik.values())

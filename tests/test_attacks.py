@@ -44,3 +44,29 @@ def test_robustness_curve_frame():
     assert list(df.columns) == ["attack", "epsilon", "eps_255", "accuracy"]
     assert df.loc[df.epsilon == 0, "accuracy"].item() == 1.0  # labels are the model's own predictions
     assert df["accuracy"].iloc[-1] < 1.0 and ex[("fgsm", 8 / 255)].shape == (2, 3, 8, 8)
+
+
+def test_an_attacks_budget_is_its_registry_entrys():
+    """Norm and largest radius come from the entry (``norm=`` at registration), not from one L-inf rule: every
+    standard attack is registered under its own row, and an L2 class checks epsilon as an L2 radius."""
+    import torchattacks
+
+    from robustnb import registry
+    from robustnb.attacks.base import NORMS, budget, checked
+    from robustnb.attacks.standard import STANDARD_ATTACKS
+
+    assert attacks.STANDARD == registry.ATTACKS.names(group="standard") == tuple(STANDARD_ATTACKS)
+    for name in registry.ATTACKS.names(group="standard") + ("entropy", "adaptive_entropy"):
+        assert registry.ATTACKS.meta(name)["norm"] in NORMS
+    assert budget("pgd") == ("Linf", attacks.EPS_MAX)
+    L2PGD = checked(torchattacks.PGDL2, norm="L2")
+    m, x = model(), torch.rand(6, 3, 8, 8)
+    atk = L2PGD(m, eps=0.5, alpha=0.1, steps=3)
+    x_adv = atk(x, m(x).argmax(1))
+    assert float((x_adv - x).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-5
+    with pytest.raises(ConfigError, match="L2 radius.*0 to 8"):
+        L2PGD(m, eps=9.0)
+    with pytest.raises(ConfigError, match="L-inf radius"):
+        checked(torchattacks.PGD)(m, eps=1.0)
+    with pytest.raises(ConfigError, match="'Linf', 'L2', got 'L1'"):
+        attacks.check_epsilon(0.1, norm="L1")

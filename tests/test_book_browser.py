@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from robustnb import book
+from robustnb import book, widgets
 
 HTML = Path(os.environ.get("ROBUSTNB_BOOK_HTML", book.ROOT / "_build" / "html"))
 SHOTS = HTML.parent / "screenshots"
@@ -147,6 +147,44 @@ WIDGETS = """() => {
 }"""
 
 
+# Every explorer (a widget view holding an Output) and whether it shows the note that its controls need a running
+# kernel (robustnb.widgets.STATIC_NOTE) to the reader; and, per page section, how many static slider figures and
+# explorers it holds (one view twice: a working static slider above an inert explorer of the same curves)
+EXPLORERS = """([noteClass]) => {
+  const views = Array.from(document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]'))
+    .map(tag => tag.previousElementSibling)
+    .filter(v => v && v.classList.contains('widget-subarea') && v.querySelector('.widget-output'));
+  const shown = el => !!el && el.getClientRects().length > 0 && window.getComputedStyle(el).visibility !== 'hidden';
+  // a figure's view: its section and its title without numbers (an explorer's state at build time and a static
+  // slider of the same curves share both)
+  const view = gd => (gd.closest('section') ? gd.closest('section').id : '') + ' | ' +
+    String((((gd.layout || {}).title || {}).text) || '').replace(/[0-9.]+/g, '#').trim();
+  const explorers = views.map(v => {
+    const note = v.querySelector('.' + noteClass);
+    return {section: v.closest('section') ? v.closest('section').id : '', note: shown(note),
+            text: note ? note.innerText.trim().slice(0, 200) : '', view: v.innerText.slice(0, 80),
+            figures: Array.from(v.querySelectorAll('.plotly-graph-div')).map(view)};
+  });
+  const sliders = Array.from(document.querySelectorAll('.plotly-graph-div'))
+    .filter(gd => ((gd.layout || {}).sliders || []).length && !gd.closest('.widget-subarea'))
+    .map(view);
+  return {explorers: explorers, slider_views: sliders};
+}"""
+
+# The ledger's forest plots: every trace's points (x, ids, hover text), whether it is drawn, and the annotation
+# listing the claims not drawn
+FORESTS = """() => Array.from(document.querySelectorAll('.plotly-graph-div[id^="claims-forest-"]')).map(gd => ({
+  id: gd.id,
+  traces: (gd._fullData || []).map(t => ({  // _fullData: typed arrays decoded
+    name: t.name, legend: t.legend || 'legend',
+    visible: t.visible === undefined || t.visible === true, opacity: (t.marker || {}).opacity,
+    x: Array.from(t.x || []).map(v => (v === null || v === undefined || !isFinite(Number(v))) ? null : Number(v)),
+    ids: t.ids ? Array.from(t.ids).map(String) : null,
+    hover: t.hovertext ? Array.from(t.hovertext).map(String) : null})),
+  listed: ((gd.layout || {}).annotations || []).filter(a => a.name === 'not drawn').map(a => a.text),
+}))"""
+
+
 # The verdict cells (ledger tables, summaries) and the colour the reader sees on them (their left bar)
 VERDICT_CELLS = """() => Array.from(document.querySelectorAll('td.robustnb-verdict, th.robustnb-verdict'))
   .map(td => ({cls: Array.from(td.classList).find(c => c.startsWith('robustnb-verdict-')),
@@ -209,6 +247,8 @@ def _visit(chromium, base: str, page_path: str) -> dict:
         report["widgets"] = page.evaluate(WIDGETS)
         report["figures"] = page.evaluate(PLOTLY)
         report["verdict_cells"] = page.evaluate(VERDICT_CELLS)
+        report["explorers"] = page.evaluate(EXPLORERS, [widgets.NOTE_CLASS])
+        report["forests"] = page.evaluate(FORESTS)
         report["sliders"] = _move_sliders(page, report["figures"])
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.evaluate("() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); }")
@@ -336,3 +376,65 @@ def test_the_book_has_figures_sliders_and_explorers(visit):
     assert sum(1 for r in reports for w in r["widgets"]["views"] if w["outputs"]) > 0  # explorers
     assert sum(r["tex"]["math"] for r in reports) > 0
     assert len(list(SHOTS.glob("*.png"))) >= len(PAGES)
+
+
+# ----------------------------------------------------------------------------- what readers see (issue 40)
+def _claims_of(forest_id: str) -> dict:
+    """The declared claims (``PAPER_CLAIMS``) of the chapter that a ledger forest plot (``claims-forest-<chapter>``)
+    draws."""
+    import importlib
+
+    return importlib.import_module(f"robustnb.chapters.{forest_id.removeprefix('claims-forest-')}").PAPER_CLAIMS
+
+
+def test_forest_plots_draw_only_measured_claims_and_name_whose_figure(visit):
+    """The ledger's forest plots: no point for a claim without a measurement (its hover says "ours: n/a" or "not
+    measured"; it used to be a grey dot at 0 with a zero-width interval): those are listed under the plot; each
+    reference marker named by whose figure it is (the paper's, or the book's own bound), as its claim declares."""
+    from robustnb import ledger
+
+    forests = visit("book/claims.html")["forests"]
+    assert forests, "no forest plot on the ledger page"
+    bold = {}  # a claim's bold first line in the hover -> its declaration
+    for f in forests:
+        for pc in _claims_of(f["id"]).values():
+            bold[f"<b>{ledger._label(pc.claim, 70)}</b>"] = pc
+    unmeasured, misnamed, lost = [], [], []
+    for f in forests:
+        claims = _claims_of(f["id"])
+        drawn = set()
+        for t in f["traces"]:
+            if not t["visible"] or t["opacity"] == 0:
+                continue
+            for i, x in enumerate(t["x"]):
+                if x is None:
+                    continue
+                hover = (t["hover"] or [""] * len(t["x"]))[i]
+                if t["name"] in ledger.VERDICT_COLOURS:
+                    drawn.add((t["ids"] or [hover])[i])
+                    if "ours: n/a" in hover or f"ours: {book.NOT_MEASURED}" in hover:
+                        unmeasured.append(f"{f['id']}: {hover.split('<br>')[0]}")
+                    continue
+                pc = next((c for b, c in bold.items() if hover.startswith(b)), None)
+                assert pc is not None, f"{f['id']}: marker {t['name']!r} for no declared claim: {hover[:80]}"
+                want = ledger.reference_name(pc.paper, pc.source, pc.role, pc.form)
+                if t["name"] != want:
+                    misnamed.append(f"{f['id']}: {pc.claim[:60]!r} marked {t['name']!r}, its figure is {want!r}")
+        listed = sum(text.count("○") for text in f["listed"])
+        if len(drawn) + listed != len(claims):
+            lost.append(f"{f['id']}: {len(drawn)} claims drawn and {listed} listed of {len(claims)} declared")
+    assert not unmeasured, f"{len(unmeasured)} claims drawn without a measurement: {unmeasured[:4]}"
+    assert not misnamed, f"reference markers named for the wrong figure: {misnamed[:4]}"
+    assert not lost, f"claims neither drawn nor listed under their plot: {lost}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_explorer_says_it_needs_a_kernel(visit, page):
+    """In the static book an explorer's controls move and change nothing: each one shows the reader its note
+    (robustnb.widgets.STATIC_NOTE); and no section shows one view twice, a static slider figure and an explorer
+    of the same figure (same section, same title up to its numbers)."""
+    r = visit(page)["explorers"]
+    silent = [e["view"] for e in r["explorers"] if not (e["note"] and "kernel" in e["text"])]
+    assert not silent, f"{page}: explorers without their note that they need a running kernel: {silent}"
+    twice = sorted({f for e in r["explorers"] for f in e["figures"]} & set(r["slider_views"]))
+    assert not twice, f"{page}: a static slider figure and an explorer of the same view: {twice}"

@@ -159,28 +159,38 @@ def test_claims_summary_agrees_with_the_chapters_tables(html_dir, page):
         assert len(apart) == sum(v[-1] for v in expected.values())
 
 
-def _plotly_data(html: str, div_id: str) -> list[dict]:
-    """The traces plotly.io.to_html wrote for the figure in ``div_id``: ``Plotly.newPlot("id", [traces], ...)``."""
+def _plotly_data(html: str, div_id: str, layout: bool = False):
+    """The traces plotly.io.to_html wrote for the figure in ``div_id``: ``Plotly.newPlot("id", [traces], {layout},
+    ...)``; with ``layout``, ``(traces, layout)``."""
     call = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'",', html)
     assert call, f"no figure drawn into {div_id}"
     start = html.index("[", call.end())
-    return json.JSONDecoder().raw_decode(html[start:])[0]
+    traces, end = json.JSONDecoder().raw_decode(html[start:])
+    if not layout:
+        return traces
+    rest = html[start + end:]
+    return traces, json.JSONDecoder().raw_decode(rest[rest.index("{"):])[0]
 
 
 @pytest.mark.parametrize("path, claims", _claim_chapters(), ids=[p.stem for p, _ in _claim_chapters()])
 def test_ledger_forest_plot_agrees_with_the_chapters_table(html_dir, path, claims):
-    """Each chapter's forest plot on the ledger page: one row per claim, each point coloured by the verdict the
-    chapter's table gives it and carrying the chapter's value in its hover; the verdict cells coloured alike."""
+    """Each chapter's forest plot on the ledger page: one row per measured claim, each point coloured by the
+    verdict the chapter's table gives it and carrying the chapter's value in its hover, the claims not measured
+    listed under the plot (together: every claim once); the verdict cells coloured alike."""
     from robustnb import ledger
 
     page = (html_dir / "book" / "claims.html").read_text()
     div = f"claims-forest-{path.stem}"
     assert f'id="{div}"' in page, f"no forest plot of {path.stem} on the ledger"
     glued = _glued_text(html_dir, path)
-    traces = _plotly_data(page, div)
+    if f'id="{div}" class="robustnb-forest-empty"' in page:  # nothing measured: said in words, not drawn
+        assert all(glued[cid] in ("n/a", book.NOT_MEASURED) for cid in claims), f"{path.stem}: a measured claim not drawn"
+        return
+    traces, layout = _plotly_data(page, div, layout=True)
     points = [(i, t["name"], h) for t in traces if t.get("name") in ledger.VERDICT_COLOURS
               for i, h in zip(t["ids"], t["hovertext"])]
-    assert points, f"{path.stem}: no claim drawn"
+    apart = [a for a in layout.get("annotations", []) if a.get("name") == "not drawn"]
+    listed = sum(line.startswith("○") for a in apart for line in a["text"].split("<br>"))
     for cid, verdict, hover in points:
         assert verdict == glued[f"{cid}_verdict"], f"{cid}: drawn as {verdict}, the chapter says {glued[cid + '_verdict']}"
         assert f"ours: {glued[cid]}" in hover
@@ -188,7 +198,8 @@ def test_ledger_forest_plot_agrees_with_the_chapters_table(html_dir, path, claim
         if t.get("name") in ledger.VERDICT_COLOURS:
             assert t["marker"]["color"] == ledger.VERDICT_COLOURS[t["name"]]
     rows = {y for t in traces for y in t["y"]}
-    assert len(rows) == len(claims), f"{path.stem}: {len(rows)} rows for {len(claims)} claims"
+    assert len(rows) + listed == len(claims), \
+        f"{path.stem}: {len(rows)} rows drawn and {listed} listed apart for {len(claims)} claims"
     assert {cid for cid, _, _ in points} <= set(claims)
 
 
@@ -203,7 +214,7 @@ def test_ledger_verdict_cells_are_coloured(html_dir):
     assert (html_dir / "_static" / "robustnb-web" / "robustnb-ledger.css").exists()
 
 
-#: what a reader downloads per page without the book's static files, and per stored notebook (issue 40)
+#: what a reader downloads per page without the book's static files, and per stored notebook
 PAGE_LIMIT, NOTEBOOK_LIMIT = 1_000_000, 300_000
 
 

@@ -1,4 +1,4 @@
-"""A result's key holds the code that computes it (issue 37, item 3), by its normalised syntax.
+"""A result's key holds the code that computes it, by its normalised syntax.
 
 Every ``@experiment`` of ``robustnb/chapters/*.py`` is fingerprinted with representative arguments (the
 chapters' configs at ``smoke``, untrained models of the kinds the chapters pass, small datasets) in a

@@ -1,4 +1,4 @@
-"""The compressed chapter over training seeds (issue 38, item 2): claims read a t interval over >= 3 seeds, the
+"""The compressed chapter over training seeds: claims read a t interval over >= 3 seeds, the
 distilled-vs-pruned comparison is at a matched parameter count, and a training seed fixes the weights."""
 
 import dataclasses

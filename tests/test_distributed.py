@@ -163,7 +163,7 @@ def test_execution_is_apart_from_what_is_computed():
 
 
 def test_tuning_trials_train_on_the_runs_device_without_it_entering_the_key(tmp_env, monkeypatch):
-    """Issue 37 item 5: a trial trains where its node will (the run's device reaches ``fit``); Ray Tune trials ask
+    """A trial trains where its node will (the run's device reaches ``fit``); Ray Tune trials ask
     for a share of a GPU when the device is one; the device, like the backend, is not part of the cached result."""
     seen = []
 

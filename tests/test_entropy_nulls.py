@@ -1,4 +1,4 @@
-"""Issue 38, item 3: the entropy attack and its frequency analysis judged against a null and at more than one
+"""The entropy attack and its frequency analysis judged against a null and at more than one
 setting. A random sign-noise perturbation at the attack's epsilon sits beside the attack's rate overhead
 (``entropy_attacks``) and its high-frequency shares (``frequency_analysis``); the shares are read at three cutoffs;
 the object/border comparison leaves out the latent's outer ring that sees the encoder's zero padding; the page says

@@ -1,6 +1,6 @@
 """Every cached result is keyed by the code it runs: crafted transfer examples and the TV defense's tuning go
-through ``robustnb.cache.experiment`` (issue 23, item 1), so editing a mechanism recomputes them, and only them
-(the code each experiment reaches, issue 37, item 3: see ``test_code_keys``)."""
+through ``robustnb.cache.experiment``, so editing a mechanism recomputes them, and only them
+(the code each experiment reaches: see ``test_code_keys``)."""
 
 import ast
 

@@ -1,4 +1,4 @@
-"""The GPU paths of the training loop (issue 37 item 5), tested on the CPU through the same device-agnostic code.
+"""The GPU paths of the training loop, tested on the CPU through the same device-agnostic code.
 
 * the new loop (images resident on the device, augmented there from the CPU's random draws, statistics added up
   on the device) trains the same weights as the loop it replaced (kept here, verbatim, as the reference);
@@ -52,7 +52,7 @@ def _old_batches(data, batch_size, shuffle, g=None):
 
 
 def _old_fit(model, data, cfg, device="cpu", extra_terms=None):
-    """``robustnb.train.fit`` before issue 37 item 5 (no progress notes, no thread adaptation): the reference."""
+    """``robustnb.train.fit`` before device-resident training (no progress notes, no thread adaptation): the reference."""
     device = torch.device(device)
     extra_terms = dict(extra_terms or {})
     model.to(device)

@@ -180,7 +180,7 @@ def test_truncated_cached_tensors_are_recomputed(tmp_env):
     assert len(calls) == 2
 
 
-# ------------------------------------------------------------------------------- second pass (issue 25)
+# ------------------------------------------------------------------------------- second pass
 
 SPLIT_BAD = {**BAD_IMAGES, "HWC": lambda: torch.rand(2, 32, 32, 3)}
 

@@ -1,4 +1,4 @@
-"""Hardening, third pass (issue 39): settings are never dropped, every attack parameter is checked, one rule for
+"""Hardening, third pass: settings are never dropped, every attack parameter is checked, one rule for
 "one or several", execution settings and Ray waits with deadlines, commands that fail before the work and never
 overwrite what the user owns. Each test here failed on the code before the issue (the install range is checked in
 tests/test_install.py)."""

@@ -1,5 +1,5 @@
-"""The heterogeneous chapter's rounds as the authors' rounds (robustnb.chapters.heterogeneous_ensembles, issue 38
-item 1): each round draws its own master configuration (ENS and node 0 of every instantiation), every
+"""The heterogeneous chapter's rounds as the authors' rounds (robustnb.chapters.heterogeneous_ensembles): each
+round draws its own master configuration (ENS and node 0 of every instantiation), every
 instantiation of a round is scored on one clean-correct mask, ENS is tuned with one node's budget, and a round runs
 end to end at ``smoke``."""
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from robustnb import distributed as D
 from robustnb.chapters import heterogeneous_ensembles as H
 from robustnb.data import ImageDataset
 
@@ -160,7 +161,7 @@ def test_one_round_at_smoke_tunes_and_trains_every_instantiation(toy_cifar):
     assert timing.seed == 1 and timing.master == H.master(cfg, 1) and timing.seconds > 0
     untuned = {n: H.plan(cfg, H.load_splits(cfg), 1, n) for n in cfg.n_values}
     n_tunings = len({s.key for by_axis in untuned.values() for s in
-                     (node for specs in H.tuning_jobs(by_axis).values() for node in specs)})
+                     (node for specs in D.tuning_jobs(by_axis).values() for node in specs)})
     assert timing.tunings == n_tunings
     # every node (ENS at N = 1, every axis at N = 2; node 0 shared, ENS's other nodes on ENS's one tuning) is now
     # cached: building the round again trains and tunes nothing

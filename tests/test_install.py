@@ -1,4 +1,4 @@
-"""The install story (issue 14): what requirements.txt, pyproject.toml and constraints.txt promise, and that
+"""The install story: what requirements.txt, pyproject.toml and constraints.txt promise, and that
 Ray Tune imports and runs in the environment the tests run in (CI's pinned job and its loose job alike).
 
 A Colab runtime ships numpy 2; compressai declares numpy<2 and torchattacks requests~=2.25.1, so both are kept

@@ -10,7 +10,7 @@ import pytest
 
 from robustnb import book, ledger, plots
 from robustnb.chapters import entropy_attacks
-from robustnb.stats import VERDICTS, Estimate, claims_table
+from robustnb.stats import VERDICTS, Estimate, claims_table, unmeasured
 
 
 def chapter_table():
@@ -24,6 +24,7 @@ def chapter_table():
         ids[3]: Estimate(0.30, 0.25, 0.35, 500),    # +95% expected: in direction
         ids[4]: Estimate(-0.10, -0.15, -0.05, 500),  # doubling: not reproduced
     }
+    est.update({cid: unmeasured() for cid in ids[5:]})
     table = claims_table("entropy_attacks", claims, est)
     return book.with_undeclared_filled(table)
 
@@ -111,8 +112,11 @@ def test_holm_runs_over_each_papers_primary_claims_across_its_chapters():
 
 def test_forest_figure_one_point_per_measured_claim_coloured_by_verdict():
     rows = pd.DataFrame(ledger.ledger_rows(chapter_table(), entropy_attacks.PAPER_CLAIMS))
+    rows.loc[1, ["low", "high"]] = None  # a value without its interval ("n/a"): no measurement either
     fig = ledger.forest_figure(rows)
-    measured = rows[rows["value"].notna()]
+    has = rows[["value", "low", "high"]].apply(pd.to_numeric, errors="coerce").notna().all(axis=1)
+    measured, unmeasured = rows[has], rows[~has]
+    assert len(measured) and len(unmeasured) >= 2
     assert rows["unit"].nunique() > 1  # two panels (% and points): a verdict's points may sit in both
     for verdict, group in measured.groupby("verdict"):
         traces = [t for t in fig.data if t.name == verdict]
@@ -122,13 +126,52 @@ def test_forest_figure_one_point_per_measured_claim_coloured_by_verdict():
         assert all(verdict in h and "ours: " in h for t in traces for h in t.hovertext)
         assert sorted(i for t in traces for i in t.ids) == sorted(group["claim_id"])
     assert sum(len(t.x) for t in fig.data if t.name in ledger.VERDICT_COLOURS) == len(measured)
-    paper = [v for t in fig.data if t.name == "the paper's figure" for v in t.x]
-    given = rows[rows["paper_value"].notna()]
-    assert sorted(round(v, 9) for v in paper) == sorted(round(v * s, 9) for v, s in
-                                                         zip(given["paper_value"], given["scale"]))
-    # every claim keeps its row, measured or not
+    # a claim not measured is no point (not a grey dot at 0) and no row: it is listed under the plot
+    drawn = {i for t in fig.data for i in (t.ids or ())}
+    assert drawn.isdisjoint(unmeasured["claim_id"])
     labels = set().union(*(set(t.y) for t in fig.data))
-    assert len(labels) == len(rows)
+    assert len(labels) == len(measured)
+    [listed] = [a for a in fig.layout.annotations if a.name == "not drawn"]
+    assert f"({len(unmeasured)})" in listed.text and listed.text.count("○") == len(unmeasured)
+    assert ledger.NOT_DRAWN in listed.text
+
+
+def test_forest_figure_names_whose_figure_each_marker_is():
+    """The paper's figures and the book's own bounds are told apart in the legend and the hover."""
+    rows = pd.DataFrame(ledger.ledger_rows(chapter_table(), entropy_attacks.PAPER_CLAIMS))
+    rows[["value", "low", "high"]] = [0.1, 0.05, 0.15]  # every claim measured: every figure drawn
+    rows["paper_value"] = 0.2
+    rows["paper"] = "the paper's words"
+    rows["role"] = "primary"
+    rows.loc[0, "source"] = "this book (a derivation)"              # the book's by its source
+    rows.loc[1, "paper"] = "no figure in the summary: the 5-point bound is the book's"  # by its words
+    rows.loc[1, "form"] = "at_most"
+    rows.loc[2, "role"] = "addition"                                # the book's own question
+    rows.loc[3, "form"] = "increase"                                # the paper's
+    fig = ledger.forest_figure(rows)
+    by_id = {i: t for t in fig.data if t.name in ledger.REFERENCE.values() for i in t.ids}
+    ids = list(rows["claim_id"])
+    assert by_id[ids[0]].name == "the book's figure" and by_id[ids[1]].name == "the book's bound"
+    assert by_id[ids[2]].name.startswith("the book's") and by_id[ids[3]].name == "the paper's figure"
+    assert {by_id[i].marker.symbol for i in ids[:3]} == {"square-open"}
+    assert by_id[ids[3]].marker.symbol == "diamond-open"
+    hover = dict(zip(by_id[ids[1]].ids, by_id[ids[1]].hovertext))[ids[1]]
+    assert "the book's bound: 20" in hover
+    assert len({t.name for t in fig.data if t.showlegend and t.name in ledger.REFERENCE.values()}) == 3
+
+
+@pytest.mark.parametrize("chapter", ["entropy_attacks", "frequency_analysis", "heterogeneous_ensembles",
+                                     "tv_defense"])
+def test_every_declared_figure_says_whose_it_is(chapter):
+    """Each chapter's claims with a figure: the ones whose words or source call it the book's are the book's."""
+    import importlib
+
+    claims = importlib.import_module(f"robustnb.chapters.{chapter}").PAPER_CLAIMS
+    for cid, pc in claims.items():
+        if pc.paper_value is None:
+            continue
+        books = "the book's" in pc.paper.lower() or pc.source.lower().startswith("this book") or pc.addition
+        assert (ledger.figure_owner(pc.paper, pc.source, pc.role) == "book") == books, cid
 
 
 def test_forest_panels_per_unit():

@@ -68,3 +68,12 @@ def test_no_module_binds_a_registry_name_to_something_else():
         module = importlib.import_module(info.name)
         for n in registered & set(vars(module)):
             assert getattr(module, n) is getattr(registry, n), f"{info.name}.{n} shadows robustnb.registry.{n}"
+
+
+def test_a_registry_get_has_no_default_to_ignore():
+    """``Registry.get`` takes a name only: a default would read as a fallback it never applies."""
+    assert registry.DEFENSES.get("jpeg") is registry.DEFENSES["jpeg"]
+    with pytest.raises(TypeError):
+        registry.DEFENSES.get("jpeg", None)
+    with pytest.raises(ConfigError, match="'jpgg'.*'jpeg'"):
+        registry.DEFENSES.get("jpgg")

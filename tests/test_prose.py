@@ -46,3 +46,19 @@ def test_measured_numbers_in_prose_are_glued(path):
                       {a.lstrip("+") for a in allowed}]
     assert not found, (f"numbers typed in {path.name}'s prose (glue them, or list a paper's figure or a setting in "
                        f"QUOTED_NUMBERS of robustnb/chapters/{path.stem}.py): {found}")
+
+
+#: phrases of a changelog: the pages describe the book as it is (git holds its history)
+CHANGELOG = re.compile(r"\b(earlier|previous|older|last|former) (builds?|runs?|sessions?|protocols?|versions?)\b|"
+                       r"\bas (earlier|before)\b|\bno longer\b", re.I)
+
+
+@pytest.mark.parametrize("path", [*CHAPTERS, book.ROOT / "book" / "intro.md"],
+                         ids=[*(p.stem for p in CHAPTERS), "intro"])
+def test_prose_keeps_no_changelog(path):
+    if path.suffix == ".ipynb":
+        texts = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown"]
+    else:
+        texts = [path.read_text()]
+    found = [m.group(0) for t in texts for m in CHANGELOG.finditer(t)]
+    assert not found, f"{path.name} tells its history ({found}): say what the book does and why, not what it did"

@@ -1,4 +1,4 @@
-"""The real-data paths, run on small files written in each dataset's official format (issue 35).
+"""The real-data paths, run on small files written in each dataset's official format.
 
 Offline, Fashion-MNIST and Office-31 are missing, so the chapters skip Fashion-MNIST and use the CIFAR-10
 stand-in for Office-31: without these tests no chapter ever ran on data of their shapes (28x28 grey images;

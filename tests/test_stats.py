@@ -147,12 +147,26 @@ def test_claims_table_reads_every_claim_and_adds_holm_over_its_primary_claims():
     assert tuple(t.columns) == S.CLAIM_COLUMNS and list(t["verdict"]) == ["reproduced"] * 6
     assert list(t["holm"]) == ["holds"] + ["does not hold"] * 4 + [""]
     assert t["power"].iloc[0].startswith("detects") and t["power"].iloc[5] == ""
-    assert len(S.claims_table("ch", claims, {"c0": strong})) == 1
+    unmeasured = S.claims_table("ch", claims, {**est, "c1": S.unmeasured()})
+    assert unmeasured["ours"].iloc[1] == S.UNMEASURED == unmeasured["power"].iloc[1]
+    assert unmeasured["verdict"].iloc[1] == S.VERDICTS[3] and unmeasured["holm"].iloc[1] == ""
+
+
+def test_claims_table_fails_loudly_on_a_missing_or_undeclared_estimate():
+    """A forgotten estimate is not a silent "not measured", and an estimate under a misspelt id is not dropped."""
+    from robustnb.config import ConfigError
+
+    claims = {"a": S.PaperClaim("c", "p", "s", "m", role="primary"), "b": S.PaperClaim("c", "p", "s", "m")}
+    est = S.Estimate(0.2, 0.18, 0.22, 200)
+    with pytest.raises(ConfigError, match=r"no estimate for the declared claims \['b'\].*stats.unmeasured"):
+        S.claims_table("ch", claims, {"a": est})
+    with pytest.raises(ConfigError, match=r"does not declare: \['bb'\]"):
+        S.claims_table("ch", claims, {"a": est, "b": est, "bb": est})
 
 
 
 def test_p_values_agree_with_the_interval_the_verdict_reads():
-    """Issue 36, finding 5: p-values came from a percentile interval's half-width as if it were symmetric, and
+    """P-values came from a percentile interval's half-width as if it were symmetric, and
     a zero-width bootstrap gave p = 0. Now the p-value is the share of the very bootstrap draws the interval is
     read from: p < ALPHA exactly when the interval excludes the null."""
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Issue 38, item 4: the TV defense against every baseline on equal terms, and the authors' code as it runs.
+"""The TV defense against every baseline on equal terms, and the authors' code as it runs.
 
 Every tuned family (global TV, a plain Gaussian blur, JPEG, bit depth, the disentangled defense) is tuned on the
 hold-out with the same budget and rule; every defense (the authors' code included) faces the same adaptive

@@ -100,3 +100,14 @@ def test_an_explorer_showing_the_first_figure_does_not_stall_papermill(tmp_path)
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "finished" in out.read_text()
+
+
+def test_every_explorer_says_it_needs_a_kernel_until_one_answers():
+    """The static book shows an explorer's saved state, whose controls move and change nothing: the explorer says
+    so under its controls, and hides the note once a control moves with a kernel behind it."""
+    ex = W.explorer(lambda k: k, k=widgets.IntSlider(1, 0, 5))
+    assert ex.note in ex.children and ex.children.index(ex.note) == len(ex.controls)
+    assert ex.note.value == W.STATIC_NOTE and W.NOTE_CLASS in ex.note.value
+    assert "running Python kernel" in ex.note.value and ex.note.layout.display != "none"
+    ex.controls["k"].value = 3
+    assert ex.note.layout.display == "none"

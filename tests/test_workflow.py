@@ -241,3 +241,44 @@ def test_the_split_models_are_trained_once_before_the_chapters_that_load_them(jo
             break
     else:
         pytest.fail("no job warms split_computing")
+
+
+# ------------------------------------------------------------------------------------------------- the cache archive
+def test_main_attaches_the_cpu_archive_where_the_colab_cell_fetches_it(wf, jobs):
+    """After `make book`, main exports the cache (`python -m robustnb cache export`) and one job of its own, the only
+    one that may write to the repository, attaches it to the release asset that _config.yml's `robustnb:
+    cache_archive` names (the URL every chapter's Colab cell imports), replacing the last build's."""
+    book_id, book, make_book = _book_job(jobs)
+    steps = book["steps"]
+    export = next((s for s in steps if "robustnb cache export" in s.get("run", "")), None)
+    assert export is not None, f"{book_id} does not export the cache (python -m robustnb cache export)"
+    assert steps.index(export) > steps.index(make_book), "the cache is exported before the book was built"
+    assert re.fullmatch(r"github\.ref\s*==\s*'refs/heads/main'", _expr(export.get("if", ""))), \
+        "only main's build exports the archive"
+    archive_path = export["run"].split("cache export", 1)[1].split()[0]
+    upload = next((s for s in steps if _uses(s) == "actions/upload-artifact"
+                   and _paths(s) == [archive_path]), None)
+    assert upload is not None and _expr(upload.get("if", "")) == _expr(export["if"]), \
+        f"{book_id} does not hand {archive_path} on as an artifact (main only)"
+    releasing = {job_id: job for job_id, job in jobs.items()
+                 if any("gh release upload" in s.get("run", "") for s in job.get("steps", []))}
+    assert list(releasing) != [book_id] and len(releasing) == 1, "one job of its own attaches the archive"
+    (job_id, job), = releasing.items()
+    needs = job.get("needs", [])
+    assert book_id in ({needs} if isinstance(needs, str) else set(needs))
+    assert re.fullmatch(r"github\.ref\s*==\s*'refs/heads/main'", _expr(job.get("if", ""))), f"{job_id}: main only"
+    download = next(s for s in job["steps"] if _uses(s) == "actions/download-artifact")
+    assert download["with"]["name"] == upload["with"]["name"]
+    run = next(s["run"] for s in job["steps"] if "gh release upload" in s.get("run", ""))
+    assert "--clobber" in run and "gh release create" in run, "create the release once, then replace its asset"
+    env = job["env"]
+    assert env["ASSET"] == archive_path.rsplit("/", 1)[-1] and "GH_TOKEN" in env
+    # the one place that names the URL, and the workflow, agree
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repo = cfg["repository"]["url"].rstrip("/")
+    assert cfg["robustnb"]["cache_archive"] == f"{repo}/releases/download/{env['RELEASE']}/{env['ASSET']}"
+    # least privilege: this job alone writes contents; the workflow's default stays read-only
+    assert job["permissions"] == {"contents": "write"}
+    assert wf["permissions"] == {"contents": "read"}
+    writers = [j for j, other in jobs.items() if other.get("permissions", {}).get("contents") == "write"]
+    assert writers == [job_id], f"only {job_id} may write to the repository, not {writers}"

@@ -138,7 +138,7 @@ class DefendedModel(nn.Module):
             return getattr(super().__getattr__("model"), name)
 
 
-@registry.ATTACKS.register("adaptive_entropy", group="rate",
+@registry.ATTACKS.register("adaptive_entropy", group="rate", norm="Linf",
                            settings=[p for p in attack_parameters(EntropyAttack)])
 class AdaptiveEntropyAttack(CheckedAttack, torchattacks.attack.Attack):
     """The entropy attack against ``defense`` in front of ``model`` (BPDA / unrolled gradients).

@@ -1,7 +1,8 @@
 """What every attack shares: the input checks of a call, the epsilon check, the ball/box check and the batched
 runner.
 
-Images are in ``[0, 1]`` and epsilon is an L-inf radius in the same units (``8/255``). Every attack the package
+Images are in ``[0, 1]`` and epsilon is a radius in the same units (``8/255``), in the norm the attack's registry
+entry declares (:func:`budget`; L-inf unless it says otherwise, :data:`NORMS`). Every attack the package
 hands out checks its inputs when called (:class:`CheckedAttack`): the package's own attacks inherit it, and the
 torchattacks classes are registered through :func:`checked`, a subclass whose call does the same, so
 ``make_attack("pgd", model, 8/255)(x, y)`` refuses 0-255, HWC, 2-D or NaN images and labels of another length
@@ -20,11 +21,16 @@ import inspect
 
 import torch
 
+from robustnb import registry
 from robustnb.checks import check_choice, check_flag, check_images, check_labels, check_number
 from robustnb.config import ConfigError, ConfigTypeError
 from robustnb.progress import note, tqdm
 
 EPS_MAX = 64 / 255  # the largest L-inf radius any chapter uses is 32/255; 64/255 leaves room
+#: an attack's budget is its registry entry's (``norm=`` in ``registry.ATTACKS.add``/``register``, L-inf when not
+#: given): the norm -> the largest radius it accepts, in [0, 1] pixel units (an L2 radius of 8 is a change of 0.14
+#: per value of a 3 x 32 x 32 image)
+NORMS = {"Linf": EPS_MAX, "L2": 8.0}
 
 
 class CheckedAttack:
@@ -56,15 +62,32 @@ class CheckedAttack:
         return super().__call__(images, labels, *args, **kwargs)
 
 
-def check_epsilon(eps, name: str = "epsilon", max_eps: float = EPS_MAX) -> float:
-    """Return ``eps`` as a float in ``[0, max_eps]`` or raise a clear error (with a hint for 8 vs 8/255)."""
+def check_norm(norm, name: str = "norm") -> str:
+    """One of :data:`NORMS`' names."""
+    return check_choice(norm, name, tuple(NORMS))
+
+
+def budget(attack: str) -> tuple[str, float]:
+    """``(norm, largest epsilon)`` of the attack registered as ``attack`` (its entry's ``norm``, L-inf when the
+    entry declares none)."""
+    norm = check_norm(registry.ATTACKS.meta(attack).get("norm", "Linf"), f"the norm of attack {attack!r}")
+    return norm, NORMS[norm]
+
+
+def check_epsilon(eps, name: str = "epsilon", max_eps: float | None = None, norm: str = "Linf") -> float:
+    """Return ``eps`` as a float in ``[0, max_eps]`` (default: the ``norm``'s largest radius, :data:`NORMS`) or
+    raise a clear error naming the norm (with a hint for 8 vs 8/255 under L-inf)."""
+    norm = check_norm(norm)
+    max_eps = NORMS[norm] if max_eps is None else max_eps
     try:
         return check_number(eps, name, 0.0, max_eps)
     except Exception as e:
         value = eps if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
-        hint = f" Did you mean {value:g}/255 = {value / 255:.4f}?" if value is not None and 1 <= value <= 255 else ""
-        raise type(e)(f"{e} Epsilon is an L-inf radius for pixel values in [0, 1]: 0 to "
-                      f"{round(max_eps * 255)}/255 = {max_eps:.4f}.{hint}") from None
+        hint = (f" Did you mean {value:g}/255 = {value / 255:.4f}?"
+                if norm == "Linf" and value is not None and 1 <= value <= 255 else "")
+        top = f"{round(max_eps * 255)}/255 = {max_eps:.4f}" if norm == "Linf" else f"{max_eps:g}"
+        raise type(e)(f"{e} Epsilon is an {norm.replace('inf', '-inf')} radius for pixel values in [0, 1]: 0 to "
+                      f"{top}.{hint}") from None
 
 
 def check_step(alpha, name: str = "alpha") -> float:
@@ -90,7 +113,8 @@ TORCHATTACKS_PARAMETERS = {
     "steps": check_steps,                                                   # 0: the clean (or random-start) images
     "decay": check_step,                                                    # MI-FGSM's momentum decay, [0, inf)
     "random_start": check_flag,
-    "norm": lambda v, name: check_choice(v, name, ("Linf",)),               # epsilon is an L-inf radius here
+    "norm": lambda v, name: check_choice(v, name, ("Linf",)),               # AutoAttack's: its entry is L-inf
+    "eps_for_division": lambda v, name: check_number(v, name, 0.0, 1.0, lo_open=True),  # PGDL2's guard
     "version": lambda v, name: check_choice(v, name, ("standard", "plus", "rand")),
     "n_classes": lambda v, name: check_number(v, name, 2, None, integer=True),
     "seed": check_seed,
@@ -108,13 +132,16 @@ def attack_parameters(cls: type) -> tuple[str, ...]:
     return tuple(list(inspect.signature(cls.__init__).parameters)[2:])
 
 
-def checked(cls: type, needs_labels: bool = True) -> type:
+def checked(cls: type, needs_labels: bool = True, norm: str = "Linf") -> type:
     """A subclass of the torchattacks attack class ``cls`` that checks its parameters when made
-    (:data:`TORCHATTACKS_PARAMETERS`; an unknown one is refused naming the allowed ones) and its inputs when
-    called (:class:`CheckedAttack`); same name, same arguments, ``isinstance(attack, cls)`` holds."""
+    (:data:`TORCHATTACKS_PARAMETERS`, epsilon as a ``norm`` radius; an unknown one is refused naming the allowed
+    ones) and its inputs when called (:class:`CheckedAttack`); same name, same arguments, ``isinstance(attack,
+    cls)`` holds."""
     signature = inspect.signature(cls.__init__)
     params = attack_parameters(cls)
-    checks = {**TORCHATTACKS_PARAMETERS, **CLASS_PARAMETERS.get(cls.__name__, {})}
+    norm = check_norm(norm)
+    checks = {**TORCHATTACKS_PARAMETERS, **CLASS_PARAMETERS.get(cls.__name__, {}),
+              "eps": lambda v, name: check_epsilon(v, name, norm=norm)}
     unchecked = [p for p in params if p not in TORCHATTACKS_PARAMETERS]
     if unchecked:
         raise TypeError(f"{cls.__name__}'s parameters {unchecked} have no check in TORCHATTACKS_PARAMETERS.")

@@ -34,7 +34,7 @@ from robustnb.checks import check_flag, check_number
 from robustnb.split.rate import bits
 
 
-@registry.ATTACKS.register("entropy", group="rate")
+@registry.ATTACKS.register("entropy", group="rate", norm="Linf")
 class EntropyAttack(CheckedAttack, torchattacks.attack.Attack):
     """L-inf PGD that maximises the estimated bitrate of a :class:`robustnb.split.SplitModel`.
 

@@ -18,21 +18,33 @@ from torch import nn
 
 from robustnb import registry
 from robustnb.config import ConfigError
-from robustnb.attacks.base import attack_parameters, check_epsilon, checked, perturb
+from robustnb.attacks.base import attack_parameters, budget, check_epsilon, checked, perturb
 from robustnb.checks import check_images, check_labels, check_number, one_or_more
 from robustnb.progress import tqdm
 from robustnb.train import accuracy
 
-STANDARD = ("fgsm", "pgd", "mifgsm", "bim", "autoattack")  #: the torchattacks attacks registered here
+#: the torchattacks attacks registered here: name -> (class, norm of its budget, iterative: it takes a step size
+#: ``alpha`` and a number of ``steps``). A new one is a row here.
+STANDARD_ATTACKS = {
+    "fgsm": (torchattacks.FGSM, "Linf", False),
+    "pgd": (torchattacks.PGD, "Linf", True),
+    "mifgsm": (torchattacks.MIFGSM, "Linf", True),
+    "bim": (torchattacks.BIM, "Linf", True),
+    "autoattack": (torchattacks.AutoAttack, "Linf", False),
+}
+STANDARD = tuple(STANDARD_ATTACKS)  #: their names
 
 
 def _standard_maker(key: str, cls: type):
-    """The maker of a standard attack: iterative attacks default to the usual step ``alpha = eps / 4`` (at least
-    1/255 when eps > 0) and 10 steps; AutoAttack to the model's number of classes."""
+    """The maker of a standard attack: epsilon checked against its entry's budget
+    (:func:`robustnb.attacks.base.budget`); iterative attacks default to the usual step ``alpha = eps / 4`` (at
+    least 1/255 when eps > 0 under L-inf) and 10 steps; AutoAttack to the model's number of classes."""
     def make(model: nn.Module, eps: float, **kw) -> torchattacks.attack.Attack:
-        eps = check_epsilon(eps)
-        if key in ("pgd", "mifgsm", "bim"):
-            kw.setdefault("alpha", max(eps / 4, 1 / 255) if eps > 0 else 0.0)
+        norm, _ = budget(key)
+        eps = check_epsilon(eps, norm=norm)
+        if registry.ATTACKS.meta(key)["iterative"]:
+            floor = 1 / 255 if norm == "Linf" else 0.0
+            kw.setdefault("alpha", max(eps / 4, floor) if eps > 0 else 0.0)
             kw.setdefault("steps", 10)
         if key == "autoattack":
             kw.setdefault("n_classes", _num_classes(model))
@@ -41,11 +53,10 @@ def _standard_maker(key: str, cls: type):
     return make
 
 
-for _name, _cls in zip(STANDARD, (torchattacks.FGSM, torchattacks.PGD, torchattacks.MIFGSM, torchattacks.BIM,
-                                  torchattacks.AutoAttack)):
-    _checked_cls = checked(_cls)  # the torchattacks class, checking its parameters and its inputs
+for _name, (_cls, _norm, _iterative) in STANDARD_ATTACKS.items():
+    _checked_cls = checked(_cls, norm=_norm)  # the torchattacks class, checking its parameters and its inputs
     registry.ATTACKS.add(_name, _checked_cls, maker=_standard_maker(_name, _checked_cls), group="standard",
-                         settings=[p for p in attack_parameters(_cls) if p != "eps"])
+                         norm=_norm, iterative=_iterative, settings=[p for p in attack_parameters(_cls) if p != "eps"])
 
 
 def make_attack(name: str, model: nn.Module, eps: float, **kw) -> torchattacks.attack.Attack:
@@ -76,9 +87,10 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon
     check_images(x)
     check_labels(y, x)
     attacks = one_or_more(attacks, "attacks", str, empty=False)
-    for name in attacks:
-        registry.ATTACKS.check(name)
-    epsilons = [check_epsilon(e) for e in one_or_more(epsilons, "epsilons", empty=False)]
+    epsilons = one_or_more(epsilons, "epsilons", empty=False)
+    for name in attacks:  # each epsilon within each attack's own budget
+        norm, _ = budget(registry.ATTACKS.check(name))
+        epsilons = [check_epsilon(e, norm=norm) for e in epsilons]
     batch_size = check_number(batch_size, "batch_size", 1, None, integer=True)
     keep_examples = check_number(keep_examples, "keep_examples", 0, None, integer=True)
     for name in attacks:  # every attack's settings are checked before the first one runs

@@ -1,6 +1,7 @@
 """The cells every chapter shares, and the commands that keep them in step: the Colab set-up cell (from
-``_config.yml``'s repository), the parameters cell, the set-up cell; the outputs nbval compares; a new chapter's
-skeleton (:func:`scaffold`).
+``_config.yml``'s repository and cache archive, and the package version), the notebook metadata asking Colab for a
+GPU runtime, the parameters cell, the set-up cell; the outputs nbval compares; a new chapter's skeleton
+(:func:`scaffold`). ``python -m robustnb.book sync`` rewrites the Colab cell and metadata of every chapter.
 
 Both commands check their arguments before they write anything: :func:`scaffold` refuses a path without
 ``.ipynb``, one that exists, a folder that does not, and an empty title, and removes the file it made when its
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import nbformat
 
-from robustnb.book.toc import ROOT, chapters, no_deps_requirements, repository
+from robustnb.book.toc import ROOT, cache_archive_url, chapters, no_deps_requirements, package_version, repository
 from robustnb.config import ConfigError
 
 COLAB_MARKER = "# Colab set-up"
@@ -34,18 +35,45 @@ PARAMETERS_SOURCE = (
 SETUP_SOURCE = "import robustnb\n\nrun = robustnb.setup(preset, seed=seed, device=device)"
 
 
+#: where the Colab cell keeps ``ROBUSTNB_CACHE`` when Google Drive is mounted (it then outlives the session)
+DRIVE_CACHE = "/content/drive/MyDrive/robustnb/cache"
+#: what every chapter's notebook metadata asks of Colab: a GPU runtime (a T4, the free one)
+COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
+
+
 def colab_cell_source(root: Path = ROOT) -> str:
+    """Every chapter's first code cell: in Google Colab (nothing elsewhere) it keeps the cache on Google Drive when
+    Drive is mounted, installs robustnb at the git tag ``v<version>`` of the repository (``pyproject.toml``, the
+    version the page was built from), or from the configured branch with a warning when that fails (no such tag),
+    then the ``# no-deps`` requirements, and, when the reader sets ``FETCH_TRAINED = True``, imports the ``cpu``
+    archive of trained models and results from ``_config.yml``'s ``robustnb: cache_archive``."""
     url, branch = repository(root)
+    tag = f"v{package_version(root)}"
     extra = ", ".join(f'\"{r}\"' for r in no_deps_requirements(root))
     return (
-        f"{COLAB_MARKER}: in Google Colab, install robustnb from the repository (does nothing elsewhere).\n"
-        "import subprocess, sys\n"
+        f"{COLAB_MARKER}: in Google Colab, install robustnb {tag}, the version of this page (does nothing elsewhere).\n"
+        "FETCH_TRAINED = False  # True: load the book's trained models and results (the cpu archive) instead of training\n"
+        "import os, subprocess, sys\n"
         "if \"google.colab\" in sys.modules:\n"
+        "    if os.path.isdir(\"/content/drive/MyDrive\"):  # Google Drive mounted: the cache outlives the session\n"
+        f"        os.environ.setdefault(\"ROBUSTNB_CACHE\", \"{DRIVE_CACHE}\")\n"
         "    pip = [sys.executable, \"-m\", \"pip\", \"install\", \"-q\"]\n"
-        f"    subprocess.run(pip + [\"robustnb @ git+{url}@{branch}\"], check=True)\n"
+        f"    if subprocess.run(pip + [\"robustnb @ git+{url}@{tag}\"]).returncode:\n"
+        f"        print(\"warning: could not install robustnb {tag} (no such tag?): installing the {branch} branch\")\n"
+        f"        subprocess.run(pip + [\"robustnb @ git+{url}@{branch}\"], check=True)\n"
         "    # without their declared pins, which would downgrade Colab's numpy and requests (both run on numpy 2)\n"
-        f"    subprocess.run(pip + [\"--no-deps\", {extra}], check=True)"
+        f"    subprocess.run(pip + [\"--no-deps\", {extra}], check=True)\n"
+        "    if FETCH_TRAINED:  # checked, and never overwrites what you have (python -m robustnb cache import)\n"
+        f"        archive = \"{cache_archive_url(root)}\"\n"
+        "        subprocess.run([sys.executable, \"-m\", \"robustnb\", \"cache\", \"import\", archive], check=True)"
     )
+
+
+def with_colab_metadata(metadata: dict) -> dict:
+    """A notebook's metadata with :data:`COLAB_METADATA` added (the reader's other ``colab`` keys are kept)."""
+    out = {**metadata, "accelerator": COLAB_METADATA["accelerator"]}
+    out["colab"] = {**COLAB_METADATA["colab"], **out.get("colab", {}), "gpuType": COLAB_METADATA["colab"]["gpuType"]}
+    return out
 
 
 def _write(nb_path: Path, nb: dict) -> None:
@@ -125,15 +153,44 @@ def store_checked_outputs(nb_path: Path, executed_path: Path) -> int:
     return n
 
 
+#: a cell tag: the HTML folds the cell's input behind a toggle (the set-up cells, so a chapter's first screen is its
+#: question, not logistics); Jupyter and Colab show it as usual
+FOLD_TAG = "hide-input"
+
+
+def is_setup_cell(cell: dict) -> bool:
+    """The Colab, parameters and set-up cells every chapter shares (:data:`COLAB_MARKER`, the ``parameters`` tag,
+    :data:`SETUP_SOURCE`)."""
+    src = "".join(cell.get("source", ""))
+    return cell.get("cell_type") == "code" and (src.startswith(COLAB_MARKER) or src == SETUP_SOURCE
+                                                or "parameters" in cell.get("metadata", {}).get("tags", []))
+
+
+def folded(cell: dict) -> dict:
+    """``cell`` with :data:`FOLD_TAG` among its tags (once)."""
+    tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+    if FOLD_TAG not in tags:
+        tags.append(FOLD_TAG)
+    return cell
+
+
 def sync(root: Path = ROOT) -> list[Path]:
-    """Rewrite the Colab cell of every chapter that is out of date; returns the notebooks changed."""
+    """Bring every chapter's Colab cell (:func:`colab_cell_source`), its set-up cells' folding (:data:`FOLD_TAG`)
+    and its notebook metadata (:data:`COLAB_METADATA`: a GPU runtime) up to date; returns the notebooks changed
+    (the others are not rewritten)."""
     changed = []
     want = colab_cell_source(root)
     for nb_path in chapters(root):
         nb = json.loads(nb_path.read_text())
         cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
-        if "".join(cell["source"]).startswith(COLAB_MARKER) and "".join(cell["source"]) != want:
+        before = json.dumps(nb, sort_keys=True)
+        if "".join(cell["source"]).startswith(COLAB_MARKER):
             cell["source"] = want.splitlines(keepends=True)
+        for c in nb["cells"]:
+            if is_setup_cell(c):
+                folded(c)
+        nb["metadata"] = with_colab_metadata(nb.get("metadata", {}))
+        if json.dumps(nb, sort_keys=True) != before:
             _write(nb_path, nb)
             changed.append(nb_path)
     return changed
@@ -170,16 +227,17 @@ def scaffold(path: Path, title: str, execute: bool = True) -> Path:
     if not isinstance(title, str) or not title.strip():
         raise ConfigError(f"the chapter needs a title, got {title!r}.")
     nb = nbformat.v4.new_notebook()
-    nb.metadata.update({"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                        "language_info": {"name": "python"}})
+    nb.metadata.update(with_colab_metadata({"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"},
+                                            "language_info": {"name": "python"}}))
     params = nbformat.v4.new_code_cell(PARAMETERS_SOURCE)
-    params.metadata["tags"] = ["parameters"]
+    params.metadata["tags"] = ["parameters", FOLD_TAG]
     setup = nbformat.v4.new_code_cell(SETUP_SOURCE)
-    setup.metadata["tags"] = [NBVAL_TAG]
+    setup.metadata["tags"] = [NBVAL_TAG, FOLD_TAG]
     nb.cells = [
         nbformat.v4.new_markdown_cell(f"# {title}\n\nThe question, and the phenomenon in one picture or number.\n\n"
                                       + runtime_box(path.stem)),
-        nbformat.v4.new_code_cell(colab_cell_source()),
+        folded(nbformat.v4.new_code_cell(colab_cell_source())),
         params,
         setup,
         nbformat.v4.new_markdown_cell("## Summary\n\nWhat held, what did not, and why."),

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from robustnb import ledger
+from robustnb.book.pages import for_readers
 from robustnb.book.toc import ROOT, chapters, toc_files, toc_parts
 
 LEDGER = "book/claims.md"
@@ -30,8 +31,11 @@ def ledger_markdown(root: Path = ROOT) -> str:
              "(with why), and rows measured on *stand-in* data. *Holm* reads a paper's primary claims together,",
              "across its chapters: a claim \"holds\" when its one-sided test still rejects \"the claim is false\"",
              "after Holm's adjustment (family-wise 2.5%); a chapter's own table applies it over that chapter's",
-             "primary claims. Beside every primary claim, its *power*: the smallest effect this run detects with",
-             "80% power, from its own spread, against the paper's effect (or 10 points where it states none).", "",
+             "primary claims. Beside every primary claim's result, its *power*: the smallest effect this run",
+             "detects with 80% power, from its own spread, against the paper's effect (or 10 points where it states",
+             "none).", "",
+             "The papers' figures are quoted from a summary of each paper (title, abstract, key results), with where",
+             "the paper says it. Where that summary gives no figure, the claim is judged for its direction only.", "",
              "The measured columns are pasted from each chapter's own run in this build (same preset, same seed), so",
              "they always agree with the chapters' tables. Data: the offline CIFAR-10 archive is a JPEG re-encoding",
              "at quality 75 (see the introduction); chapters say where they use a stand-in for the paper's data.", "",
@@ -40,10 +44,12 @@ def ledger_markdown(root: Path = ROOT) -> str:
              "reproduce, or could not decide, and how many hold after Holm's correction over the paper's primary",
              "claims; then the rows counted apart. Each chapter's section opens with a forest plot of its claims:",
              "ours with its 95% interval (a circle coloured by the verdict), the paper's figure or bound where it",
-             "gives one (an open diamond), on the claim's own units; hover for the claim.", "",
+             "gives one (an open diamond) and the book's own bound where it sets one (an open square), on the claim's",
+             "own units; hover for the claim. Claims not measured at this preset are listed under the plot.", "",
              "```{claims-summary}", "```", "",
              "The rows not counted, and why:", "",
              "```{claims-apart}", "```", ""]
+    short = paper_names(root)
     for nb in chapters(root):
         mod = importlib.import_module(f"robustnb.chapters.{nb.stem}")
         claims = getattr(mod, "PAPER_CLAIMS", {})
@@ -52,17 +58,48 @@ def ledger_markdown(root: Path = ROOT) -> str:
         title = next(iter(json.loads(nb.read_text())["cells"]))["source"]
         title = "".join(title).splitlines()[0].lstrip("# ").strip()
         rel = nb.name
+        paper = short.get(f"book/{nb.stem}", "")
         lines += [f"## [{title}]({rel})", "", f"```{{claims-forest}} {rel}", "```", "",
-                  "| claim | paper | ours (95% interval) | verdict | Holm (chapter) | power |",
-                  "|---|---|---|---|---|---|"]
+                  f"```{{table}}", f":class: {LEDGER_TABLE_CLASS}", f":widths: {' '.join(map(str, LEDGER_WIDTHS))}", "",
+                  "| claim | the paper's figure | ours (95% interval) | verdict | Holm (chapter) |",
+                  "|---|---|---|---|---|"]
         for cid, pc in claims.items():
-            mark = {"primary": " **(primary)**", "addition": " *(book)*", "setup": " *(set-up check)*",
-                    "construction": f" *(by construction: {pc.why})*", "exploratory": " *(exploratory)*"}[pc.role]
-            lines.append(f"| {pc.claim}{mark} | {pc.paper} ({pc.source}) | {{glue:text}}`{rel}::{cid}:s` | "
-                         f"{{glue:text}}`{rel}::{cid}_verdict:s` | {{glue:text}}`{rel}::{cid}_holm:s` | "
-                         f"{{glue:text}}`{rel}::{cid}_power:s` |")
-        lines.append("")
+            role = ROLE_MARKS[pc.role].format(why=_cell(pc.why))
+            claim = _cell(pc.claim)
+            if role.strip(" *()").split(":")[0] in claim:  # the claim already says it ("... (set-up check)")
+                role = " **(primary)**" if pc.role == "primary" else ""
+            where = _cell(for_readers(pc.source))
+            figure = f"{_cell(for_readers(pc.paper))} ({where if not paper or paper in where else f'{paper}, {where}'})"
+            power = f"; power: {{glue:text}}`{rel}::{cid}_power:s`" if pc.role == "primary" else ""
+            lines.append(f"| {claim}{role} | {figure} | {{glue:text}}`{rel}::{cid}:s`{power} | "
+                         f"{{glue:text}}`{rel}::{cid}_verdict:s` | {{glue:text}}`{rel}::{cid}_holm:s` |")
+        lines += ["```", ""]
     return "\n".join(lines)
+
+
+#: the ledger's claims tables: their class (fixed layout, wrapped text: :func:`robustnb.book.pages.stylesheet`)
+#: and column widths (% of the page column: claim, the paper's figure, ours, verdict, Holm)
+LEDGER_TABLE_CLASS = "robustnb-claims-ledger"
+LEDGER_WIDTHS = (30, 28, 16, 15, 11)
+#: how a claim's role is marked in the ledger
+ROLE_MARKS = {"primary": " **(primary)**", "addition": " *(book)*", "setup": " *(set-up check)*",
+              "construction": " *(by construction: {why})*", "exploratory": " *(exploratory)*"}
+
+
+def _cell(text: str) -> str:
+    """Text for a cell of a Markdown table (a ``|`` would end the cell)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def paper_names(root: Path = ROOT) -> dict:
+    """Chapter file (``book/tv_defense``) -> the short name of its paper, from its part's caption in ``_toc.yml``
+    (the part "Split computing under attack (Zhang et al.)" -> "Zhang et al."; the whole caption where it has
+    no parenthesis)."""
+    out = {}
+    for caption, files in toc_parts(root):
+        name = caption[caption.rfind("(") + 1:].rstrip(")").strip() if caption.rstrip().endswith(")") else caption
+        out.update(dict.fromkeys(files, name))
+    return out
 
 
 def summary_report(build_dir: Path, root: Path = ROOT) -> str:

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from robustnb import ledger, widgets
-from robustnb.book import runtimes
+from robustnb.book import pages, runtimes
 from robustnb.book.claims import glued_ledgers, papers_apart, papers_summary
 from robustnb.book.toc import ROOT, chapters, toc_files
 from robustnb.cache import sources_digest
@@ -286,9 +286,15 @@ def _fill_ledger(app, doctree, docname) -> None:
                 logging.getLogger(__name__).warning(f"{chapter} glued no claims table", location=node)
                 node.replace_self([])
                 continue
-            html = ledger.forest_figure(rows).to_html(
-                include_plotlyjs=False, include_mathjax=False, full_html=False,
-                div_id=f"claims-forest-{posixpath.basename(chapter)}", config={"displaylogo": False})
+            div_id = f"claims-forest-{posixpath.basename(chapter)}"
+            if not ledger.measured(rows).any():  # nothing to draw: say so instead of an empty plot
+                html = (f'<div id="{div_id}" class="robustnb-forest-empty"><p>No claim of this chapter was measured '
+                        f'at this preset (none has a 95% interval): its {len(rows)} claims are listed in the table '
+                        'below.</p></div>')
+            else:
+                html = ledger.forest_figure(rows).to_html(include_plotlyjs=False, include_mathjax=False,
+                                                          full_html=False, div_id=div_id,
+                                                          config={"displaylogo": False})
             node.replace_self(nodes.raw("", html, format="html", classes=["robustnb-forest"]))
     verdicts = set(ledger.VERDICT_COLOURS)
     for entry in doctree.findall(nodes.entry):
@@ -327,7 +333,13 @@ def _copy_ledger_assets(app, exception) -> None:
     out = Path(app.outdir) / "_static" / WEB_DIR
     out.mkdir(parents=True, exist_ok=True)
     (out / PLOTLY_JS).write_text(get_plotlyjs())
-    (out / LEDGER_CSS).write_text(ledger.stylesheet())
+    (out / LEDGER_CSS).write_text(book_stylesheet())
+
+
+def book_stylesheet() -> str:
+    """The book's own CSS (:data:`LEDGER_CSS`, on every page): the verdict colours and the tables that fit the
+    page column (:func:`robustnb.book.pages.stylesheet`)."""
+    return ledger.stylesheet() + "\n" + pages.stylesheet()
 
 
 def _ledger_docs_outdated(app, env, added, changed, removed) -> list[str]:

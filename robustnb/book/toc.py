@@ -1,11 +1,16 @@
 """What the book is made of: the files ``_toc.yml`` lists, its parts (one per paper), the chapters (notebooks),
-and the repository ``_config.yml`` names."""
+the repository ``_config.yml`` names, the package version (``pyproject.toml``) and the URL of the archive of
+trained models and results (``_config.yml``'s ``robustnb: cache_archive``)."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
+from urllib.parse import urlparse
 
 import yaml
+
+from robustnb.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,8 +56,27 @@ def chapters(root: Path = ROOT) -> list[Path]:
 
 
 def repository(root: Path = ROOT) -> tuple[str, str]:
+    """``_config.yml``'s repository: its URL (no trailing slash) and branch (default ``main``)."""
     repo = load_yaml("_config.yml", root).get("repository", {})
     return repo["url"].rstrip("/"), repo.get("branch", "main")
+
+
+def package_version(root: Path = ROOT) -> str:
+    """The package's version, ``[project] version`` in ``pyproject.toml`` (the Colab cell installs the git tag
+    ``v<version>``)."""
+    return tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+
+
+def cache_archive_url(root: Path = ROOT) -> str:
+    """The URL of the ``cpu`` archive of trained models and results (``robustnb: cache_archive`` in
+    ``_config.yml``; the Pages workflow attaches it to a release of the repository). Jupyter Book ignores the
+    ``robustnb`` key (its schema allows keys of its own). Raises :class:`~robustnb.config.ConfigError` when the key
+    is missing or not an http(s) URL."""
+    url = (load_yaml("_config.yml", root).get("robustnb") or {}).get("cache_archive")
+    if not isinstance(url, str) or urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc:
+        raise ConfigError(f"_config.yml: robustnb: cache_archive must be the https URL of the cache archive (e.g. "
+                          f"{repository(root)[0]}/releases/download/cache-cpu/robustnb-cache-cpu.tar.gz), got {url!r}.")
+    return url
 
 
 def no_deps_requirements(root: Path = ROOT) -> list[str]:

@@ -879,10 +879,12 @@ def claim_estimates(df: pd.DataFrame, cfg: StudyConfig) -> dict[str, stats.Estim
     seeds of the seed's value (:func:`per_seed`: a paired difference over the same images, within the seed) with
     Student's t interval over the seeds (:func:`robustnb.stats.seeds_ci`), ``support`` the fewest images behind
     one seed's value. One seed gives no interval (inconclusive): a comparison of methods that rests on one
-    training of each model says nothing about the next training."""
+    training of each model says nothing about the next training. A claim whose models this run lacks
+    (:func:`seed_values` leaves it out) is :func:`robustnb.stats.unmeasured`."""
     ps = per_seed(df, cfg)
-    return {cid: stats.seeds_ci(g.value.to_numpy(), support=int(g.images.min()))
-            for cid, g in ps.groupby("claim_id", sort=False)}
+    measured = {cid: stats.seeds_ci(g.value.to_numpy(), support=int(g.images.min()))
+                for cid, g in ps.groupby("claim_id", sort=False)}
+    return {**{cid: stats.unmeasured() for cid in PAPER_CLAIMS}, **measured}
 
 
 def on_stand_in(df: pd.DataFrame) -> bool:

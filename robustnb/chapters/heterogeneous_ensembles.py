@@ -42,7 +42,6 @@ once per (attack, epsilon), and every instantiation is evaluated on the same exa
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import time
 from dataclasses import dataclass, field, replace
@@ -55,11 +54,11 @@ import torch.nn.functional as F
 from robustnb import data as rdata
 from robustnb import distributed as D
 from robustnb import ensembles as E
-from robustnb import plots, stats, widgets
+from robustnb import plots, stats
 from robustnb.attacks import perturb
 from robustnb.cache import experiment
 from robustnb.config import ConfigError, Run, in_colab, pick
-from robustnb.jobs import as_execution
+from robustnb.jobs import as_execution, torch_threads
 from robustnb.mechanisms import make, names
 from robustnb.progress import tqdm
 from robustnb.train import TrainConfig, predict, speed_for, speed_options
@@ -79,7 +78,7 @@ _AXIS_SLUG = {"tuned HP": "tuned_hp", "data non-IID": "non_iid", "architecture":
               "scheduler": "scheduler", "all": "all"}
 _LESSER = ("architecture", "optimizer", "scheduler")  # the paper's "lesser role" axes
 
-#: The paper's world, in which every claim's "right" world is built (``world_claims``; issue 36's example): under
+#: The paper's world, in which every claim's "right" world is built (``world_claims``): under
 #: CWA at N = 5, tuning each node gains WORLD_TUNING over ENS and each axis adds WORLD_ON_TOP[axis] on top of tuning
 #: (every axis instantiation tunes its nodes): architecture, optimizer and scheduler +3 to +4 points, the lesser
 #: role; at N = 3 every gain is WORLD_SCALE[3] of its N = 5 size (the gains grow with N); every instantiation costs
@@ -413,25 +412,6 @@ def plan(cfg: HeteroConfig, splits: Splits, seed: int, n: int) -> dict[str, list
     return out
 
 
-def tuning_jobs(nodes: dict[str, list[D.NodeSpec]]) -> dict[str, list[D.NodeSpec]]:
-    """The nodes of one round and N that are tuned: ENS tunes ONE configuration, on its node 0 (a shard of the
-    size its nodes train on) with one node's budget, shared by all its nodes; every other axis tunes each node
-    on its own shard."""
-    return {axis: specs[:1] if axis == "ENS" else specs for axis, specs in nodes.items()}
-
-
-def apply_tuning(nodes: dict[str, list[D.NodeSpec]], best: dict[str, list[dict]]) -> tuple[dict, list[dict]]:
-    """The tuned specs ``{axis: specs}`` (ENS's one configuration given to every ENS node) and the tuning rows."""
-    out, rows = {}, []
-    for axis, specs in nodes.items():
-        values = best[axis] * len(specs) if axis == "ENS" else best[axis]
-        out[axis] = [D.tuned(node, b) for node, b in zip(specs, values)]
-        rows += [{"axis": axis, "node": i, "arch": node.arch, "optimizer": node.train.optimizer,
-                  "scheduler": node.train.scheduler, "shard_size": len(node.data), **b}
-                 for i, (node, b) in enumerate(zip(specs, values)) if axis != "ENS" or i == 0]
-    return out, rows
-
-
 def build_nodes(cfg: HeteroConfig, run: Run, splits: Splits, ex: D.Execution = D.Execution(), seeds=None, also=()):
     """Tune and train every node of every round (seed) and N.
 
@@ -442,21 +422,13 @@ def build_nodes(cfg: HeteroConfig, run: Run, splits: Splits, ex: D.Execution = D
     ex = as_execution(ex, run)
     seeds = tuple(cfg.seeds if seeds is None else seeds)
     untuned = {(seed, n): plan(cfg, splits, seed, n) for seed in seeds for n in cfg.n_values}
-    jobs = [(sn, axis, node) for sn, nodes in untuned.items() for axis, specs in tuning_jobs(nodes).items()
-            for node in specs]
-    values = D.tune_nodes([node for *_, node in jobs], cfg.tune_trials, cfg.tuner, ex.address, ex.num_cpus,
-                          device=run.device)
-    best = {}
-    for (sn, axis, _), v in zip(jobs, values):
-        best.setdefault(sn, {}).setdefault(axis, []).append(v)
-    plans, rows = {seed: {} for seed in seeds}, []
-    for (seed, n), nodes in untuned.items():
-        plans[seed][n], r = apply_tuning(nodes, best[(seed, n)])
-        rows += [{"seed": seed, "n_nodes": n, **row} for row in r]
-    flat = [node for by_n in plans.values() for by_axis in by_n.values() for ns in by_axis.values() for node in ns]
-    trained = D.train_nodes([*flat, *also], ex.backend, run.device, ex.address, ex.num_cpus)
-    models = {n.key: trained[n.key] for n in flat}  # the nodes only: ``also`` is loaded by its own caller
-    return plans, models, pd.DataFrame(rows)
+    tuned, models, rows = D.tune_and_train(untuned, cfg.tune_trials, cfg.tuner, ex, run.device, also)
+    plans = {seed: {} for seed in seeds}
+    for (seed, n), by_axis in tuned.items():
+        plans[seed][n] = by_axis
+    tuning = [{"seed": row["key"][0], "n_nodes": row["key"][1], **{k: v for k, v in row.items() if k != "key"}}
+              for row in rows]
+    return plans, models, pd.DataFrame(tuning)
 
 
 @dataclass(frozen=True)
@@ -492,7 +464,7 @@ def one_round(preset: str = "cpu", seed: int = 0, backend: str | None = None, ra
         finally:
             D.ray_shutdown()
     seconds = time.perf_counter() - started
-    tuned = {node.key for n in cfg.n_values for specs in tuning_jobs(plan(cfg, splits, seed, n)).values()
+    tuned = {node.key for n in cfg.n_values for specs in D.tuning_jobs(plan(cfg, splits, seed, n)).values()
              for node in specs}  # distinct tunings (node 0 of every IID axis is ENS's: one tuning)
     return RoundTiming(seed, master(cfg, seed), len(tuned), len(models), round(seconds, 1))
 
@@ -638,18 +610,6 @@ def evaluate_grid(cfg: HeteroConfig, nodes: dict, models: dict, splits: Splits, 
                                  "robust_acc_cc": kept, "robust_acc": float(hit.float().mean()),
                                  "success_rate": 1 - kept, "n_clean_correct": n_cc})
     return pd.DataFrame(rows)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run a block with ``n`` torch threads (``None``: unchanged), restoring the previous number after."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @dataclass(frozen=True)
@@ -813,23 +773,6 @@ def _similarity(models, surrogates, nodes, x, y, axes) -> pd.DataFrame:
                          for a in names for b in names])
 
 
-def explore(frame: pd.DataFrame, cfg: HeteroConfig):
-    """Live explorer: pick epsilon and attack, see robust accuracy per instantiation vs N (reads the frame)."""
-    d = seed_mean(frame)
-    d = d[d.vote == "hard"]
-    eps_values = sorted(d.eps_255.unique())
-
-    def show(epsilon, attack):
-        sub = d[(d.attack == attack) & (np.isclose(d.eps_255, epsilon * 255))]
-        return plots.line(sub, x="n_nodes", y="robust_acc_cc", color="instantiation",
-                          title=f"{attack.upper()} at epsilon {epsilon * 255:.0f}/255: robust accuracy",
-                          labels={"n_nodes": "nodes N", "robust_acc_cc": "robust accuracy (clean-correct)"})
-
-    return widgets.explorer(show, epsilon=widgets.epsilon_slider(eps_values, value=cfg.eps_255),
-                            attack=widgets.choice(list(cfg.attacks), "attack", value="cwa" if "cwa" in cfg.attacks
-                                                  else cfg.attacks[0]))
-
-
 def at(frame: pd.DataFrame, eps_255: float | None = None, vote: str = "hard",
        n_nodes: int | None = None) -> pd.DataFrame:
     """Rows of the grid frame (mean over training seeds) with one vote, at one epsilon (None: all) and,
@@ -950,7 +893,7 @@ TOO_FEW = 1
 #: rounds of a constructed world. At the worlds' spread 3 rounds (t with 2 degrees of freedom) decide the full
 #: mix's gain over ENS (in 100% of the paper's worlds, 80% of the wrong ones), not the comparisons of effects, whose
 #: per-round values combine three or four instantiations: the lesser role, the largest driver and the growth with N
-#: read right in 14-31% of their worlds at 3 rounds, 50-91% at 8 (issue 36's example), 72-99% at 12 and 87-100% at
+#: read right in 14-31% of their worlds at 3 rounds, 50-91% at 8, 72-99% at 12 and 87-100% at
 #: 16; the clean cost in about 80% at 3 rounds (simulated over 150 worlds each). The cpu preset's CPU_ROUNDS are
 #: between 3 and 8: enough for the gain over ENS and the clean cost, not for the lesser role or the growth.
 WORLD_ROUNDS = 16

@@ -373,6 +373,16 @@ def overhead_table(df: pd.DataFrame, eps_255: float) -> pd.DataFrame:
     return w.reset_index()
 
 
+def overhead_display(df: pd.DataFrame, eps_255: float) -> pd.DataFrame:
+    """:func:`overhead_table` for the page column: the same numbers under two header rows (the measure, then
+    the input: ``("overhead %", "attacked")``), so each column is headed by one short word; the entropy model and
+    the defense under an empty first row ("entropy model": it wraps)."""
+    w = overhead_table(df, eps_255)
+    pairs = [("", c.replace("_", " ")) if c in ("entropy_model", "defense") else tuple(reversed(c.split(": ", 1)))
+             for c in w.columns]
+    return w.set_axis(pd.MultiIndex.from_tuples(pairs), axis=1)
+
+
 def _settings(settings, em: str) -> DefenseSettings:
     """``settings`` is one DefenseSettings or ``{entropy_model: DefenseSettings}``."""
     return settings.get(em, DefenseSettings()) if isinstance(settings, dict) else settings

@@ -1,9 +1,10 @@
 """The bitrate of an entropy-coded split model, two ways.
 
 * **Estimated**: the entropy model assigns each quantised latent symbol a probability ``p``; an ideal
-  entropy coder spends ``-log2 p`` bits on it. :func:`bits` is the one place that turns likelihoods into
-  bits (every rate term, attack objective and bit count in the package calls it); :func:`estimated_bits` sums that per image (latent ``y`` and,
-  for the hyperprior, the side information ``z``). With ``training_noise=True`` it uses the training-time
+  entropy coder spends ``-log2 p`` bits on it. :func:`bits` (per image) and :func:`location_bits` (per
+  latent location) are the one place that turns likelihoods into bits: every rate term, attack objective, bit map
+  and bit count in the package calls them; :func:`estimated_bits` sums that per image (latent ``y`` and, for the
+  hyperprior, the side information ``z``). With ``training_noise=True`` it uses the training-time
   relaxation (uniform noise instead of rounding), which is differentiable: the entropy attack ascends it.
 * **Real**: :func:`real_bytes` runs CompressAI's rANS coder (``model.compress``) and counts the bytes on the
   wire per image. It exceeds the estimate by a small constant per stream (the coder flushes its 32-bit
@@ -29,7 +30,6 @@ import torch
 from torch import nn
 
 from robustnb.checks import check_images, check_labels
-from robustnb.config import ConfigError
 
 BATCH = 256
 
@@ -42,6 +42,13 @@ def bits(likelihoods: dict) -> torch.Tensor:
     """Bits per image ``(N,)`` from a model output's ``likelihoods`` dict: ``sum -log2 p`` over every symbol of
     every stream (``y`` and, for the hyperprior, ``z``). Differentiable."""
     return sum((-torch.log2(lik)).flatten(1).sum(1) for lik in likelihoods.values())
+
+
+def location_bits(likelihood: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """Bits per latent location ``(N, h, w)`` of one stream's likelihoods ``(N, C, h, w)``: ``-log2 p`` summed over
+    the channels (the map :func:`bits` sums). ``floor`` > 0 clamps ``p`` from below first, so that a
+    differentiable map stays finite. Differentiable."""
+    return (-torch.log2(likelihood.clamp_min(floor) if floor else likelihood)).sum(1)
 
 
 def rate_bpp(model: nn.Module, x, y, out) -> torch.Tensor:
@@ -132,7 +139,7 @@ def bit_map(model: nn.Module, x: torch.Tensor, batch_size: int = BATCH) -> torch
     with torch.no_grad():
         if len(x) == 0:  # an empty batch: an empty map of the latent's size
             return torch.zeros((0,) + tuple(model.encode(torch.zeros((1,) + tuple(x.shape[1:]), device=dev)).shape[-2:]))
-        maps = [(-torch.log2(model(x[i:i + batch_size].to(dev), noise=False)["likelihoods"]["y"])).sum(1).cpu()
+        maps = [location_bits(model(x[i:i + batch_size].to(dev), noise=False)["likelihoods"]["y"]).cpu()
                 for i in range(0, len(x), batch_size)]
     return torch.cat(maps)
 
@@ -143,44 +150,13 @@ def bpp(bits: torch.Tensor, image_shape) -> torch.Tensor:
     return bits / (h * w)
 
 
-@torch.no_grad()
-def _code_and_decode(model: nn.Module, x: torch.Tensor, batch_size: int = BATCH,
-                     given: Coded | None = None) -> tuple[torch.Tensor, Coded, dict]:
-    """One pass over ``x``: per batch one forward pass (the estimate and the reference logits), one
-    ``compress`` (unless ``given``) and one ``decompress``. ``(estimated bits (N,), Coded, agreement)``."""
-    check_images(x)
-    if given is not None and len(given) != len(x):
-        raise ConfigError(f"coded holds {len(given)} images but x has {len(x)}: pass the Coded of these images "
-                          "(rate.coded(model, x))")
-    dev = _device(model)
-    est, strings, shape, diffs, agree = [], None, (), [], []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].to(dev)
-        out = model(xb, noise=False)
-        est.append(bits(out["likelihoods"]).cpu())
-        if given is None:
-            c = model.compress(xb)
-            batch_strings, shape = c["strings"], tuple(c["shape"])
-            strings = [[] for _ in batch_strings] if strings is None else strings
-            for acc, s in zip(strings, batch_strings):
-                acc.extend(s)
-        else:
-            batch_strings, shape = given.batch(i, i + len(xb)), given.shape
-        dec = model.decompress(batch_strings, shape)
-        ref = out["logits"]
-        diffs.append((dec - ref).abs().amax().item())
-        agree.append((dec.argmax(1) == ref.argmax(1)).float().cpu())
-    c = given if given is not None else Coded(tuple(strings) if strings is not None else ([],), shape)
-    agreement = {"max_abs_logit_diff": max(diffs) if diffs else 0.0,
-                 "top1_agreement": float(torch.cat(agree).mean()) if agree else 1.0}
-    return (torch.cat(est) if est else torch.zeros(0)), c, agreement
-
-
-def decode_agreement(model: nn.Module, x: torch.Tensor, batch_size: int = BATCH, coded: Coded | None = None) -> dict:
-    """Compress, decompress and compare with the forward pass: max |logit difference| and top-1 agreement.
-    ``x``: images ``(N, C, H, W)`` in [0, 1] (checked); ``coded``: their :func:`coded` strings, if already
-    coded (then they are decoded, not coded again)."""
-    return _code_and_decode(model, x, batch_size, coded)[2]
+def decode_agreement(model: nn.Module, x: torch.Tensor, batch_size: int = BATCH) -> dict:
+    """Compress, decompress and compare with the forward pass: max |logit difference| and top-1 agreement, over
+    :func:`measure`'s rows (each image coded and decoded once). ``x``: images ``(N, C, H, W)`` in [0, 1]
+    (checked)."""
+    frame = measure(model, x, batch_size=batch_size, decode=True)
+    return {"max_abs_logit_diff": float(frame["logit_diff"].max()) if len(frame) else 0.0,
+            "top1_agreement": float(frame["decoded_agrees"].mean()) if len(frame) else 1.0}
 
 
 @torch.no_grad()

@@ -188,9 +188,9 @@ def test_numbers_are_formatted_strings():
     assert nums["ea_severity"] == "5" and nums["ea_n_attack"] == "200"
 
 
-# --------------------------------------------------------------------- which attack a claim reads (issue 21)
+# --------------------------------------------------------------------- which attack a claim reads
 def test_the_papers_accuracy_drop_is_judged_on_the_plain_attack():
-    """Item 9: the -6.6 points (not in our summary) is the plain entropy attack's accuracy change, so that is the
+    """The -6.6 points (not in our summary) is the plain entropy attack's accuracy change, so that is the
     attack it is judged on (for direction only); the keep-label variant is the book's addition, with claims of its
     own (accuracy kept, rate raised by at least the book's bound)."""
     pc = ch.PAPER_CLAIMS["ea_entropy8_accuracy"]
@@ -216,9 +216,9 @@ def test_the_papers_accuracy_drop_is_judged_on_the_plain_attack():
 
 
 def test_doubling_is_measured_against_the_8_255_overhead():
-    """Item 10: "the overhead roughly doubles" is the 16/255 overhead over the 8/255 one, not 16/255 vs clean.
+    """"The overhead roughly doubles" is the 16/255 overhead over the 8/255 one, not 16/255 vs clean.
     An attack at +90% for both budgets matches "+95% vs clean" at 16/255 but does not double anything. "Doubles"
-    is the book's derivation (issue 36, finding 4), not the paper's statement: marked so, not primary."""
+    is the book's derivation, not the paper's statement: marked so, not primary."""
     pc = ch.PAPER_CLAIMS["ea_entropy16_hyperprior"]
     assert pc.form == "increase" and pc.paper_value == pytest.approx(1.0) and pc.role != "primary"
     assert "book's derivation" in pc.paper and "book's derivation" in pc.claim
@@ -243,7 +243,7 @@ def test_overhead_growth_interval():
     assert np.isnan(ch.overhead_growth_ci(clean, clean, clean * 1.4).value)  # no 8/255 overhead: no ratio
 
 
-# ------------------------------------------------ issue 36: claims as the paper makes them (all of paper 000)
+# ---------------------------------------------------------- claims as the paper makes them (all of paper 000)
 PAPER_000 = ("split_computing", "entropy_attacks", "frequency_analysis", "tv_defense")
 #: the figures our summary of paper 000 (../shared/papers/000_*.txt: abstract and TL;DR) gives, as typed there;
 #: "up to 95%" is a best case (direction only), so only these two may be a paper_value
@@ -283,7 +283,7 @@ def test_up_to_is_a_direction_and_never_a_size(chapter, cid, pc):
 
 
 def test_the_headline_is_the_one_primary_claim_read_at_the_largest_budget():
-    """Issue 36, item 2: the chapter's primary claim is the paper's statement as made ("entropy attacks inflate the
+    """The chapter's primary claim is the paper's statement as made ("entropy attacks inflate the
     bitrate, up to ~95%"), read at the grid's largest budget (the best case), for direction only."""
     primary = [cid for cid, pc in ch.PAPER_CLAIMS.items() if pc.role == "primary"]
     assert primary == ["ea_entropy_inflates_rate"]

@@ -177,7 +177,7 @@ def test_natural_images_shape():
 
 
 def test_the_primary_claim_is_the_tldrs_statement():
-    """Issue 36, item 2: the chapter's one primary claim is the TL;DR's "high-frequency content largely drives
+    """The chapter's one primary claim is the TL;DR's "high-frequency content largely drives
     the entropy-based compression" (direction, no figure); the others are exploratory, and "mostly" (more than
     half) is the book's bound."""
     primary = [cid for cid, pc in Fq.PAPER_CLAIMS.items() if pc.role == "primary"]

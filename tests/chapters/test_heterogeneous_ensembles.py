@@ -82,7 +82,7 @@ def _build(monkeypatch, cfg, splits=None):
 
 
 def test_shards_are_one_nth_of_one_pool_and_disjoint():
-    """Item 3: N nodes split one pool (more nodes, less data each), not a fixed number of images per node."""
+    """N nodes split one pool (more nodes, less data each), not a fixed number of images per node."""
     cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2, 4), pool=80)
     splits = _toy_splits(80)
     for n in (1, 2, 4):
@@ -99,7 +99,7 @@ def test_shards_are_one_nth_of_one_pool_and_disjoint():
 
 
 def test_ens_shares_one_tuned_configuration_with_a_nodes_budget(monkeypatch):
-    """Item 1: ENS nodes train on ONE tuned master configuration (not the hand-set defaults), tuned once with one
+    """ENS nodes train on ONE tuned master configuration (not the hand-set defaults), tuned once with one
     node's budget on a shard of the size they train on; tuned HP tunes every node on its own shard."""
     cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2), seeds=(0,), pool=40)
     plans, tuning, calls = _build(monkeypatch, cfg)
@@ -116,7 +116,7 @@ def test_ens_shares_one_tuned_configuration_with_a_nodes_budget(monkeypatch):
 
 
 def test_every_round_redraws_shards_and_tuning(monkeypatch):
-    """Item 2: a seed is a round: the same node differs between rounds in its shard, its tuned values and its
+    """A seed is a round: the same node differs between rounds in its shard, its tuned values and its
     initialisation (so the t interval over rounds covers the tuning and the data split)."""
     cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2), seeds=(0, 1), pool=40)
     plans, tuning, _ = _build(monkeypatch, cfg)
@@ -129,7 +129,7 @@ def test_every_round_redraws_shards_and_tuning(monkeypatch):
 
 
 def test_tuning_trains_the_node_as_it_will_train(monkeypatch):
-    """Item 4: a trial runs the node's own optimizer and schedule over all its epochs (the old trials ran a
+    """A trial runs the node's own optimizer and schedule over all its epochs (the old trials ran a
     constant learning rate with a fresh optimizer each epoch), and every tuned value reaches training."""
     from robustnb import distributed as D
 
@@ -282,7 +282,7 @@ def test_ledger_lists_every_axis_against_ens_and_tuned_hp_at_each_n():
 
 
 def test_primary_claims_are_the_papers_statements_at_n5():
-    """Issue 36, item 2: heterogeneity beats ENS under CWA ("up to +40": direction only), the gain grows with N,
+    """Heterogeneity beats ENS under CWA ("up to +40": direction only), the gain grows with N,
     architecture / optimizer / scheduler each add less than tuning, a small clean cost; the rest is not counted."""
     primary = {cid for cid, pc in H.PAPER_CLAIMS.items() if pc.role == "primary"}
     assert primary == {"he_gain_all_n5", "he_growth_all_n5", "he_lesser_arch_n5", "he_lesser_optimizer_n5",
@@ -293,7 +293,7 @@ def test_primary_claims_are_the_papers_statements_at_n5():
 
 
 def _paper_world_frame(rounds=8, tuning=0.10, on_top=None, sd=0.01, seed=0):
-    """Issue 36's world, built by hand: under CWA at N = 3 and 5, tuning each node gains ``tuning`` over ENS and
+    """The paper's world, built by hand: under CWA at N = 3 and 5, tuning each node gains ``tuning`` over ENS and
     each axis adds ``on_top[axis]`` on top of tuning (every axis instantiation tunes its nodes); each (round,
     instantiation, N) moves by its own draw of ``sd``."""
     on_top = {"architecture": 0.03, "optimizer": 0.035, "scheduler": 0.04, **(on_top or {})}
@@ -312,7 +312,7 @@ def _paper_world_frame(rounds=8, tuning=0.10, on_top=None, sd=0.01, seed=0):
 
 
 def test_lesser_role_and_largest_driver_read_the_papers_world():
-    """Issue 36, finding 1: built to the paper's statement (8 rounds; tuning +10 points over ENS; architecture,
+    """Built to the paper's statement (8 rounds; tuning +10 points over ENS; architecture,
     optimizer and scheduler +3 to +4 on top of tuning), every "lesser role" claim and "tuned HP is the largest
     driver" read "reproduced". The old rules read "not reproduced": "lesser role" was axis minus tuned HP < 0
     (does the axis *hurt*?), "largest" compared tuning's gain with gains that contain it."""
@@ -368,7 +368,7 @@ def test_world_frames_have_the_grids_shape():
 
 
 def test_the_tuning_text_says_how_it_differs_from_the_authors():
-    """Issue 36, finding 5: the authors tune with ASHA (grace period 3, validation loss) over 100 samples in each
+    """The authors tune with ASHA (grace period 3, validation loss) over 100 samples in each
     of two phases; the book's ASHA settings are not "as in the authors' tuning", and the text says how they
     differ. Non-IID shards are the authors' axis, not the book's."""
     cells = json.loads((BOOK / "heterogeneous_ensembles.ipynb").read_text())["cells"]

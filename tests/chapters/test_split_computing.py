@@ -110,7 +110,7 @@ def test_numbers_are_formatted_strings():
 
 
 def test_the_chapters_rows_are_set_up_checks_not_counted():
-    """Issue 36, finding 3: the ledger counted the five split-computing rows as the paper's claims, though a larger
+    """The ledger counted the five split-computing rows as the paper's claims, though a larger
     lambda giving fewer bytes is the training objective at work and real bytes = estimate + a constant is the
     coder working. They are set-up checks (role "setup", with why), tried on worlds like every claim, and not
     counted."""

@@ -146,13 +146,13 @@ def test_tuning_runs_on_training_images_only(monkeypatch, tmp_path):
     assert isinstance(tuned["hyperprior"], DefenseSettings) and tuned["hyperprior"].lambda_tv == 0.01
 
 
-# ------------------------------------------------------------------------- the claims' forms (issue 21)
+# ------------------------------------------------------------------------- the claims' forms
 def _verdicts(**kw):
     return ch.claims(_per_image(**kw)).set_index("claim_id")["verdict"]
 
 
 def test_accuracy_cost_is_an_upper_bound():
-    """"Costs only about 2 points" is an upper bound (issue 21, item 6): a defense that costs nothing, one that
+    """"Costs only about 2 points" is an upper bound: a defense that costs nothing, one that
     costs a little and one that improves accuracy all reproduce it; one that costs well above the bound does
     not. (The old rule read it as a point effect of -2 points: no cost came out "not reproduced", an improvement
     "not reproduced", a 10-point cost "reproduced in direction".)"""
@@ -169,7 +169,7 @@ def test_accuracy_cost_is_an_upper_bound():
 
 
 def test_the_new_claims_read_attacked_and_defended_inputs():
-    """Item 7: what the attack still adds through the defense (attacked + defended vs clean + defended), and
+    """What the attack still adds through the defense (attacked + defended vs clean + defended), and
     the accuracy on attacked + defended images vs clean undefended ones, are claims of their own."""
     assert {"tv_attack_through_defense", "tv_attacked_accuracy_cost"} <= set(ch.PAPER_CLAIMS)
     through = ch.PAPER_CLAIMS["tv_attack_through_defense"]
@@ -219,7 +219,7 @@ def _ids(images) -> set:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_tuning_images_are_disjoint_from_the_split_models_training_images(monkeypatch, preset):
-    """Item 8: the defense is tuned on training images no split model trained on (the split zoo's tuning
+    """The defense is tuned on training images no split model trained on (the split zoo's tuning
     hold-out), at every preset; the hold-out is class-balanced even though the archive is sorted by class."""
     from robustnb import data
     from robustnb.split import zoo
@@ -243,9 +243,9 @@ def test_tuning_images_are_disjoint_from_the_split_models_training_images(monkey
     assert len(zoo.training_pool()) + len(hold) == len(toy) and not _ids(hold.images) & _ids(zoo.training_pool().images)
 
 
-# --------------------------------------------------------------------------- issue 36: the paper's claims as made
+# ------------------------------------------------------------------------ the paper's claims as made
 def test_the_primary_claims_are_the_abstracts_three_statements():
-    """Item 2: the primary claims are the abstract's and TL;DR's statements about the defense, as made: the attacked
+    """The primary claims are the abstract's and TL;DR's statements about the defense, as made: the attacked
     and defended input about 9% below the clean rate (the only size, from the abstract), about 2% accuracy loss
     (an upper bound) and robustness to adaptive attacks; the +28% of the undefended attack (not in our summary) is
     exploratory and judged for direction only, the attack through the defense is the book's addition."""
