@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 import robustnb.chapters
+from robustnb import stats
 from robustnb.config import DEVICES, PRESETS, ConfigError, setup
 
 #: the columns printed for a claims table, in this order (the CSV of ``--out`` keeps every column)
@@ -102,9 +103,11 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 def not_measured(name: str, table: pd.DataFrame) -> list[str]:
-    """The claim ids the chapter declares (``PAPER_CLAIMS``) that this table does not hold (too small a run)."""
+    """The claim ids the chapter declares (``PAPER_CLAIMS``) that this run did not measure (too small a run): not
+    in the table, or in it as :data:`robustnb.stats.UNMEASURED`."""
     declared = getattr(importlib.import_module(f"robustnb.chapters.{name}"), "PAPER_CLAIMS", {})
-    measured = set(table["claim_id"]) if "claim_id" in table.columns else set()
+    measured = (set(table.loc[table["ours"] != stats.UNMEASURED, "claim_id"])
+                if {"claim_id", "ours"} <= set(table.columns) else set())
     return [cid for cid in declared if cid not in measured]
 
 
