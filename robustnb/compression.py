@@ -26,8 +26,8 @@
   speed.
   Why ``onednn`` and not ``x86``: torch's ``x86`` mapping observes activations with ``reduce_range=True``
   (7 bits, a guard against 16-bit overflow in FBGEMM's kernels on CPUs without VNNI); the ``onednn``
-  mapping uses all 8 bits (oneDNN handles CPUs without VNNI itself). On an earlier build's weaker ``cpu``
-  ResNets (trained without zero-initialised residual blocks), 7-bit activations cost ResNet-34 7.7 and
+  mapping uses all 8 bits (oneDNN handles CPUs without VNNI itself). On ``cpu`` ResNets trained without
+  zero-initialised residual blocks (weaker than the book's), 7-bit activations cost ResNet-34 7.7 and
   ResNet-50 19.1 points of source accuracy against fp32, all 8 bits 1.4 and 11.6 (1,000 source test images);
   the latency was the same.
 

@@ -23,10 +23,10 @@ Attack protocols for FGSM / PGD (:func:`attack_plan`):
 ``transfer`` (the headline)
     crafted on the attacker of the model's base (:func:`attacker_of`): the base, its pruned versions, the
     students distilled from it and its int8 version all face the *same* adversarial images, crafted on a
-    model none of them descends from. (An earlier build crafted them on the fp32 base itself: the base's own
-    "transfer" row was then white-box, int8 was attacked from its own fp32 weights, nearly white-box, and
-    pruned / distilled models from a base they had moved away from by fine-tuning or retraining, so every
-    comparison across methods was biased by how close the attacker was to the model.)
+    model none of them descends from. (Crafted on the fp32 base itself, the base's own "transfer" row would be
+    white-box, int8 would be attacked from its own fp32 weights, nearly white-box, and pruned / distilled models
+    from a base they had moved away from by fine-tuning or retraining, so every comparison across methods would
+    be biased by how close the attacker was to the model.)
 ``transfer-arch``
     distilled students only: crafted on the attacker of the student's own architecture, the one yardstick
     shared by students of different teachers (used by the distillation trend claim).

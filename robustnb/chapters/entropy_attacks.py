@@ -333,8 +333,8 @@ def corruption_effects(cfg: EntropyAttacksConfig, models: dict, test_set,
 _RESULTS = "experiments: entropy attack results"
 
 _SUMMARY = "abstract; TL;DR (../shared/papers: 'up to 95%', 'up to ~95%')"
-_NOT_TRACED = ("earlier builds' figure, with no table or page: not in our summary (the full paper could not be "
-               "found), so judged for direction only")
+_NOT_TRACED = ("a figure given for the paper with no table or page: not in our summary (the full paper could not "
+               "be found), so judged for direction only")
 
 PAPER_CLAIMS: dict[str, stats.PaperClaim] = {
     "ea_entropy_inflates_rate": stats.PaperClaim(

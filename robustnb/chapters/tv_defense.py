@@ -586,7 +586,7 @@ def parts_stack(model, x: torch.Tensor, settings: DefenseSettings = DefenseSetti
 # ------------------------------------------------------------------------------------- the paper's claims
 CHAPTER = "tv_defense"
 _SRC = "abstract; TL;DR (../shared/papers)"
-_NOT_TRACED = ("not in our summary (earlier builds' figures, with no table or page; the full paper could not be "
+_NOT_TRACED = ("not in our summary (figures given for the paper with no table or page; the full paper could not be "
                "found)")
 #: the paper's accuracy cost, "only about 2%": an upper bound
 PAPER_COST = 0.02
