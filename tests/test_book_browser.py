@@ -295,15 +295,16 @@ def _move_sliders(page, figures) -> list[dict]:
     return out
 
 
-@pytest.fixture(scope="module")
-def visit(browser):
+def once_per_page(measure, browser):
+    """``get(page_path)``: ``measure(chromium, base, page_path)`` run once per page (its report, or the failure it
+    raised, kept for every later test of that page)."""
     chromium, base = browser
-    seen: dict[str, dict] = {}
+    seen: dict[str, dict | Exception] = {}
 
     def get(page_path: str) -> dict:
         if page_path not in seen:
             try:
-                seen[page_path] = _visit(chromium, base, page_path)
+                seen[page_path] = measure(chromium, base, page_path)
             except Exception as exc:  # once per page, not once per test
                 seen[page_path] = exc
         if isinstance(seen[page_path], Exception):
@@ -311,6 +312,11 @@ def visit(browser):
         return seen[page_path]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def visit(browser):
+    return once_per_page(_visit, browser)
 
 
 @pytest.mark.parametrize("page", PAGES)

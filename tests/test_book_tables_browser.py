@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_book_browser import HTML, PAGES, browser  # noqa: F401  (browser: the shared fixture)
+from test_book_browser import HTML, PAGES, browser, once_per_page  # noqa: F401  (browser: the shared fixture)
 
 pytestmark = pytest.mark.book
 
@@ -151,20 +151,12 @@ def _measure(chromium, base: str, page_path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def tables(browser):  # noqa: F811
-    chromium, base = browser
-    seen: dict[str, dict | Exception] = {}
+    measured = once_per_page(_measure, browser)
 
     def get(page_path: str) -> dict:
         if not (HTML / page_path).exists():
             pytest.skip(f"{page_path} is not in the built book at {HTML}")
-        if page_path not in seen:
-            try:
-                seen[page_path] = _measure(chromium, base, page_path)
-            except Exception as exc:  # once per page, not once per test
-                seen[page_path] = exc
-        if isinstance(seen[page_path], Exception):
-            pytest.fail(f"{page_path} could not be checked: {seen[page_path]}")
-        return seen[page_path]
+        return measured(page_path)
 
     return get
 
