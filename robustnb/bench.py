@@ -25,7 +25,7 @@ import papermill as pm
 import torch
 
 from robustnb import cpus, data
-from robustnb.book import ROOT, chapters, runtimes
+from robustnb.book import ROOT, chapters, runtimes, sync
 from robustnb.config import Run, resolve_preset
 from robustnb.models import for_dataset
 from robustnb.registry import ENTROPY_MODELS
@@ -93,12 +93,13 @@ def bench(preset: str, names: list[str] | None = None, fresh_cache: bool = False
     return pd.DataFrame(rows)
 
 
-def save_runtimes(df: pd.DataFrame, preset: str, path: Path = runtimes.PATH) -> Path:
+def save_runtimes(df: pd.DataFrame, preset: str, path: Path = runtimes.PATH, how: str | None = None) -> Path:
     """Record each chapter's measured cold wall time and peak memory in ``book/runtimes.json``, which the runtime
-    boxes, the introduction's table and ``make book``'s progress line are rendered from."""
+    boxes, the introduction's table and ``make book``'s progress line are rendered from (``how``: how they were
+    taken, shown in each box)."""
     ok = df[df["status"] == "ok"]
     return runtimes.save(((r.chapter, r.wall_s, r.peak_mem_mb, getattr(r, "longest_cell_s", float("nan")))
-                          for r in ok.itertuples()), preset, path)
+                          for r in ok.itertuples()), preset, path, how)
 
 
 SPEED_SETTINGS = (("fp32", False), ("fp32", True), ("bf16", True))
@@ -231,7 +232,10 @@ def main(argv=None) -> int:
     df = bench(preset, args.chapters, args.fresh_cache)
     print(df.to_markdown(index=False))
     if args.fresh_cache:
-        print("  expected times for `make book` progress:", save_runtimes(df, preset).relative_to(ROOT))
+        how = (f"`python -m robustnb.bench --preset {preset} --fresh-cache` on {time.strftime('%Y-%m-%d')}, the chapters "
+               f"{' '.join(args.chapters) if args.chapters else 'in book order'} from an empty cache")
+        print("  measured times:", save_runtimes(df, preset, how=how).relative_to(ROOT))
+        print("  runtime boxes updated:", ", ".join(str(p.relative_to(ROOT)) for p in sync()) or "none")
     return 0 if (df["status"] == "ok").all() else 1
 
 

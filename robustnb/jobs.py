@@ -33,14 +33,15 @@ from torch import nn
 from robustnb import cpus
 from robustnb.cache import atomic_write, cache_key, cache_path
 from robustnb.checks import check_number, one_or_more
-from robustnb.config import ConfigError, ConfigTypeError, Run, data_dir, pick
+from robustnb.config import ConfigError, ConfigTypeError, Run, cache_dir, data_dir, pick
 from robustnb.progress import tqdm
 
 BACKENDS = ("local", "ray")
 #: the default deadline of a wait on Ray: the longest it waits without any job finishing (a day: the longest job
 #: of the ``cpu`` book trains for well under two hours on one core; a paper-scale node may take hours)
 TIMEOUT_S = 24 * 3600.0
-#: where Ray workers cache what they train before sending it back (on their own machine, never shared)
+#: where the workers of a Ray cluster cache what they train before sending it back (on their own machine, never
+#: shared); a local Ray's workers use this process's cache
 WORKER_CACHE = Path(tempfile.gettempdir()) / "robustnb-ray-worker-cache"
 
 
@@ -134,9 +135,11 @@ def torch_threads(n: int | None):
 def ray_init(address: str | None = None, num_cpus: int | None = None):
     """Start (or join) Ray once: a local instance, or the cluster at ``address`` / ``$RAY_ADDRESS``.
 
-    Workers cache what they train in their own scratch folder (:data:`WORKER_CACHE`, on their machine) and
-    send results back through Ray's object store; jobs carry their data, so a cluster needs no shared file
-    system. Workers run one torch thread each with OpenMP's passive wait policy (:mod:`robustnb.cpus`).
+    On a local Ray the workers share this process's cache (``ROBUSTNB_CACHE``: what they train and decode is
+    there, and emptying it empties theirs, so a run from an empty cache trains everything); on a cluster they
+    cache what they train in their own scratch folder (:data:`WORKER_CACHE`, on their machine). Either way results
+    come back through Ray's object store; jobs carry their data, so a cluster needs no shared file system.
+    Workers run one torch thread each with OpenMP's passive wait policy (:mod:`robustnb.cpus`).
     """
     _check_address(address)
     num_cpus = _check_num_cpus(num_cpus)
@@ -145,7 +148,8 @@ def ray_init(address: str | None = None, num_cpus: int | None = None):
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env = {"ROBUSTNB_CACHE": str(WORKER_CACHE), "ROBUSTNB_DATA": str(data_dir()), **cpus.worker_env(1)}
+    cache = WORKER_CACHE if address is not None else cache_dir()
+    env = {"ROBUSTNB_CACHE": str(cache), "ROBUSTNB_DATA": str(data_dir()), **cpus.worker_env(1)}
     kw = dict(runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False,
               logging_level="ERROR", configure_logging=True)
     if address is None:

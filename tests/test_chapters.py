@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from robustnb import book
+from robustnb.book import cells as book_cells
 
 CHAPTERS = book.chapters()
 IDS = [p.stem for p in CHAPTERS]
@@ -38,10 +39,12 @@ def check_structure(path: Path) -> None:
         "store chapters without outputs, except the cells nbval compares (tag nbval-check-output)"
     assert checked and all(c.get("outputs") for c in checked), \
         "a few deterministic cells keep their smoke outputs for nbval to compare (python -m robustnb.book nbval)"
-    box = first[first.index("Compute and runtime"):]
+    assert first.count(book_cells.BOX_OPEN) == 1 and book_cells.BOX_CLOSE in first, "the runtime box is a folded <details> block"
+    box = first[first.index(book_cells.BOX_OPEN):first.index(book_cells.BOX_CLOSE)]
     for preset in ("smoke", "cpu"):
-        assert f"{{{{ rt_{preset}_{path.stem} }}}}" in box and f"{{{{ mem_{preset}_{path.stem} }}}}" in box, \
-            f"the {preset} row's time and memory come from book/runtimes.json (robustnb.book.runtimes)"
+        for kind in ("rt", "mem", "how"):
+            assert f'<span data-rt="{kind}_{preset}_{path.stem}">' in box, \
+                f"the {preset} row's {kind} comes from book/runtimes.json (robustnb.book.runtimes: a marked span)"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=IDS)

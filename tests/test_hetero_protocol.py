@@ -1,7 +1,7 @@
 """The heterogeneous chapter's rounds as the authors' rounds (robustnb.chapters.heterogeneous_ensembles): each
-round draws its own master configuration (ENS and node 0 of every instantiation), every
-instantiation of a round is scored on one clean-correct mask, ENS is tuned with one node's budget, and a round runs
-end to end at ``smoke``."""
+round draws its own master configuration (ENS and node 0 of every instantiation), every instantiation is scored
+on its own soft vote's clean-correct mask (and, as a sensitivity reading, on the round's shared one), ENS is tuned
+with one node's budget, and a round runs end to end at ``smoke``."""
 
 from types import SimpleNamespace
 
@@ -118,25 +118,43 @@ class WrongOn(nn.Module):
         return nn.functional.one_hot(torch.where(bad, (label + 1) % N_CLASSES, label), N_CLASSES).float() * 5
 
 
-def test_every_instantiation_of_a_round_is_scored_on_one_clean_correct_mask():
-    """A weak instantiation (wrong on class 0 when clean) does not get an easier subset: every instantiation and
-    vote of the round is scored on the images all of them classify correctly when clean (soft vote)."""
+def test_each_instantiation_is_scored_on_its_soft_vote_mask_and_the_round_on_a_shared_one():
+    """The authors' metric: every vote of an instantiation is scored on the images its soft vote gets right when
+    clean (a weak instantiation, wrong on class 0, is scored without class 0; a good one with it, and the attack
+    that flips class 0 counts against it). The sensitivity reading scores every instantiation on the round's
+    shared mask, the images all of them get right."""
     test = _dataset(10)
     cfg = H.HeteroConfig.from_preset("smoke", n_values=(1, 2), n_test=len(test), n_attack=12)
     splits = H.Splits(pool=test, attacker=test, test=test)
     x, y = H.attack_set(cfg, splits)
-    adv = {("clean", 0): x, ("cwa", 8): x.clone()}
-    models = {"good": WrongOn(), "weak": WrongOn({0}), "attacked": WrongOn()}
+    flipped = torch.where((y == 0).view(-1, 1, 1, 1), torch.full_like(x, 20 / 255), x)  # class 0 reads as 1
+    adv = {("clean", 0): x, ("cwa", 8): flipped}
+    models = {"good": WrongOn(), "weak": WrongOn({0})}
     nodes = {1: {"ENS": [SimpleNamespace(key="good", arch="cnn")]},
              2: {"ENS": [SimpleNamespace(key="good", arch="cnn")] * 2,
                  "tuned HP": [SimpleNamespace(key="weak", arch="cnn")] * 2}}
-    frame = H.evaluate_grid(cfg, nodes, models, splits, adv)
-    keep = int((y != 0).sum())
-    assert 0 < keep < len(y)
-    assert set(frame.n_clean_correct) == {keep}, frame.groupby(["instantiation", "n_nodes"]).n_clean_correct.first()
-    assert (frame.robust_acc_cc == 1.0).all()  # the weak one's errors are outside the shared mask
-    mask = H.clean_correct_mask(nodes, {k: {("clean", 0): m(x)} for k, m in models.items()}, y)
-    assert torch.equal(mask, y != 0)
+    frame = H.evaluate_grid(cfg, nodes, models, splits, adv).set_index(["instantiation", "n_nodes", "vote"])
+    n0 = int((y == 0).sum())
+    assert 0 < n0 < len(y)
+    good, weak = frame.loc[("ENS", 2)], frame.loc[("tuned HP", 2)]
+    assert (good.n_clean_correct == len(y)).all() and (weak.n_clean_correct == len(y) - n0).all()
+    assert (good.robust_acc_cc == 1 - n0 / len(y)).all() and (weak.robust_acc_cc == 1.0).all()
+    assert (frame.n_shared == len(y) - n0).all() and (frame.robust_acc_shared == 1.0).all()
+    masks = H.clean_correct_masks(nodes, {k: {("clean", 0): m(x)} for k, m in models.items()}, y)
+    assert torch.equal(masks[2, "ENS"], torch.ones_like(y, dtype=torch.bool))
+    assert torch.equal(H.shared_mask(masks), y != 0)
+
+
+def test_the_mask_sensitivity_reads_every_robustness_primary_under_both_masks():
+    cfg = H.HeteroConfig.from_preset("cpu", seeds=(0, 1, 2, 3))
+    frame = H.world_frame(cfg, *H.world_gains(cfg, "he_gain_all_n5", 0.2))
+    frame["robust_acc_shared"] = frame.robust_acc_cc - 0.5  # the shared mask moves every level, not a difference
+    table = H.mask_sensitivity(frame, cfg).set_index("claim")
+    primaries = [pc.claim for cid, pc in H.PAPER_CLAIMS.items() if pc.counted and H.TARGETS[cid].kind != "clean_cost"]
+    assert list(table.index) == primaries and (table.rounds == 4).all()
+    gain = H.PAPER_CLAIMS["he_gain_all_n5"].claim
+    assert table.loc[gain, "own masks (authors')"] == table.loc[gain, "shared mask"]
+    assert 15 < float(table.loc[gain, "own masks (authors')"].split()[0]) < 25  # the world's +20 points
 
 
 # ------------------------------------------------------------------------------------------ one round, smoke

@@ -33,6 +33,12 @@ def toy_job(tag: float, base: J.ModelJob | None = None) -> J.ModelJob:
                       functools.partial(_train_toy, tag, base_tag), needs=() if base is None else (base,), cost=tag)
 
 
+def _worker_cache() -> str:
+    from robustnb.config import cache_dir
+
+    return str(cache_dir())
+
+
 def test_jobs_run_on_ray_after_what_they_need_and_come_back_to_the_driver(tmp_path, monkeypatch):
     import ray.cloudpickle
 
@@ -43,10 +49,12 @@ def test_jobs_run_on_ray_after_what_they_need_and_come_back_to_the_driver(tmp_pa
     assert J.run_jobs([fine, other], J.Execution("local")) == 0 and not fine.is_cached()  # local: trained on load
     try:
         assert J.run_jobs([fine, other], J.Execution("ray", num_cpus=2)) == 3  # the base came along
+        # a local Ray's workers use the driver's cache: emptying it empties theirs (no stale second cache that
+        # would make a run "from an empty cache" load models trained in an earlier run)
+        assert ray.get(ray.remote(_worker_cache).remote()) == str(tmp_path / "driver")
     finally:
         J.ray_shutdown()
     assert base.is_cached() and fine.is_cached() and other.is_cached()
-    assert J.WORKER_CACHE != tmp_path / "driver"
     model = _train_toy(2.0, 1.0)
     assert model.robustnb_info["from_cache"]
     assert float(model.weight.detach()[0, 0]) == 2.0 and float(model.bias.detach()) == 2.0  # base weights: 1 + 1

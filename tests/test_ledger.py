@@ -236,7 +236,7 @@ def test_the_extension_connects_book_order_and_offline_assets():
     book.setup(App())
     assert book.sphinx_ext._read_in_book_order in events["env-before-read-docs"]
     assert book.sphinx_ext._serve_widget_js in events["config-inited"]
-    assert book.sphinx_ext._runtime_substitutions in events["config-inited"]
+    assert book.sphinx_ext._execution_timeout in events["config-inited"]
     assert {"claims-summary", "claims-forest"} <= set(events["directive"])
 
 

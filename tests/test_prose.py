@@ -18,8 +18,8 @@ CHAPTERS = book.chapters()
 EVERYWHERE = ("95%",)  # the confidence level of every interval
 NUMBER = re.compile(r"(?<![\w.])[+-]?\d[\d,]*(?:\.\d+)?(?:\s?(?:%|x\b|×|points?\b|pp\b|bytes?\b|B\b|KB\b|s\b|"
                     r"seconds?\b|min\b|minutes?\b|h\b))|(?<![\w.])[+-]?\d+\.\d+")
-STRIP = [re.compile(p, re.S) for p in (r"\{glue(?::\w+)?\}`[^`]*`", r"`[^`]*`", r"\$\$.*?\$\$", r"\$[^$]*\$",
-                                        r"\]\([^)]*\)", r"<[^>]+>", r"```\{admonition\} Compute and runtime.*?```")]
+STRIP = [re.compile(p, re.S) for p in (r'<details class="runtime-box">.*?</details>', r"\{glue(?::\w+)?\}`[^`]*`",
+                                        r"`[^`]*`", r"\$\$.*?\$\$", r"\$[^$]*\$", r"\]\([^)]*\)", r"<[^>]+>")]
 
 
 def unglued_numbers(text: str) -> list[str]:

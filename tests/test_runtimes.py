@@ -26,17 +26,17 @@ def test_the_file_names_real_chapters_and_known_fields():
         assert all(set(chapters) <= names for chapters in fields.values())
 
 
-def test_substitutions_render_measured_estimated_and_missing_rows(tmp_path):
+def test_values_render_measured_estimated_and_missing_rows(tmp_path):
     path = write(tmp_path, {"cpu": {"seconds": {"alpha": 45.0, "beta": 1336.8}, "peak_mb": {"alpha": 1638},
                                     "estimated_seconds": {"gamma": 9000.0}}})
-    subs = runtimes.substitutions(path, NAMES)
+    subs = runtimes.values(path, NAMES)
     assert subs["rt_cpu_alpha"] == "45 s" and subs["rt_cpu_beta"] == "22 min"
     assert subs["rt_cpu_gamma"].startswith("about 2.5 h") and "estimate" in subs["rt_cpu_gamma"]
     assert subs["mem_cpu_alpha"] == "1.6 GB" and subs["mem_cpu_beta"] == runtimes.NOT_MEASURED
     assert subs["rt_cpu_total"].startswith("about 2.9 h") and "1 of them estimated" in subs["rt_cpu_total"]
-    only_measured = runtimes.substitutions(path, ["alpha", "beta"])
+    only_measured = runtimes.values(path, ["alpha", "beta"])
     assert only_measured["rt_cpu_total"] == "23 min"
-    missing = runtimes.substitutions(path, ["alpha", "delta"])
+    missing = runtimes.values(path, ["alpha", "delta"])
     assert missing["rt_cpu_delta"] == runtimes.NOT_MEASURED and "1 chapter not measured" in missing["rt_cpu_total"]
 
 
@@ -64,20 +64,44 @@ def test_a_malformed_file_names_the_bad_field(tmp_path):
     assert runtimes.load(tmp_path / "absent.json") == {}
 
 
-def test_every_substitution_the_book_uses_is_defined():
-    """A chapter box or the intro naming a runtime the file cannot render would fail the build (-W)."""
-    defined = runtimes.substitutions()
-    used = set()
+def test_every_runtime_span_of_the_book_is_known_and_up_to_date():
+    """The chapters' boxes and the intro's table carry the file's numbers as marked spans that Jupyter, Colab and the
+    book all show: every span names a value of the file, says what the file says now (else: python -m
+    robustnb.book sync), and no MyST substitution (which Jupyter and Colab print raw) is left."""
+    known = runtimes.values()
+    used = {}
     for page in [*book.chapters(), book.ROOT / "book" / "intro.md"]:
-        used |= set(re.findall(r"\{\{\s*((?:rt|mem)_\w+)\s*\}\}", page.read_text()))
-    assert used and used <= set(defined), sorted(used - set(defined))
-    assert {"rt_cpu_total", "rt_smoke_total"} <= used
+        text = page.read_text() if page.suffix == ".md" else "".join(
+            "".join(c["source"]) for c in json.loads(page.read_text())["cells"] if c["cell_type"] == "markdown")
+        assert not re.search(r"\{\{\s*(rt|mem|how)_", text), f"{page.name}: a {{{{ }}}} runtime substitution is left"
+        used.update({m["name"]: (page.name, m["text"]) for m in runtimes.SPAN.finditer(text)})
+    assert {"rt_cpu_total", "rt_smoke_total"} <= set(used)
+    assert set(used) <= set(known), sorted(set(used) - set(known))
+    stale = {name: (page, text, known[name]) for name, (page, text) in used.items() if text != known[name]}
+    assert not stale, f"out of date (python -m robustnb.book sync): {stale}"
+
+
+def test_fill_rewrites_spans_and_names_an_unknown_value():
+    text = f"took {runtimes.span('rt_cpu_alpha', 'old')} and {runtimes.span('how_cpu_alpha', 'x')}."
+    assert runtimes.fill(text, {"rt_cpu_alpha": "5 s", "how_cpu_alpha": "alone"}) == \
+        f"took {runtimes.span('rt_cpu_alpha', '5 s')} and {runtimes.span('how_cpu_alpha', 'alone')}."
+    with pytest.raises(KeyError, match="rt_cpu_omega.*rt_cpu_alpha"):
+        runtimes.fill(runtimes.span("rt_cpu_omega"), {"rt_cpu_alpha": "5 s"})
+
+
+def test_a_measurement_records_how_it_was_taken(tmp_path):
+    path = write(tmp_path, {"cpu": {"seconds": {"alpha": 10.0}, "how": {"alpha": "by hand"}}})
+    runtimes.save([("beta", 20.0, 100)], "cpu", path, how="make book, alone")
+    runtimes.save([("alpha", 11.0, 100)], "cpu", path)
+    data = json.loads(path.read_text())["cpu"]
+    assert data["how"] == {"beta": "make book, alone"}  # alpha re-measured without a text: its old text is gone
+    assert runtimes.values(path, ["alpha", "beta"])["how_cpu_beta"] == "make book, alone"
 
 
 def test_the_gpu_entry_renders_beside_stopped_and_not_run_rows(tmp_path):
     path = write(tmp_path, {"gpu": {"seconds": {"alpha": 38.1, "beta": 353.3}, "beside": {"beta": "gamma"},
                                     "stopped_seconds": {"gamma": 369.3}, "notes": {"delta": "no Ray there"}}})
-    subs = runtimes.substitutions(path, [*NAMES, "delta"])
+    subs = runtimes.values(path, [*NAMES, "delta"])
     assert subs["rt_gpu_alpha"] == "38 s"
     assert subs["rt_gpu_beta"] == "5.9 min (beside the gamma chapter, each on half of the cores)"
     assert subs["rt_gpu_gamma"] == "not finished: stopped after 6.2 min"

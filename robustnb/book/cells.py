@@ -21,6 +21,7 @@ from pathlib import Path
 
 import nbformat
 
+from robustnb.book import runtimes
 from robustnb.book.toc import ROOT, cache_archive_url, chapters, no_deps_requirements, package_version, repository
 from robustnb.config import ConfigError
 
@@ -175,11 +176,13 @@ def folded(cell: dict) -> dict:
 
 
 def sync(root: Path = ROOT) -> list[Path]:
-    """Bring every chapter's Colab cell (:func:`colab_cell_source`), its set-up cells' folding (:data:`FOLD_TAG`)
-    and its notebook metadata (:data:`COLAB_METADATA`: a GPU runtime) up to date; returns the notebooks changed
-    (the others are not rewritten)."""
+    """Bring every chapter's Colab cell (:func:`colab_cell_source`), its set-up cells' folding (:data:`FOLD_TAG`),
+    its notebook metadata (:data:`COLAB_METADATA`: a GPU runtime) and the measured runtimes in its runtime box and
+    in the introduction (:func:`robustnb.book.runtimes.fill`, from ``book/runtimes.json``) up to date; returns the
+    files changed (the others are not rewritten)."""
     changed = []
     want = colab_cell_source(root)
+    known = runtimes.values(root / "book" / "runtimes.json", [p.stem for p in chapters(root)])
     for nb_path in chapters(root):
         nb = json.loads(nb_path.read_text())
         cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
@@ -189,23 +192,45 @@ def sync(root: Path = ROOT) -> list[Path]:
         for c in nb["cells"]:
             if is_setup_cell(c):
                 folded(c)
+            elif c["cell_type"] == "markdown":
+                text = "".join(c["source"])
+                if runtimes.SPAN.search(text):
+                    c["source"] = runtimes.fill(text, known).splitlines(keepends=True)
         nb["metadata"] = with_colab_metadata(nb.get("metadata", {}))
         if json.dumps(nb, sort_keys=True) != before:
             _write(nb_path, nb)
             changed.append(nb_path)
+    intro = root / "book" / "intro.md"
+    if intro.exists():
+        text = intro.read_text()
+        if runtimes.fill(text, known) != text:
+            intro.write_text(runtimes.fill(text, known))
+            changed.append(intro)
     return changed
 
 
 def runtime_box(stem: str) -> str:
-    """A new chapter's runtime box: its measured times come from ``book/runtimes.json`` as MyST substitutions
-    (:mod:`robustnb.book.runtimes`; "not measured" until ``python -m robustnb.bench --fresh-cache`` has run it)."""
-    rows = "\n".join(f"| `{p}` | ... | {{{{ rt_{p}_{stem} }}}} | {{{{ mem_{p}_{stem} }}}} |" for p in ("smoke", "cpu"))
-    return ("```{admonition} Compute and runtime\n:class: tip dropdown\n"
-            "**Needs:** ... **Data:** ...\n\n"
+    """A new chapter's runtime box: a folded ``<details>`` block whose measured times are marked spans that
+    ``python -m robustnb.book sync`` fills from ``book/runtimes.json`` (:mod:`robustnb.book.runtimes`; "not
+    measured" until ``python -m robustnb.bench --fresh-cache`` has run it)."""
+    def cell(kind, preset):
+        return runtimes.span(f"{kind}_{preset}_{stem}", runtimes.NOT_MEASURED)
+
+    rows = "\n".join(f"| `{p}` | ... | {cell('rt', p)} | {cell('mem', p)} |" for p in ("smoke", "cpu"))
+    return (f"{BOX_OPEN}\n\n**Needs:** ... **Data:** ...\n\n"
             "| preset | what runs | wall time | peak memory |\n|---|---|---|---|\n"
-            f"{rows}\n| `full` | ... | not run. **Estimate:** ... |  |\n\n"
-            "Measured with `python -m robustnb.bench --preset P --fresh-cache` (the times come from "
-            "`book/runtimes.json`).\n```")
+            f"{rows}\n| `cpu`, GPU | the `cpu` row's experiments with `--device cuda` | {cell('rt', 'gpu')} | "
+            f"not measured |\n| `full` | ... | not run. **Estimate:** ... |  |\n\n"
+            f"{BOX_NOTE.format(stem=stem)}\n\n{BOX_CLOSE}")
+
+
+#: the runtime box opens and closes every chapter's first cell's box (plain HTML: folded in Jupyter, Colab and the book)
+BOX_OPEN = '<details class="runtime-box"><summary>Compute and runtime</summary>'
+BOX_CLOSE = "</details>"
+#: how the box's times were taken, from ``book/runtimes.json`` (``how`` per preset and chapter)
+BOX_NOTE = ("Times and memory from `book/runtimes.json`, on this book's build machine (2 CPU cores, x86-64, torch "
+            "2.14.1, no GPU). `smoke`: " + runtimes.span("how_smoke_{stem}") + ". `cpu`: "
+            + runtimes.span("how_cpu_{stem}") + ".")
 
 
 def scaffold(path: Path, title: str, execute: bool = True) -> Path:

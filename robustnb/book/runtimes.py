@@ -2,36 +2,43 @@
 
 ``python -m robustnb.bench --preset P --fresh-cache`` records each chapter's cold wall time and its kernel's peak
 memory there (:func:`save`); a chapter not yet measured at a preset may carry an estimate instead, which is always
-rendered as one. The book's Sphinx extension turns the file into MyST substitutions (:func:`substitutions`), so
-every chapter's runtime box and the introduction's table print the same numbers: ``{{ rt_cpu_tv_defense }}``
-(wall time), ``{{ mem_cpu_tv_defense }}`` (peak memory), ``{{ rt_cpu_total }}`` (the whole book). ``make book``'s
-progress line reads the expected times from it (:func:`expected`).
+rendered as one. Every chapter's runtime box (a ``<details class="runtime-box">`` block in its first cell) and the
+introduction's table print the numbers as marked spans, ``<span data-rt="rt_cpu_tv_defense">14 min</span>``
+(wall time; ``mem_...`` peak memory, ``how_...`` how it was measured, ``rt_cpu_total`` the whole book), whose text
+``python -m robustnb.book sync`` writes from the file (:func:`fill`, :func:`values`): plain Markdown and HTML, so
+Jupyter, Colab, GitHub and the built book all show the numbers, and a test fails while a span is out of date.
+``make book``'s progress line reads the expected times from it (:func:`expected`).
 
 The file: ``{preset: {"seconds": {chapter: s}, "peak_mb": {chapter: MB}, "estimated_seconds": {chapter: s},
-"longest_cell_seconds": {chapter: s}}}``. The longest cell is what the book build's per-cell execution timeout
-(``_config.yml``: ``execute: timeout``) must clear: :func:`cell_bounds` gives it per chapter, or the chapter's whole
-time where no cell was recorded (a cell cannot take longer than its chapter), and a test keeps the timeout at least
-:data:`TIMEOUT_MARGIN` times above every bound.
+"longest_cell_seconds": {chapter: s}, "how": {chapter: text}}}``. The longest cell is what the book build's per-cell
+execution timeout (``_config.yml``: ``execute: timeout``) must clear: :func:`cell_bounds` gives it per chapter, or
+the chapter's whole time where no cell was recorded (a cell cannot take longer than its chapter), and a test keeps
+the timeout at least :data:`TIMEOUT_MARGIN` times above every bound. ``how`` says how a chapter's time was taken
+(which command, alone or beside what).
 The entry ``gpu`` holds the ``cpu`` preset run on a lent GPU (``bash .ci/gpu_check.sh``: ``python -m robustnb
 reproduce <chapter> --preset cpu --device cuda`` from an empty cache) and has three more fields, each by chapter:
 ``stopped_seconds`` (stopped unfinished after s), ``beside`` (the chapter that ran beside it, the script
-pinning each to half of the cores) and ``notes`` (why a chapter was not run). Its substitutions are
-``{{ rt_gpu_<chapter> }}``.
+pinning each to half of the cores) and ``notes`` (why a chapter was not run). Its spans are
+``rt_gpu_<chapter>``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from robustnb.book.toc import ROOT, chapters
 
 PATH = ROOT / "book" / "runtimes.json"
-FIELDS = ("seconds", "peak_mb", "estimated_seconds", "stopped_seconds", "beside", "notes", "longest_cell_seconds")
+FIELDS = ("seconds", "peak_mb", "estimated_seconds", "stopped_seconds", "beside", "notes", "longest_cell_seconds",
+          "how")
 #: the book's per-cell execution timeout stays at least this many times above every chapter's longest cell
 TIMEOUT_MARGIN = 2.0
 NOT_MEASURED = "not measured"
+#: a value of the file in a page or notebook: its name and its text, which :func:`fill` rewrites
+SPAN = re.compile(r'<span data-rt="(?P<name>[a-z0-9_]+)">(?P<text>.*?)</span>', re.S)
 
 
 def load(path: Path = PATH) -> dict:
@@ -65,19 +72,25 @@ def cell_bounds(preset: str, path: Path = PATH) -> dict[str, tuple[float, str]]:
     return out
 
 
-def save(rows: Iterable[tuple], preset: str, path: Path = PATH) -> Path:
-    """Record measured (chapter, cold seconds, peak MB[, longest cell seconds]) rows at ``preset``; a measurement
-    replaces the chapter's estimate. Other chapters and presets are kept."""
+def save(rows: Iterable[tuple], preset: str, path: Path = PATH, how: str | None = None) -> Path:
+    """Record measured (chapter, cold seconds, peak MB[, longest cell seconds]) rows at ``preset``, with ``how``
+    they were taken (which command, alone or beside what; None: no text); a measurement replaces the chapter's
+    estimate. Other chapters and presets are kept. ``python -m robustnb.book sync`` then writes the boxes."""
     data = load(path)
     entry = data.setdefault(preset, {})
     for chapter, seconds, peak_mb, *cell in rows:
+        if how is not None:
+            entry.setdefault("how", {})[chapter] = how
+        else:
+            entry.get("how", {}).pop(chapter, None)
         entry.setdefault("seconds", {})[chapter] = round(float(seconds), 1)
         entry.setdefault("peak_mb", {})[chapter] = round(float(peak_mb))
         if cell and cell[0] == cell[0]:  # not NaN
             entry.setdefault("longest_cell_seconds", {})[chapter] = round(float(cell[0]), 1)
         entry.get("estimated_seconds", {}).pop(chapter, None)
-    if not entry.get("estimated_seconds", True):
-        del entry["estimated_seconds"]
+    for field in ("estimated_seconds", "how"):
+        if not entry.get(field, True):
+            del entry[field]
     Path(path).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     return Path(path)
 
@@ -115,9 +128,9 @@ def _chapter_texts(entry: dict, chapter: str) -> tuple[str, str, float, bool]:
     return NOT_MEASURED, memory_text, 0.0, False
 
 
-def substitutions(path: Path = PATH, names: list[str] | None = None) -> dict[str, str]:
-    """MyST substitutions of every chapter's wall time and peak memory at every preset in the file, and of the
-    whole book's time (the sum of the chapters; "about" and the number of estimated rows when any is estimated)."""
+def values(path: Path = PATH, names: list[str] | None = None) -> dict[str, str]:
+    """The span texts (:data:`SPAN`): every chapter's wall time, peak memory and how it was measured at every preset
+    in the file, and the whole book's time (the sum of the chapters; "about" and the number of estimated rows when any is estimated)."""
     names = names if names is not None else [p.stem for p in chapters()]
     out = {}
     for preset, entry in load(path).items():
@@ -125,6 +138,7 @@ def substitutions(path: Path = PATH, names: list[str] | None = None) -> dict[str
         for chapter in names:
             wall, mem, seconds, estimate = _chapter_texts(entry, chapter)
             out[f"rt_{preset}_{chapter}"], out[f"mem_{preset}_{chapter}"] = wall, mem
+            out[f"how_{preset}_{chapter}"] = entry.get("how", {}).get(chapter, "")
             total += seconds
             estimates += estimate
             missing += seconds == 0.0
@@ -137,3 +151,33 @@ def substitutions(path: Path = PATH, names: list[str] | None = None) -> dict[str
                      f"({missing} chapter{'s' if missing > 1 else ''} not measured)")
         out[f"rt_{preset}_total"] = text
     return out
+
+
+def span(name: str, text: str = "") -> str:
+    """A marked value (:data:`SPAN`) whose text :func:`fill` keeps up to date."""
+    return f'<span data-rt="{name}">{text}</span>'
+
+
+def fill(text: str, known: dict[str, str] | None = None) -> str:
+    """``text`` with every marked value (:data:`SPAN`) rewritten from ``known`` (default: :func:`values`). A name
+    the file does not give is an error naming it and the names of its kind that it does give."""
+    known = values() if known is None else known
+
+    def one(m):
+        name = m["name"]
+        if name not in known:
+            kind = name.split("_", 1)[0]
+            raise KeyError(f"unknown runtime value {name!r} in a runtime span; book/runtimes.json gives "
+                           f"{sorted(k for k in known if k.startswith(kind + '_'))}")
+        return span(name, known[name])
+
+    return SPAN.sub(one, text)
+
+
+#: the runtime box's look in the built book (a folded box, like the theme's dropdown admonitions)
+STYLE = """
+details.runtime-box { border: 1px solid #8fd19e; border-left: 4px solid #28a745; border-radius: 4px;
+  padding: 0.3em 0.9em; margin: 1em 0; }
+details.runtime-box > summary { cursor: pointer; font-weight: 600; }
+details.runtime-box table { font-size: 0.85em; }
+"""

@@ -2,8 +2,8 @@
 
 In ``cache`` execution mode it keys the jupyter-cache by preset and package source (:func:`execution_cache_path`),
 so a rebuild after a prose edit executes nothing and one after a code edit never shows stale results; it executes
-the chapters in book order; it renders ``book/runtimes.json`` as MyST substitutions (the runtime boxes and the
-introduction's table); it serves the widgets' scripts from the book and keeps plotly figures off MathJax's CDN; it
+the chapters in book order (with no per-cell timeout at a preset never timed); it styles the runtime boxes
+(whose numbers ``python -m robustnb.book sync`` writes from ``book/runtimes.json``); it serves the widgets' scripts from the book and keeps plotly figures off MathJax's CDN; it
 fills the ledger's summary and forest plots from what the chapters glued."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from robustnb import ledger, widgets
 from robustnb.book import pages, runtimes
 from robustnb.book.claims import glued_ledgers, papers_apart, papers_summary
-from robustnb.book.toc import ROOT, chapters, toc_files
+from robustnb.book.toc import ROOT, toc_files
 from robustnb.cache import sources_digest
 from robustnb.config import resolve_preset
 
@@ -54,17 +54,7 @@ def _read_in_book_order(app, env, docnames: list[str]) -> None:
     docnames.sort(key=lambda d: order.get(d, len(order)))
 
 
-# ------------------------------------------------------------------------- Sphinx: the measured runtimes
-def _runtime_substitutions(app, config) -> None:
-    """config-inited: ``book/runtimes.json`` as MyST substitutions (``{{ rt_cpu_tv_defense }}`` ...; see
-    :mod:`robustnb.book.runtimes`), for the chapters' runtime boxes and the introduction's table. A substitution
-    the book's own configuration sets wins."""
-    root = Path(app.srcdir)
-    names = [p.stem for p in chapters(root)]
-    config.myst_substitutions = {**runtimes.substitutions(root / "book" / "runtimes.json", names),
-                                 **(config.myst_substitutions or {})}
-
-
+# ------------------------------------------------------------------------ Sphinx: the execution timeout
 def _execution_timeout(app, config) -> None:
     """config-inited: at a preset whose cells were never timed (``full``, until someone records it), no per-cell
     timeout: ``_config.yml``'s was set from the ``cpu`` preset's recorded cells (:func:`runtimes.cell_bounds`) and
@@ -339,7 +329,7 @@ def _copy_ledger_assets(app, exception) -> None:
 def book_stylesheet() -> str:
     """The book's own CSS (:data:`LEDGER_CSS`, on every page): the verdict colours and the tables that fit the
     page column (:func:`robustnb.book.pages.stylesheet`)."""
-    return ledger.stylesheet() + "\n" + pages.stylesheet()
+    return ledger.stylesheet() + "\n" + pages.stylesheet() + runtimes.STYLE
 
 
 def _ledger_docs_outdated(app, env, added, changed, removed) -> list[str]:
@@ -361,7 +351,6 @@ def _ledger_docs_merge(app, env, docnames, other) -> None:
 def setup(app):
     """Register the hooks of this module (see its docstring)."""
     app.connect("config-inited", _set_execution_cache)
-    app.connect("config-inited", _runtime_substitutions)
     app.connect("config-inited", _execution_timeout)
     app.connect("env-before-read-docs", _read_in_book_order)
     app.connect("config-inited", _serve_widget_js)

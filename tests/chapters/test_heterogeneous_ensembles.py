@@ -232,8 +232,9 @@ def _synthetic_frame(seeds, gain=0.10, cost=0.0, tuned_extra=0.05):
                     rows.append({"seed": seed, "dataset": "cifar10", "instantiation": axis, "n_nodes": n,
                                  "vote": "hard", "attack": attack, "eps_255": 8,
                                  "clean_acc": 0.5 - (cost + 0.003 * seed if axis != "ENS" else 0.0),
-                                 "robust_acc_cc": base + up, "robust_acc": (base + up) / 2,
-                                 "success_rate": 1 - base - up, "n_clean_correct": 100})
+                                 "robust_acc_cc": base + up, "robust_acc_shared": base + up,
+                                 "robust_acc": (base + up) / 2, "success_rate": 1 - base - up,
+                                 "n_clean_correct": 100, "n_shared": 100})
     return pd.DataFrame(rows)
 
 
@@ -307,7 +308,8 @@ def _paper_world_frame(rounds=8, tuning=0.10, on_top=None, sd=0.01, seed=0):
                 kept = 0.25 + gain[axis] + rng.normal(0, sd)
                 rows.append({"seed": r, "dataset": "cifar10", "instantiation": axis, "n_nodes": n, "vote": "hard",
                              "attack": "cwa", "eps_255": 8, "clean_acc": 0.55, "robust_acc_cc": kept,
-                             "robust_acc": kept * 0.55, "success_rate": 1 - kept, "n_clean_correct": 140})
+                             "robust_acc_shared": kept, "robust_acc": kept * 0.55, "success_rate": 1 - kept,
+                             "n_clean_correct": 140, "n_shared": 140})
     return pd.DataFrame(rows)
 
 
