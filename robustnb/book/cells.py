@@ -203,8 +203,9 @@ def sync(root: Path = ROOT) -> list[Path]:
     intro = root / "book" / "intro.md"
     if intro.exists():
         text = intro.read_text()
-        if runtimes.fill(text, known) != text:
-            intro.write_text(runtimes.fill(text, known))
+        filled = runtimes.fill(text, known)
+        if filled != text:
+            intro.write_text(filled)
             changed.append(intro)
     return changed
 

@@ -900,13 +900,15 @@ def mask_sensitivity(frame: pd.DataFrame, cfg: HeteroConfig) -> pd.DataFrame:
     mask (:func:`shared_mask`: the images every instantiation of the round gets right when clean). One row per
     claim: the mean over rounds with its 95% t interval under each mask, and the rounds behind it."""
     clean = _per_round(frame, cfg, "clean_acc")
+    readings = {label: (_per_round(frame, cfg, metric), clean)
+                for label, metric in (("own masks (authors')", "robust_acc_cc"), ("shared mask", "robust_acc_shared"))}
     rows = []
     for cid, pc in PAPER_CLAIMS.items():
         if not pc.counted or TARGETS[cid].kind == "clean_cost":
             continue
         row = {"claim": pc.claim}
-        for label, metric in (("own masks (authors')", "robust_acc_cc"), ("shared mask", "robust_acc_shared")):
-            e = stats.seeds_ci(claim_rounds(frame, cfg, cid, (_per_round(frame, cfg, metric), clean)))
+        for label, tables in readings.items():
+            e = stats.seeds_ci(claim_rounds(frame, cfg, cid, tables))
             row[label] = e.fmt(unit=" points", signed=True)
         row["rounds"] = e.n
         rows.append(row)
