@@ -13,6 +13,14 @@ SMOKE_BUILD := _build/smoke
 # No PLOTLY_RENDERER here: robustnb picks plotly's renderer itself (robustnb.plots.choose_renderer), so the
 # book builds the same under `make`, `jupyter-book build .`, papermill or nbconvert.
 export PYTHONUNBUFFERED := 1
+# The chapters run in book/, so a relative folder (ROBUSTNB_DATA=../shared/data) would be read from there: made
+# absolute here, from the folder make runs in.
+ifdef ROBUSTNB_DATA
+export ROBUSTNB_DATA := $(abspath $(ROBUSTNB_DATA))
+endif
+ifdef ROBUSTNB_CACHE
+export ROBUSTNB_CACHE := $(abspath $(ROBUSTNB_CACHE))
+endif
 
 .PHONY: install book test unit bench clean
 

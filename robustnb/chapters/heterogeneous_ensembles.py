@@ -164,19 +164,20 @@ def _beyond_tuning_claim(axis: str, n: int) -> tuple[stats.PaperClaim, Target]:
 
 
 def _declare() -> tuple[dict[str, stats.PaperClaim], dict[str, Target]]:
+    """The claims at N = 5, every axis; at N = 3 only the full mix's gain over ENS, the other end of the growth
+    claim (the cpu preset runs only ENS and the full mix at N = 3: :attr:`HeteroConfig.small_axes`)."""
     pairs = {}
-    for n in (3, 5):
-        for axis, slug in _AXIS_SLUG.items():
-            pairs[f"he_gain_{slug}_n{n}"] = _gain_claim(axis, n)
+    for axis, slug in _AXIS_SLUG.items():
+        pairs[f"he_gain_{slug}_n5"] = _gain_claim(axis, 5)
+    pairs["he_gain_all_n3"] = _gain_claim("all", 3)
     pairs["he_growth_all_n5"] = (stats.PaperClaim(
         claim="the gain of heterogeneity (the full mix) over ENS grows with the number of nodes (N = 5 vs N = 3)",
         paper="the robustness gains grow with the number of nodes N", source=_SOURCE, form="greater",
         unit=" points", role="primary",
         measure=_MEASURE.format(n=5, what="the full mix's gain over ENS at N = 5 minus at N = 3"),
         worlds=(_paper_gain("all", 5) - _paper_gain("all", 3), -0.05)), Target("growth", "all", 5, n_small=3))
-    for n in (5, 3):
-        for axis in _LESSER:
-            pairs[f"he_lesser_{_AXIS_SLUG[axis]}_n{n}"] = _lesser_claim(axis, n)
+    for axis in _LESSER:
+        pairs[f"he_lesser_{_AXIS_SLUG[axis]}_n5"] = _lesser_claim(axis, 5)
     pairs["he_tuned_hp_largest_n5"] = (stats.PaperClaim(
         claim="independently tuned hyperparameters are the largest driver: tuning's gain over ENS exceeds what each "
               "of architecture, optimizer and scheduler adds on top of tuning, N = 5",
@@ -187,10 +188,9 @@ def _declare() -> tuple[dict[str, stats.PaperClaim], dict[str, Target]]:
                                           "scheduler minus tuned HP) in the same round"),
         worlds=(2 * _paper_gain("tuned HP", 5) - max(_paper_gain(a, 5) for a in _LESSER), -0.05)),
         Target("largest", "tuned HP", 5))
-    for n in (3, 5):
-        for axis, slug in _AXIS_SLUG.items():
-            if axis != "tuned HP":
-                pairs[f"he_vs_tuned_{slug}_n{n}"] = _beyond_tuning_claim(axis, n)
+    for axis, slug in _AXIS_SLUG.items():
+        if axis != "tuned HP":
+            pairs[f"he_vs_tuned_{slug}_n5"] = _beyond_tuning_claim(axis, 5)
     for axis in ("all", "tuned HP"):
         pairs[f"he_clean_cost_{_AXIS_SLUG[axis]}_n5"] = (stats.PaperClaim(
             claim=f"the robustness of {'every axis at once' if axis == 'all' else 'tuned HP'} costs little clean "
@@ -237,6 +237,9 @@ class HeteroConfig:
     attack_steps: int
     tune_trials: int  # random samples per tuning (every trial trains the node's full schedule; ASHA on Ray)
     axes: tuple[str, ...] = AXES
+    # the axes that also run at the N between 1 and the largest (:meth:`axes_at`): every claim but the growth one
+    # reads N = 5, and the growth claim reads the full mix and ENS at N = 3
+    small_axes: tuple[str, ...] = AXES
     votes: tuple[str, ...] = ("hard", "soft", "weighted")
     tuner: str = "random"  # robustnb.distributed.TUNERS: random search, or ASHA early stopping (Ray Tune)
     dirichlet_alpha: float = 0.9
@@ -258,6 +261,9 @@ class HeteroConfig:
             raise ConfigError(f"Unknown dataset {self.dataset!r}: choose 'cifar10' or 'fashion_mnist'.")
         if "ENS" not in self.axes:
             raise ConfigError("the axes must include 'ENS' (the baseline and the single model).")
+        unknown = [a for a in self.small_axes if a not in AXES]
+        if unknown or "ENS" not in self.small_axes:
+            raise ConfigError(f"small_axes must include 'ENS' and name axes of {AXES}, got {self.small_axes!r}.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds must be distinct training seeds, got {self.seeds!r}.")
         if self.pool < 10 * max(self.n_values):
@@ -268,6 +274,13 @@ class HeteroConfig:
     def n_max(self) -> int:
         return max(self.n_values)
 
+    def axes_at(self, n: int) -> tuple[str, ...]:
+        """The instantiations run with ``n`` nodes: ENS alone at N = 1 (the single model), every axis at the
+        largest N, and the axes in both ``axes`` and ``small_axes`` in between."""
+        if n == 1:
+            return ("ENS",)
+        return self.axes if n == self.n_max else tuple(a for a in self.axes if a in self.small_axes)
+
     @classmethod
     def from_preset(cls, preset: str, seed: int = 0, dataset: str = "cifar10", **overrides) -> "HeteroConfig":
         """smoke: N in {1, 2} over a 400-image pool, in-process; cpu: N in {1, 3, 5} over 12,000 images, bfloat16
@@ -275,6 +288,8 @@ class HeteroConfig:
         cfg = cls(
             dataset=dataset,
             n_values=pick(preset, smoke=(1, 2), cpu=(1, 3, 5), full=(1, 3, 5, 7, 10)),
+            # cpu: at N = 3 only what the growth claim reads (ENS and the full mix), a third of a round's training
+            small_axes=pick(preset, smoke=AXES, cpu=("ENS", "all"), full=AXES),
             # cpu: N = 5 nodes of 2,400 images, N = 3 of 4,000, the single model on 12,000
             pool=pick(preset, smoke=400, cpu=12_000, full=40_000),
             n_attacker=pick(preset, smoke=300, cpu=4_000, full=10_000),
@@ -387,8 +402,8 @@ def _node(cfg: HeteroConfig, data, axis: str, i: int, arch=None, optimizer=None,
 
 
 def plan(cfg: HeteroConfig, splits: Splits, seed: int, n: int) -> dict[str, list[D.NodeSpec]]:
-    """Untuned node specs of round ``seed`` for N = ``n``: ``{axis: n specs}`` (N = 1: ENS only, the single
-    model). Node ``i`` of every axis trains on the round's disjoint shard ``i`` (Dirichlet shards for non-IID).
+    """Untuned node specs of round ``seed`` for N = ``n``: ``{axis: n specs}`` for the axes of
+    :meth:`HeteroConfig.axes_at` (N = 1: ENS only, the single model). Node ``i`` of every axis trains on the round's disjoint shard ``i`` (Dirichlet shards for non-IID).
     Every node is the round's :func:`master` configuration except on its axis, where node 0 keeps the master's
     value and nodes 1, 2, ... take the preset's other values in turn (so node 0 of every IID axis is ENS's node 0,
     one model, as in the authors' rounds)."""
@@ -398,7 +413,7 @@ def plan(cfg: HeteroConfig, splits: Splits, seed: int, n: int) -> dict[str, list
                                      _with_master_first(cfg.optimizers, m_opt),
                                      _with_master_first(cfg.schedulers, m_sched))
     out = {}
-    for axis in (cfg.axes if n > 1 else ("ENS",)):
+    for axis in cfg.axes_at(n):
         if axis == "data non-IID" and non_iid is None:
             non_iid = shards(cfg, splits, seed, n, "dirichlet")
         nodes = []
@@ -717,8 +732,8 @@ def gains(frame: pd.DataFrame, cfg: HeteroConfig, vote: str = "hard") -> pd.Data
     ``clean_cost`` = the baseline's clean accuracy minus the instantiation's; ``versus`` names the baseline."""
     rows = []
     for versus in ("ENS", "tuned HP"):
-        for axis in [a for a in cfg.axes if a not in ("ENS", versus)]:
-            for n in [n for n in cfg.n_values if n > 1]:
+        for n in [n for n in cfg.n_values if n > 1 and versus in cfg.axes_at(n)]:
+            for axis in [a for a in cfg.axes_at(n) if a not in ("ENS", versus)]:
                 for attack in cfg.attacks:
                     def diff(metric):
                         return per_seed_diff(frame, axis, n, attack, cfg.eps_255, metric, vote, versus)
@@ -941,7 +956,7 @@ def world_gains(cfg: HeteroConfig, claim_id: str, truth: float) -> tuple[dict, d
     (for ``largest``: the three lesser-role axes moved together until the largest adds ``truth`` less than tuning)."""
     t = TARGETS[claim_id]
     n, small = claim_n(cfg, t.n), claim_n(cfg, t.n_small or t.n)
-    gain = {(a, m): _paper_gain(a, m) for m in cfg.n_values for a in (cfg.axes if m > 1 else ("ENS",))}
+    gain = {(a, m): _paper_gain(a, m) for m in cfg.n_values for a in cfg.axes_at(m)}
     cost = {(a, m): 0.0 if a == "ENS" else WORLD_CLEAN_COST for a, m in gain}
     tuning = gain["tuned HP", n] - gain["ENS", n]
     if t.kind == "clean_cost":

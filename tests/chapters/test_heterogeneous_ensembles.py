@@ -12,6 +12,7 @@ from torch import nn
 
 from robustnb import stats
 from robustnb.chapters import heterogeneous_ensembles as H
+from robustnb.config import ConfigError
 from robustnb.data import ImageDataset
 
 BOOK = Path(__file__).resolve().parents[2] / "book"
@@ -321,7 +322,7 @@ def test_lesser_role_and_largest_driver_read_the_papers_world():
     cfg = H.HeteroConfig.from_preset("cpu", seeds=tuple(range(8)))
     rows = H.claims(_paper_world_frame(), cfg).set_index("claim_id")
     lesser = [cid for cid in H.PAPER_CLAIMS if cid.startswith("he_lesser_")]
-    assert len(lesser) == 6
+    assert len(lesser) == 3
     for cid in [*lesser, "he_tuned_hp_largest_n5"]:
         assert rows.loc[cid, "verdict"] == "reproduced", (cid, rows.loc[cid, "ours"])
     assert abs(rows.loc["he_lesser_arch_n5", "value"] - (0.03 - 0.10)) < 0.02
@@ -329,7 +330,7 @@ def test_lesser_role_and_largest_driver_read_the_papers_world():
     assert rows.loc["he_vs_tuned_arch_n5", "verdict"] == "reproduced"
     # a world where the architecture axis adds more on top of tuning (+15 points) than tuning adds (+10)
     wrong = H.claims(_paper_world_frame(on_top={"architecture": 0.15}), cfg).set_index("claim_id")
-    for cid in ("he_lesser_arch_n5", "he_lesser_arch_n3", "he_tuned_hp_largest_n5"):
+    for cid in ("he_lesser_arch_n5", "he_tuned_hp_largest_n5"):
         assert wrong.loc[cid, "verdict"] == "not reproduced", (cid, wrong.loc[cid, "ours"])
     assert wrong.loc["he_lesser_optimizer_n5", "verdict"] == "reproduced"
 
@@ -349,6 +350,22 @@ def test_claim_rounds_are_the_per_round_values():
     assert (est.value, est.low, est.high, est.n, est.support) == pytest.approx((ref.value, ref.low, ref.high, 4, 140))
 
 
+def test_the_cpu_grid_runs_at_n3_only_what_the_growth_claim_reads():
+    """At ``cpu`` every axis runs at N = 5 and only ENS and the full mix at N = 3 (the growth claim's other end);
+    no claim reads an instantiation the grid does not run; a bad ``small_axes`` names the allowed axes."""
+    cfg = H.HeteroConfig.from_preset("cpu", pool=150)
+    splits = _toy_splits(150)
+    assert [cfg.axes_at(n) for n in cfg.n_values] == [("ENS",), ("ENS", "all"), H.AXES]
+    assert set(H.plan(cfg, splits, 0, 3)) == {"ENS", "all"} and set(H.plan(cfg, splits, 0, 5)) == set(H.AXES)
+    for cid, t in H.TARGETS.items():
+        at = [(a, H.claim_n(cfg, t.n)) for a in {t.axis, t.versus, *t.compared}]
+        if t.kind == "growth":
+            at += [(a, H.claim_n(cfg, t.n_small)) for a in (t.axis, "ENS")]
+        assert all(a in cfg.axes_at(n) for a, n in at), (cid, at)
+    with pytest.raises(ConfigError, match="small_axes"):
+        H.HeteroConfig.from_preset("cpu", small_axes=("all",))
+
+
 def test_world_frames_have_the_grids_shape():
     """``world_claims`` builds the frame ``evaluate_grid`` produces at the cpu preset (every round, N, vote,
     attack and budget); one round decides nothing."""
@@ -361,7 +378,7 @@ def test_world_frames_have_the_grids_shape():
     grid = H.evaluate_grid(small, {1: {"ENS": [SimpleNamespace(key="m", arch="cnn")]}}, {"m": LabelReader()}, splits,
                            {("clean", 0): x, ("cwa", 8): x.clone()})
     assert list(frame.columns) == list(grid.columns)
-    groups = 1 + 2 * len(cfg.axes)  # ENS alone at N = 1, every axis at N = 3 and 5
+    groups = 1 + len(cfg.small_axes) + len(cfg.axes)  # ENS alone at N = 1, ENS and the full mix at 3, all at 5
     eps = set(cfg.sweep_eps_255) | {cfg.eps_255}
     assert len(frame) == 3 * groups * len(cfg.votes) * len(cfg.attacks) * len(eps)
     assert frame.n_clean_correct.min() >= stats.MIN_ITEMS
