@@ -958,7 +958,7 @@ def world_gains(cfg: HeteroConfig, claim_id: str, truth: float) -> tuple[dict, d
     n, small = claim_n(cfg, t.n), claim_n(cfg, t.n_small or t.n)
     gain = {(a, m): _paper_gain(a, m) for m in cfg.n_values for a in cfg.axes_at(m)}
     cost = {(a, m): 0.0 if a == "ENS" else WORLD_CLEAN_COST for a, m in gain}
-    tuning = gain["tuned HP", n] - gain["ENS", n]
+    tuning = gain["tuned HP", n] - gain["ENS", n] if ("tuned HP", n) in gain else None  # read at N = 5 only
     if t.kind == "clean_cost":
         cost[t.axis, n] = cost[t.versus, n] + truth
     elif t.kind == "gain":
