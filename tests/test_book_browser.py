@@ -384,7 +384,7 @@ def test_the_book_has_figures_sliders_and_explorers(visit):
     assert len(list(SHOTS.glob("*.png"))) >= len(PAGES)
 
 
-# ----------------------------------------------------------------------------- what readers see (issue 40)
+# ---------------------------------------------------------------------------------------- what readers see
 def _claims_of(forest_id: str) -> dict:
     """The declared claims (``PAPER_CLAIMS``) of the chapter that a ledger forest plot (``claims-forest-<chapter>``)
     draws."""

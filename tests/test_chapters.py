@@ -52,12 +52,6 @@ def test_chapter_structure(path):
     check_structure(path)
 
 
-@pytest.mark.chapters
-def test_a_new_chapter_from_the_scaffold_passes_the_chapter_checks(tmp_path):
-    path = book.scaffold(tmp_path / "new_chapter.ipynb", "A new chapter")
-    check_structure(path)
-    with pytest.raises(FileExistsError):
-        book.scaffold(path, "again")
 
 
 def reader_env() -> dict:

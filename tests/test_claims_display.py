@@ -23,7 +23,7 @@ def chapter_claims(chapter=compressed_domain_shift):
     ids = list(claims)
     est = {cid: Estimate(0.05 * (k + 1), 0.02 * (k + 1), 0.08 * (k + 1), 50) for k, cid in enumerate(ids[:-1])}
     est[ids[-1]] = unmeasured()
-    return book.with_undeclared_filled(claims_table(chapter.__name__.rsplit(".", 1)[1], claims, est))
+    return claims_table(chapter.__name__.rsplit(".", 1)[1], claims, est)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from robustnb.book import cells, toc
+from robustnb.book import cells, scaffold, toc
 from robustnb.config import ConfigError
 
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -157,7 +157,7 @@ def test_sync_writes_the_cell_and_the_gpu_metadata(tmp_path):
 
 
 def test_a_new_chapter_asks_for_a_gpu_runtime(tmp_path):
-    nb = json.loads(cells.scaffold(tmp_path / "new.ipynb", "New", execute=False).read_text())
+    nb = json.loads(scaffold.notebook(tmp_path / "new.ipynb", "New").read_text())
     assert nb["metadata"]["accelerator"] == "GPU" and nb["metadata"]["colab"] == {"gpuType": "T4", "provenance": []}
     assert "".join(nb["cells"][1]["source"]) == cells.colab_cell_source()
 

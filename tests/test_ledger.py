@@ -26,7 +26,7 @@ def chapter_table():
     }
     est.update({cid: unmeasured() for cid in ids[5:]})
     table = claims_table("entropy_attacks", claims, est)
-    return book.with_undeclared_filled(table)
+    return table
 
 
 def test_ledger_rows_carry_display_scale_and_the_papers_figure():

@@ -212,7 +212,7 @@ def test_forest_draws_only_rows_with_a_point_and_its_interval():
     assert P._one_line("a " * 80 + "N = 3", width=40).endswith("N = 3")
 
 
-# ------------------------------------------------------------ legible in the page column (issue 40)
+# -------------------------------------------------------------------------- legible in the page column
 def _axis_titles(fig) -> dict:
     return {name: fig.layout[name].title.text for name in fig.layout
             if name.startswith(("xaxis", "yaxis")) and fig.layout[name].title.text}

@@ -1,6 +1,6 @@
 """``python -m robustnb.book``: the book's maintenance commands (see :mod:`robustnb.book`).
 
-``new`` and ``nbval`` check their arguments before they write (:func:`robustnb.book.cells.scaffold`,
+``new`` and ``nbval`` check their arguments before they write (:func:`robustnb.book.scaffold.chapter`,
 :func:`robustnb.book.cells.store_checked_outputs`); a refusal prints ``error: ...`` and exits with status 2."""
 
 import sys
@@ -10,7 +10,7 @@ from robustnb.book import ROOT, chapters, scaffold, store_checked_outputs, summa
 from robustnb.config import ConfigError
 
 USAGE = ("usage: python -m robustnb.book [list | sync | ledger | summary [BUILD] | watch | nbval NB EXECUTED | "
-         "new PATH TITLE]")
+         "new NAME TITLE [--part CAPTION]]")
 
 
 def main(argv: list[str]) -> int:
@@ -26,8 +26,9 @@ def _main(argv: list[str]) -> int:
     if cmd == "sync":
         for p in sync():
             print("updated", p.relative_to(ROOT))
-    elif cmd == "new" and len(argv) == 3:
-        print("created", scaffold(Path(argv[1]), argv[2]))
+    elif cmd == "new" and len(argv) in (3, 5) and (len(argv) == 3 or argv[3] == "--part"):
+        for p in scaffold.chapter(argv[1], argv[2], argv[4] if len(argv) == 5 else None):
+            print("wrote", p.relative_to(ROOT))
     elif cmd == "nbval" and len(argv) == 3:  # python -m robustnb.book nbval book/x.ipynb executed.ipynb
         print("stored", store_checked_outputs(Path(argv[1]), Path(argv[2])), "checked cells")
     elif cmd == "watch":

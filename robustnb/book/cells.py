@@ -1,21 +1,18 @@
 """The cells every chapter shares, and the commands that keep them in step: the Colab set-up cell (from
 ``_config.yml``'s repository and cache archive, and the package version), the notebook metadata asking Colab for a
-GPU runtime, the parameters cell, the set-up cell; the outputs nbval compares; a new chapter's skeleton
-(:func:`scaffold`). ``python -m robustnb.book sync`` rewrites the Colab cell and metadata of every chapter.
+GPU runtime, the parameters cell, the set-up cell, the runtime box; the outputs nbval compares (a new chapter's
+files: :mod:`robustnb.book.scaffold`). ``python -m robustnb.book sync`` rewrites the Colab cell and metadata of
+every chapter.
 
-Both commands check their arguments before they write anything: :func:`scaffold` refuses a path without
-``.ipynb``, one that exists, a folder that does not, and an empty title, and removes the file it made when its
-execution fails; :func:`store_checked_outputs` refuses an executed copy with error outputs (a failed run's
-traceback must not become nbval's reference), one whose checked cells did not run, and a chapter that is not a
-notebook, and writes the chapter atomically.
+:func:`store_checked_outputs` checks its arguments before it writes anything: it refuses an executed copy with
+error outputs (a failed run's traceback must not become nbval's reference), one whose checked cells did not run, and
+a chapter that is not a notebook, and writes the chapter atomically.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -232,57 +229,3 @@ BOX_CLOSE = "</details>"
 BOX_NOTE = ("Times and memory from `book/runtimes.json`, on this book's build machine (2 CPU cores, x86-64, torch "
             "2.14.1, no GPU). `smoke`: " + runtimes.span("how_smoke_{stem}") + ". `cpu`: "
             + runtimes.span("how_cpu_{stem}") + ".")
-
-
-def scaffold(path: Path, title: str, execute: bool = True) -> Path:
-    """Write a new chapter notebook with the standard cells (refuses to overwrite): its title and question, the
-    runtime box, the Colab, parameters and set-up cells, a summary and exercises. With ``execute``, a ``smoke``
-    papermill run stores the set-up cell's output for nbval (:func:`store_checked_outputs`), so the new chapter
-    passes the chapter tests once it is listed in ``_toc.yml``.
-
-    Checked before anything is written: ``path`` must end in ``.ipynb`` and not exist (``FileExistsError``), its
-    folder must exist, ``title`` must be text. The notebook is created exclusively; when its execution fails it
-    is removed again (it was this call's) and the error says why."""
-    path = Path(path)
-    if path.suffix != ".ipynb":
-        raise ConfigError(f"a chapter is a notebook: {path} must end in .ipynb (e.g. {path.with_suffix('.ipynb')}).")
-    if path.exists() or path.is_symlink():
-        raise FileExistsError(f"{path} exists; not overwriting it")
-    if not path.parent.is_dir():
-        raise ConfigError(f"the folder of {path} does not exist ({path.parent}): the book's chapters live in book/.")
-    if not isinstance(title, str) or not title.strip():
-        raise ConfigError(f"the chapter needs a title, got {title!r}.")
-    nb = nbformat.v4.new_notebook()
-    nb.metadata.update(with_colab_metadata({"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                           "language": "python"},
-                                            "language_info": {"name": "python"}}))
-    params = nbformat.v4.new_code_cell(PARAMETERS_SOURCE)
-    params.metadata["tags"] = ["parameters", FOLD_TAG]
-    setup = nbformat.v4.new_code_cell(SETUP_SOURCE)
-    setup.metadata["tags"] = [NBVAL_TAG, FOLD_TAG]
-    nb.cells = [
-        nbformat.v4.new_markdown_cell(f"# {title}\n\nThe question, and the phenomenon in one picture or number.\n\n"
-                                      + runtime_box(path.stem)),
-        folded(nbformat.v4.new_code_cell(colab_cell_source())),
-        params,
-        setup,
-        nbformat.v4.new_markdown_cell("## Summary\n\nWhat held, what did not, and why."),
-        nbformat.v4.new_markdown_cell("## Exercises\n\n1. ...\n2. ..."),
-    ]
-    with open(path, "x") as f:  # exclusive: a file made since the check is not overwritten either
-        nbformat.write(nb, f)
-    if execute:
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                out = Path(tmp) / path.name
-                proc = subprocess.run([sys.executable, "-m", "papermill", str(path), str(out), "-p", "preset",
-                                       "smoke", "-k", "python3", "--cwd", str(path.parent)], capture_output=True,
-                                      text=True)
-                if proc.returncode != 0:
-                    raise ConfigError(f"executing the new chapter {path} at smoke failed, so it was removed:\n"
-                                      f"{proc.stderr[-2000:]}")
-                store_checked_outputs(path, out)
-        except BaseException:
-            path.unlink(missing_ok=True)  # this call's own file, half made
-            raise
-    return path

@@ -50,7 +50,6 @@ def record(claims=None, **numbers):
         glue(name, value)
     if claims is None:
         return None
-    claims = with_undeclared_filled(claims)
     for row in claims.itertuples():
         glue(row.claim_id, row.ours)
         glue(f"{row.claim_id}_verdict", row.verdict)
@@ -72,30 +71,6 @@ def declared_claims(chapter_names) -> dict:
     for chapter in dict.fromkeys(chapter_names):
         out.update(getattr(importlib.import_module(f"robustnb.chapters.{chapter}"), "PAPER_CLAIMS", {}))
     return out
-
-
-def with_undeclared_filled(claims):
-    """Add a row for every claim the chapter declares (``PAPER_CLAIMS`` of each chapter named in the frame)
-    that this run did not measure (a grid too small at ``smoke``, say): ours = "not measured at this preset",
-    verdict "inconclusive at this size". The ledger and the prose then always find every claim."""
-    import pandas as pd
-
-    rows = []
-    for chapter in dict.fromkeys(claims["chapter"]) if len(claims) else []:
-        declared = getattr(importlib.import_module(f"robustnb.chapters.{chapter}"), "PAPER_CLAIMS", {})
-        for cid, pc in declared.items():
-            if cid not in set(claims["claim_id"]):
-                rows.append({"chapter": chapter, "claim_id": cid, "claim": pc.claim, "paper": pc.paper,
-                             "source": pc.source, "measure": pc.measure, "ours": NOT_MEASURED,
-                             "value": float("nan"), "low": float("nan"), "high": float("nan"),
-                             "verdict": "inconclusive at this size", "n": 0, "unit": pc.unit,
-                             "form": pc.form, "p": float("nan"), "holm": "", "role": pc.role,
-                             "detectable": float("nan"),
-                             "power": "not measured at this preset" if pc.counted else ""})
-    if rows and "stand_in" in claims:  # a row not measured is on the same data as the chapter's others
-        for row in rows:
-            row["stand_in"] = bool(claims.loc[claims["chapter"] == row["chapter"], "stand_in"].fillna(False).any())
-    return pd.concat([claims, pd.DataFrame(rows)], ignore_index=True) if rows else claims
 
 
 # ------------------------------------------------------------------------ tables that fit the page column

@@ -95,6 +95,19 @@ def save(rows: Iterable[tuple], preset: str, path: Path = PATH, how: str | None 
     return Path(path)
 
 
+def estimate(chapter: str, preset: str, seconds: float, path: Path = PATH, how: str | None = None) -> Path:
+    """Record an estimate of ``chapter``'s cold time at ``preset`` (rendered as one, "about ..."), with ``how`` it
+    was made; a chapter measured there keeps its measurement."""
+    data = load(path)
+    entry = data.setdefault(preset, {})
+    if chapter not in entry.get("seconds", {}):
+        entry.setdefault("estimated_seconds", {})[chapter] = round(float(seconds), 1)
+        if how is not None:
+            entry.setdefault("how", {})[chapter] = how
+    Path(path).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return Path(path)
+
+
 def duration(seconds: float) -> str:
     """34 s, 5.7 min, 22 min, 2.5 h."""
     if seconds < 90:

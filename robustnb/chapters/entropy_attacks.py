@@ -431,10 +431,6 @@ QUOTED_NUMBERS = ("9.62 KB", "+46.8 %", "46.8%", "-6.6 points", "+95 %", "95%", 
 TOO_FEW = 10
 
 
-def _nan_estimate() -> stats.Estimate:
-    return stats.Estimate(float("nan"), float("nan"), float("nan"), 0)
-
-
 def _rows(images: pd.DataFrame, arch, em, lam, kind: str, name: str, level) -> pd.DataFrame:
     lv = "eps_255" if kind == "attack" else "severity"
     t = images[(images["arch"] == arch) & (images["entropy_model"] == em) & np.isclose(images["lambda"], lam)
@@ -444,7 +440,7 @@ def _rows(images: pd.DataFrame, arch, em, lam, kind: str, name: str, level) -> p
 
 def _overhead(images, arch, em, lam, kind, name, level) -> stats.Estimate:
     t = _rows(images, arch, em, lam, kind, name, level) if len(images) else images
-    return stats.ratio_ci(t["bytes_clean"], t["bytes_adv"]) if len(t) else _nan_estimate()
+    return stats.ratio_ci(t["bytes_clean"], t["bytes_adv"]) if len(t) else stats.unmeasured()
 
 
 def overhead_growth_ci(clean, low, high, seed: int = 0) -> stats.Estimate:
@@ -461,7 +457,7 @@ def _doubling(images, arch, lam) -> stats.Estimate:
     """The hyperprior's 16/255 overhead over its 8/255 one, paired by image."""
     t8, t16 = (_rows(images, arch, "hyperprior", lam, "attack", "entropy", e) for e in (8, 16))
     if not len(t8) or not len(t16):
-        return _nan_estimate()
+        return stats.unmeasured()
     m = t8.merge(t16, on="image", suffixes=("_8", "_16"))
     return overhead_growth_ci(m["bytes_clean_8"], m["bytes_adv_8"], m["bytes_adv_16"])
 
@@ -472,7 +468,7 @@ def overhead_difference(images, arch, lam, first: str, second: str, eps, em: str
     images (matched by image index, whatever the row order)."""
     ta, tb = (_rows(images, arch, em, lam, "attack", a, eps) for a in (first, second))
     if not len(ta) or not len(tb):
-        return _nan_estimate()
+        return stats.unmeasured()
     m = ta.merge(tb, on="image", suffixes=("_a", "_b"))
 
     def stat(clean, a, b):
@@ -493,7 +489,7 @@ def largest_eps(images: pd.DataFrame, attack: str = "entropy") -> float | None:
 
 
 def _accuracy_change(t: pd.DataFrame) -> stats.Estimate:
-    return stats.paired_diff_ci(t["correct_clean"], t["correct_adv"]) if len(t) else _nan_estimate()
+    return stats.paired_diff_ci(t["correct_clean"], t["correct_adv"]) if len(t) else stats.unmeasured()
 
 
 def claim_estimates(images: pd.DataFrame, corr: pd.DataFrame | None = None, severity: int | None = None,
@@ -505,7 +501,7 @@ def claim_estimates(images: pd.DataFrame, corr: pd.DataFrame | None = None, seve
     lam = lam if lam is not None else float(images["lambda"].min())
     top = largest_eps(images)
     out = {"ea_entropy_inflates_rate": (_overhead(images, arch, "hyperprior", lam, "attack", "entropy", top)
-                                        if top else _nan_estimate()),
+                                        if top else stats.unmeasured()),
            "ea_entropy8_hyperprior": _overhead(images, arch, "hyperprior", lam, "attack", "entropy", 8),
            "ea_entropy8_factorized": _overhead(images, arch, "factorized", lam, "attack", "entropy", 8),
            "ea_entropy8_accuracy": _accuracy_change(_rows(images, arch, "hyperprior", lam, "attack", "entropy", 8)),
@@ -514,18 +510,18 @@ def claim_estimates(images: pd.DataFrame, corr: pd.DataFrame | None = None, seve
            "ea_stealthy_rate": _overhead(images, arch, "hyperprior", lam, "attack", STEALTHY, 8),
            "ea_pgd_rate": _pgd_minus_entropy(images, arch, lam),
            "ea_entropy_vs_noise": (overhead_difference(images, arch, lam, "entropy", NOISE, top) if top
-                                   else _nan_estimate())}
+                                   else stats.unmeasured())}
     t = images[(images["arch"] == arch) & np.isclose(images["lambda"], lam) & (images["attack"] == STEALTHY)
                & np.isclose(images["eps_255"], 8)]
     per_image = t.groupby("image")[["correct_clean", "correct_adv"]].mean()
     out["ea_stealthy_accuracy"] = (stats.paired_diff_ci(per_image["correct_clean"], per_image["correct_adv"])
-                                   if len(per_image) else _nan_estimate())
+                                   if len(per_image) else stats.unmeasured())
     if corr is not None and len(corr):
         severity = severity if severity is not None else int(corr["severity"].max())
         out["ea_shot_noise"] = _overhead(corr, arch, "hyperprior", lam, "corruption", "shot_noise", severity)
         out["ea_defocus_blur"] = _overhead(corr, arch, "hyperprior", lam, "corruption", "defocus_blur", severity)
     else:
-        out["ea_shot_noise"] = out["ea_defocus_blur"] = _nan_estimate()
+        out["ea_shot_noise"] = out["ea_defocus_blur"] = stats.unmeasured()
     return out
 
 

@@ -333,10 +333,6 @@ def null_condition(frame: pd.DataFrame) -> str | None:
     return names[0] if names else None
 
 
-def _nan_estimate(n: int = 0) -> stats.Estimate:
-    return stats.Estimate(float("nan"), float("nan"), float("nan"), n)
-
-
 def _pooled_removed(cb, clp, xb, xlp) -> float:
     """The pooled removed share of one input set (see :func:`removed_share`); NaN when it added no bits."""
     extra = float(np.mean(xb - cb))
@@ -351,7 +347,7 @@ def removed_share_difference(per_image: pd.DataFrame, attacked: str | None = Non
     attacked = attacked or attacked_condition(per_image)
     null = null or null_condition(per_image)
     if null is None:
-        return _nan_estimate()
+        return stats.unmeasured()
     cols = ("bits", "bits_lowpass")
     c = _per_image(per_image, clean, cols)
     a, z = (_per_image(per_image, cond, cols).reindex(c.index) for cond in (attacked, null))
@@ -424,7 +420,7 @@ def power_share_difference(shares: pd.DataFrame, attacked: str, null: str | None
     models), with a paired bootstrap over the images; NaN when either is missing."""
     a, z = _power_shares(shares, attacked, cutoff), _power_shares(shares, null, cutoff)
     if not len(a) or not len(z):
-        return _nan_estimate()
+        return stats.unmeasured()
     z = z.reindex(a.index)
     return stats.paired_diff_ci(z.to_numpy(), a.to_numpy(), seed)
 
@@ -470,7 +466,7 @@ def hf_sensitivity(res: FrequencyStudy, seed: int = 0) -> pd.DataFrame:
                  if len(sh) and np.isclose(sh["cutoff"], c).any() else float("nan"))
         a_pw, n_pw = _power_shares(sh, attacked, c), _power_shares(sh, null, c)
         ests = {("extra bits removed", attacked): removed_share(f, attacked, seed=seed),
-                ("extra bits removed", null): removed_share(f, null, seed=seed) if null else _nan_estimate(),
+                ("extra bits removed", null): removed_share(f, null, seed=seed) if null else stats.unmeasured(),
                 ("extra bits removed", "attack - null"): removed_share_difference(f, attacked, null, seed=seed),
                 ("perturbation power above", attacked): stats.mean_ci(a_pw.to_numpy(), seed),
                 ("perturbation power above", null): stats.mean_ci(n_pw.to_numpy(), seed),

@@ -295,8 +295,8 @@ class HeteroConfig:
             n_attacker=pick(preset, smoke=300, cpu=4_000, full=10_000),
             n_test=pick(preset, smoke=200, cpu=2_000, full=10_000),
             n_attack=pick(preset, smoke=32, cpu=256, full=1_000),
-            # cpu: 4 epochs and 2 trials per tuning so that a round (38 tunings, 40-odd nodes) fits about 8 minutes
-            # on 2 cores; 6 epochs and 3 trials took 37 minutes a round with VGG-11 / MobileNetV2 nodes
+            # cpu: 4 epochs and 2 trials per tuning, so that a round (26 tunings, 32 nodes: one_round) fits in
+            # 8 minutes on 2 cores
             epochs=pick(preset, smoke=1, cpu=4, full=30),
             node_width=pick(preset, smoke=8, cpu=16, full=32),
             # cpu: three families sized for 2 cores (VGG-11 and MobileNetV2 trained at a ninth of the small CNN's

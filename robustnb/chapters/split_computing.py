@@ -129,10 +129,6 @@ def tradeoff(cfg: SplitComputingConfig, models: dict, test_set, images: pd.DataF
     return out
 
 
-def _nan_estimate() -> stats.Estimate:
-    return stats.Estimate(float("nan"), float("nan"), float("nan"), 0)
-
-
 def _select(images: pd.DataFrame, arch: str, em: str, lam: float | None = None) -> pd.DataFrame:
     t = images[(images["arch"] == arch) & (images["entropy_model"] == em)]
     if lam is not None:
@@ -151,14 +147,14 @@ def claim_estimates(images: pd.DataFrame, arch: str | None = None) -> dict[str, 
         lo = _select(images, arch, em, lams[0]) if lams else pd.DataFrame()
         hi = _select(images, arch, em, lams[-1]) if lams else pd.DataFrame()
         out[f"sc_lambda_rate_{em}"] = (stats.ratio_ci(lo["real_bytes"], hi["real_bytes"])
-                                       if len(lams) > 1 and len(lo) and len(hi) else _nan_estimate())
+                                       if len(lams) > 1 and len(lo) and len(hi) else stats.unmeasured())
         out[f"sc_stream_constant_{em}"] = (stats.paired_diff_ci(lo["est_bytes"] / lo["streams"],
                                                                 lo["real_bytes"] / lo["streams"])
-                                           if len(lo) else _nan_estimate())
+                                           if len(lo) else stats.unmeasured())
     per_image = {em: _select(images, arch, em).groupby("image")["real_bytes"].mean() for em in ("factorized", "hyperprior")}
     fa, hp = per_image["factorized"], per_image["hyperprior"]
     out["sc_hyperprior_fewer_bytes"] = (stats.ratio_ci(fa.to_numpy(), hp.reindex(fa.index).to_numpy())
-                                        if len(fa) and len(hp) == len(fa) else _nan_estimate())
+                                        if len(fa) and len(hp) == len(fa) else stats.unmeasured())
     return out
 
 
@@ -210,7 +206,7 @@ def numbers(images: pd.DataFrame, agree: pd.DataFrame | None = None, arch: str |
            "sc_lambdas": ", ".join(f"{lam:g}" for lam in lams)}
     for em in ("factorized", "hyperprior"):
         lo, hi = _select(images, arch, em, lams[0]), _select(images, arch, em, lams[-1])
-        acc = stats.paired_diff_ci(lo["correct"], hi["correct"]) if len(lams) > 1 and len(lo) else _nan_estimate()
+        acc = stats.paired_diff_ci(lo["correct"], hi["correct"]) if len(lams) > 1 and len(lo) else stats.unmeasured()
         out[f"sc_acc_change_{em}"] = acc.fmt(100, 1, " points", signed=True)
         out[f"sc_clean_acc_{em}"] = stats.mean_ci(lo["correct"]).fmt(100, 1, "%")
         out[f"sc_clean_bytes_{em}"] = stats.mean_ci(lo["real_bytes"]).fmt(1, 1, " bytes")
