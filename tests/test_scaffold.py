@@ -95,9 +95,11 @@ def test_a_new_chapter_passes_the_books_tests(tmp_path):
         ("-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not chapters and not book", *generic),
         ("-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "pixel_study", "tests/test_chapters.py",
          "tests/test_full_paths.py", "tests/test_cli.py"),
-        ("-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+        ("-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env", "--nbval-sanitize-with",
+         "tests/nbval_sanitize.cfg",
          "book/pixel_study.ipynb"),
     ]
+    env["ROBUSTNB_PRESET"] = "smoke"  # as `make test` runs nbval
     for args in checks:
         proc = run(*args)
         assert proc.returncode == 0, f"{' '.join(args)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"

@@ -82,13 +82,24 @@ def measure(cfg: StudyConfig) -> pd.DataFrame:
                                                       brightness=("brightness", "mean"))
 
 
+def summary(frame: pd.DataFrame) -> dict[str, str]:
+    """The numbers the prose quotes, formatted (glued by ``book.record``; names start with the chapter's)."""
+    top = frame.loc[frame["brightness"].idxmax()]
+    return {{"{stem}_images": f"{{int(frame['images'].sum()):,}}",
+            "{stem}_brightest": f"{{top['class']}} (mean {{top['brightness']:.3f}})"}}
+
+
 def figure(frame: pd.DataFrame):
     return plots.bar(frame, x="class", y="brightness", title="Mean brightness per class")
 
 
 def reproduce(run: Run) -> pd.DataFrame:
-    """The notebook's calls without Jupyter, at ``run``'s preset and seed: the measured frame."""
-    return measure(StudyConfig.from_preset(run.preset, run.seed))
+    """The notebook's calls without Jupyter, in its order, at ``run``'s preset and seed: the numbers its prose
+    quotes (``number``, ``ours``)."""
+    cfg = StudyConfig.from_preset(run.preset, run.seed)
+    frame = measure(cfg)
+    numbers = summary(frame)
+    return pd.DataFrame({{"number": list(numbers), "ours": list(numbers.values())}})
 '''
 
 TEST = '''"""The {stem} chapter's module (robustnb.chapters.{stem})."""
@@ -105,15 +116,15 @@ def test_config_for_every_preset(preset):
     assert ch.StudyConfig.from_preset(preset, seed=1).n_images > 0
 
 
-def test_the_figure_draws_the_frame():
+def test_the_summary_and_the_figure_read_the_frame():
     frame = pd.DataFrame({{"class": ["cat", "dog"], "images": [3, 4], "brightness": [0.4, 0.5]}})
-    fig = ch.figure(frame)
-    assert list(fig.data[0].x) == ["cat", "dog"]
+    assert ch.summary(frame) == {{"{stem}_images": "7", "{stem}_brightest": "dog (mean 0.500)"}}
+    assert list(ch.figure(frame).data[0].x) == ["cat", "dog"]
 '''
 
-STUDY = ("from robustnb.book import pages\nfrom robustnb.chapters import {stem} as ch\n\n"
+STUDY = ("from robustnb.book import pages, record\nfrom robustnb.chapters import {stem} as ch\n\n"
          "cfg = ch.StudyConfig.from_preset(run.preset, run.seed)\nframe = ch.measure(cfg)\n"
-         "pages.table(frame, title=\"The measurement\")")
+         "record(**ch.summary(frame))\npages.table(frame, title=\"The measurement\")")
 
 
 def notebook(path: Path, title: str, stem: str | None = None) -> Path:
@@ -141,7 +152,8 @@ def notebook(path: Path, title: str, stem: str | None = None) -> Path:
     if stem:
         study = [nbformat.v4.new_markdown_cell("## The study\n\nWhat is measured, on which data, and why."),
                  nbformat.v4.new_code_cell(STUDY.format(stem=stem)),
-                 nbformat.v4.new_markdown_cell("What the figure shows."),
+                 nbformat.v4.new_markdown_cell(f"Of the {{glue:text}}`{stem}_images` images measured, the brightest "
+                                               f"class is {{glue:text}}`{stem}_brightest`. What the figure shows."),
                  nbformat.v4.new_code_cell("ch.figure(frame)")]
     nb.cells = [
         nbformat.v4.new_markdown_cell(f"# {title}\n\nThe question, and the phenomenon in one picture or number.\n\n"
