@@ -42,6 +42,14 @@ def test_the_toc_entry_goes_at_the_end_of_its_part_or_in_a_part_before_the_summa
     assert own.startswith("# a comment that stays") and into.startswith("# a comment that stays")
 
 
+def test_the_introductions_runtime_table_gets_the_chapters_row_above_the_total():
+    intro = "text\n\n| chapter | a | b | c |\n|---|---|---|---|\n| A | 1 | 2 | 3 |\n| **whole book** | x | y | z |\n"
+    rows = scaffold.with_intro_row(intro, "c", "A study of C").splitlines()
+    assert rows[-2].startswith("| A study of C | <span data-rt=\"rt_smoke_c\">") and 'data-rt="rt_gpu_c"' in rows[-2]
+    assert rows[-1].startswith("| **whole book** |")
+    assert scaffold.with_intro_row("no table", "c", "C") == "no table"
+
+
 @pytest.mark.parametrize("name, title, part, error, match", [
     ("My study", "T", None, ConfigError, "lower-case Python identifier"),
     ("2nd", "T", None, ConfigError, "lower-case Python identifier"),
@@ -50,7 +58,7 @@ def test_the_toc_entry_goes_at_the_end_of_its_part_or_in_a_part_before_the_summa
     ("getting_started", "T", None, FileExistsError, "exists.*book/getting_started.ipynb"),
 ])
 def test_bad_arguments_are_refused_before_anything_is_written(name, title, part, error, match):
-    before = {p: p.read_text() for p in (ROOT / "_toc.yml", ROOT / "book" / "runtimes.json")}
+    before = {p: p.read_text() for p in (ROOT / "_toc.yml", ROOT / "book" / "runtimes.json", ROOT / "book" / "intro.md")}
     with pytest.raises(error, match=match):
         scaffold.chapter(name, title, part)
     assert {p: p.read_text() for p in before} == before
@@ -83,7 +91,8 @@ def test_a_new_chapter_passes_the_books_tests(tmp_path):
     assert made.returncode == 0, made.stderr[-3000:]
     written = {line.split(" ", 1)[1] for line in made.stdout.splitlines() if line.startswith("wrote ")}
     assert {"book/pixel_study.ipynb", "robustnb/chapters/pixel_study.py", "tests/chapters/test_pixel_study.py",
-            "_toc.yml", "book/runtimes.json"} <= written, made.stdout
+            "_toc.yml", "book/runtimes.json", "book/intro.md"} <= written, made.stdout
+    assert '| Pixel study | <span data-rt="rt_smoke_pixel_study">' in (repo / "book" / "intro.md").read_text()
     assert "book/pixel_study" in dict(toc.toc_parts(repo))["Foundations"]
     again = run("-m", "robustnb.book", "new", "pixel_study", "Pixel study")
     assert again.returncode == 2 and "exists" in again.stderr

@@ -5,15 +5,15 @@ one): the notebook ``book/NAME.ipynb`` (its question, the runtime box, the share
 cells, the study's calls, a figure, a summary and exercises), the module ``robustnb/chapters/NAME.py`` (a config
 per preset, one cached experiment, a figure, ``reproduce(run)`` for ``python -m robustnb reproduce NAME``), its
 tests ``tests/chapters/test_NAME.py``, an entry in ``_toc.yml`` (at the end of part ``CAPTION``, or a part of its
-own before the summary) and in ``book/runtimes.json``: the chapter is executed once at ``smoke`` (papermill), which
+own before the summary), a row in the introduction's runtime table and an entry in ``book/runtimes.json``: the chapter is executed once at ``smoke`` (papermill), which
 stores nbval's reference output and the smoke time; the ``cpu`` time is recorded as an estimate until
 ``python -m robustnb.bench --preset cpu --chapters NAME --fresh-cache`` measures it. The example measurement (mean
 brightness per class of a stratified CIFAR-10 test subset) is there to be replaced by the study's own.
 
 Checked before anything is written: ``NAME`` is a lower-case Python identifier that names no chapter, module,
 test or notebook yet, the title is text and ``CAPTION`` a part of ``_toc.yml``. Nothing that exists is
-overwritten; when the smoke run fails, the files it made are removed and ``_toc.yml`` and ``book/runtimes.json``
-restored, and the error says why.
+overwritten; when the smoke run fails, the files it made are removed, ``_toc.yml``, the introduction and
+``book/runtimes.json`` restored, and the error says why.
 """
 
 from __future__ import annotations
@@ -185,6 +185,17 @@ def with_toc_entry(toc: str, stem: str, part: str | None, title: str) -> str:
     return "".join(lines[:last + 1] + [entry] + lines[last + 1:])
 
 
+def with_intro_row(intro: str, stem: str, title: str) -> str:
+    """The introduction's text with the chapter's row in its runtime table (marked spans that ``sync`` fills), just
+    above the whole book's row; unchanged when the introduction has no such table."""
+    lines = intro.splitlines(keepends=True)
+    at = next((i for i, line in enumerate(lines) if line.startswith("| **whole book** |")), None)
+    if at is None:
+        return intro
+    row = f"| {title} | " + " | ".join(runtimes.span(f"rt_{p}_{stem}") for p in ("smoke", "cpu", "gpu")) + " |\n"
+    return "".join(lines[:at] + [row] + lines[at:])
+
+
 def _check(stem: str, title: str, part: str | None, root: Path) -> dict[str, Path]:
     if not isinstance(stem, str) or not NAME.fullmatch(stem):
         raise ConfigError(f"a chapter's name is a lower-case Python identifier (it names its module), got {stem!r}: "
@@ -224,8 +235,9 @@ def _smoke_run(notebook_path: Path, root: Path) -> dict:
 def chapter(stem: str, title: str, part: str | None = None, root: Path = ROOT, execute: bool = True) -> list[Path]:
     """Write the chapter ``stem`` (see the module's docstring) and return the files written or changed."""
     files = _check(stem, title, part, root)
-    toc_path, times_path = root / "_toc.yml", root / "book" / "runtimes.json"
+    toc_path, times_path, intro_path = root / "_toc.yml", root / "book" / "runtimes.json", root / "book" / "intro.md"
     toc, times = toc_path.read_text(), times_path.read_text()
+    intro = intro_path.read_text() if intro_path.exists() else None
     made = []
     try:
         for kind, template in (("module", MODULE), ("test", TEST)):
@@ -234,6 +246,8 @@ def chapter(stem: str, title: str, part: str | None = None, root: Path = ROOT, e
             made.append(files[kind])
         made.append(notebook(files["notebook"], title.strip(), stem))
         toc_path.write_text(with_toc_entry(toc, stem, part, title.strip()))
+        if intro is not None:
+            intro_path.write_text(with_intro_row(intro, stem, title.strip()))
         if execute:
             measured = _smoke_run(files["notebook"], root)
             day = time.strftime("%Y-%m-%d")
@@ -248,5 +262,9 @@ def chapter(stem: str, title: str, part: str | None = None, root: Path = ROOT, e
             p.unlink(missing_ok=True)
         toc_path.write_text(toc)
         times_path.write_text(times)
+        if intro is not None:
+            intro_path.write_text(intro)
         raise
-    return [*made, toc_path, *([times_path] if execute else []), *[p for p in changed if p not in made]]
+    return [*made, toc_path, *([times_path] if execute else []),
+            *[p for p in changed if p not in made], *([intro_path] if intro is not None and intro_path not in changed
+                                                     else [])]
