@@ -22,7 +22,7 @@ from robustnb import cli, corruptions, defenses, jobs, mechanisms, registry
 from robustnb.attacks import (LogitEnsemble, SaltAndPepper, accuracy_at_budgets, make_transfer_attack,
                               robustness_curve)
 from robustnb.book import __main__ as book_main
-from robustnb.book import cells
+from robustnb.book import ROOT, cells, scaffold
 from robustnb.config import ConfigError
 from robustnb.ensembles import Ensemble
 from robustnb.split import build_split_model, zoo
@@ -350,32 +350,53 @@ def test_book_nbval_refuses_a_failed_run_and_exits_non_zero(tmp_path, capsys):
     assert json.loads(chapter.read_text())["cells"][0]["outputs"][0]["text"] == "ok\n"
 
 
-def test_book_new_refuses_a_path_without_ipynb_before_writing(tmp_path, monkeypatch, capsys):
-    def no_papermill(*a, **k):  # the old command executed the file it wrote: never here
-        raise AssertionError("executed")
-
-    monkeypatch.setattr(cells.subprocess, "run", no_papermill)
-    for path in (tmp_path / "chapter", tmp_path / "chapter.md", tmp_path / "missing" / "x.ipynb"):
-        assert book_main.main(["new", str(path), "A title"]) == 2, path
-        assert not path.exists()
-    assert "must end in .ipynb" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+def _no_execution(*a, **k):  # the command must refuse before it executes anything
+    raise AssertionError("executed")
 
 
-def test_book_new_removes_its_own_file_when_the_execution_fails(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cells.subprocess, "run",
-                        lambda *a, **k: type("P", (), {"returncode": 1, "stderr": "kernel died"})())
-    path = tmp_path / "new_chapter.ipynb"
-    assert book_main.main(["new", str(path), "A title"]) == 2
-    assert "kernel died" in capsys.readouterr().err and not path.exists()
+def _book_files():
+    return {p: p.read_bytes() for p in (ROOT / "_toc.yml", ROOT / "book" / "runtimes.json", ROOT / "book" / "intro.md")}
+
+
+def test_book_new_refuses_a_bad_name_before_writing(monkeypatch, capsys):
+    monkeypatch.setattr(scaffold.subprocess, "run", _no_execution)
+    before = _book_files()
+    for name in ("book/x.ipynb", "chapter.md", "My study", "2nd", "getting_started"):
+        assert book_main.main(["new", name, "A title"]) == 2, name
+        assert not (ROOT / "robustnb" / "chapters" / f"{name}.py").exists() or name == "getting_started"
+    err = capsys.readouterr().err
+    assert "lower-case Python identifier" in err and "'getting_started' exists" in err
+    assert book_main.main(["new", "fresh_study", "A title", "--part", "Nowhere"]) == 2
+    assert "Unknown part 'Nowhere'" in capsys.readouterr().err
+    assert _book_files() == before
+
+
+def _scratch_book(root):
+    """The files a new chapter touches, in an empty repository layout."""
+    for d in ("book", "robustnb/chapters", "tests/chapters"):
+        (root / d).mkdir(parents=True)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nparts:\n  - caption: Summary\n    chapters:\n"
+                                   "      - file: book/claims\n")
+    (root / "book" / "runtimes.json").write_text("{}\n")
+    (root / "book" / "intro.md").write_text("| chapter | a | b | c |\n| **whole book** | x | y | z |\n")
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_book_new_removes_what_it_made_when_the_execution_fails(tmp_path, monkeypatch):
+    before = _scratch_book(tmp_path)
+    monkeypatch.setattr(scaffold.subprocess, "run",
+                        lambda *a, **k: type("P", (), {"returncode": 1, "stdout": "", "stderr": "kernel died"})())
+    with pytest.raises(ConfigError, match="kernel died"):
+        scaffold.chapter("new_study", "A title", root=tmp_path)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 # ------------------------------------------------------------------------------ 6. nothing the user owns is overwritten
 def test_nothing_the_user_owns_is_overwritten(tmp_path, no_work, monkeypatch, capsys):
     """Every command path of this issue, each given something the user already has: refused, byte for byte
     unchanged."""
-    monkeypatch.setattr(cells.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("executed")))
-    owned = {tmp_path / "claims.csv": b"claim,ours\nmine,1\n", tmp_path / "results" / "keep.csv": b"keep\n",
+    monkeypatch.setattr(scaffold.subprocess, "run", _no_execution)
+    owned = {**_book_files(), tmp_path / "claims.csv": b"claim,ours\nmine,1\n", tmp_path / "results" / "keep.csv": b"keep\n",
              tmp_path / "chapter_x": b"not a notebook\n", tmp_path / "old.ipynb": b'{"cells": []}\n'}
     for path, blob in owned.items():
         path.parent.mkdir(exist_ok=True)
@@ -387,6 +408,7 @@ def test_nothing_the_user_owns_is_overwritten(tmp_path, no_work, monkeypatch, ca
              lambda: cli.main(["reproduce", "getting_started", "--out", str(tmp_path / "results")]),
              lambda: book_main.main(["new", str(tmp_path / "chapter_x"), "Title"]),
              lambda: book_main.main(["new", str(tmp_path / "old.ipynb"), "Title"]),
+             lambda: book_main.main(["new", "getting_started", "Title"]),
              lambda: book_main.main(["nbval", str(chapter), str(failed)]),
              lambda: book_main.main(["nbval", str(chapter), str(chapter)])]
     for call in calls:
