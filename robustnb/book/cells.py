@@ -16,7 +16,6 @@ import os
 import tempfile
 from pathlib import Path
 
-
 from robustnb.book import runtimes
 from robustnb.book.toc import ROOT, cache_archive_url, chapters, no_deps_requirements, package_version, repository
 from robustnb.config import ConfigError
