@@ -77,17 +77,11 @@ def bench(preset: str, names: list[str] | None = None, fresh_cache: bool = False
     rows = []
     for p in paths:
         out = str(Path(tmp) / p.name)
-        proc = subprocess.run([sys.executable, "-m", "robustnb.bench", "--one", str(p), "--preset", preset,
-                               "--out", out], env=env, capture_output=True, text=True)
-        line = (proc.stdout.strip().splitlines() or ["{}"])[-1]
-        try:
-            res = json.loads(line)
-        except json.JSONDecodeError:
-            res = {"seconds": float("nan"), "peak_mb": float("nan"), "error": proc.stderr[-300:]}
+        res = runtimes.measure(p, preset, out, env=env)
         rows.append({"chapter": p.stem, "preset": preset, "cache": "cold" if fresh_cache else "warm",
-                     "wall_s": round(res["seconds"], 1), "peak_mem_mb": round(res["peak_mb"]),
+                     "wall_s": round(res["seconds"], 1), "peak_mem_mb": round(res["peak_mb"], 0),
                      "longest_cell_s": round(res.get("longest_cell_s", float("nan")), 1),
-                     "status": "ok" if not res.get("error") else res["error"]})
+                     "status": "ok" if not res.get("error") else res["error"][-300:]})
         print(f"  {p.stem}: {rows[-1]['wall_s']} s (longest cell {rows[-1]['longest_cell_s']} s), "
               f"{rows[-1]['peak_mem_mb']} MB, {rows[-1]['status']}", flush=True)
     return pd.DataFrame(rows)

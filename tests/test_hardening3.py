@@ -22,7 +22,7 @@ from robustnb import cli, corruptions, defenses, jobs, mechanisms, registry
 from robustnb.attacks import (LogitEnsemble, SaltAndPepper, accuracy_at_budgets, make_transfer_attack,
                               robustness_curve)
 from robustnb.book import __main__ as book_main
-from robustnb.book import ROOT, cells, scaffold
+from robustnb.book import ROOT, cells, runtimes, scaffold
 from robustnb.config import ConfigError
 from robustnb.ensembles import Ensemble
 from robustnb.split import build_split_model, zoo
@@ -359,7 +359,7 @@ def _book_files():
 
 
 def test_book_new_refuses_a_bad_name_before_writing(monkeypatch, capsys):
-    monkeypatch.setattr(scaffold.subprocess, "run", _no_execution)
+    monkeypatch.setattr(runtimes.subprocess, "run", _no_execution)
     before = _book_files()
     for name in ("book/x.ipynb", "chapter.md", "My study", "2nd", "getting_started"):
         assert book_main.main(["new", name, "A title"]) == 2, name
@@ -384,7 +384,7 @@ def _scratch_book(root):
 
 def test_book_new_removes_what_it_made_when_the_execution_fails(tmp_path, monkeypatch):
     before = _scratch_book(tmp_path)
-    monkeypatch.setattr(scaffold.subprocess, "run",
+    monkeypatch.setattr(runtimes.subprocess, "run",
                         lambda *a, **k: type("P", (), {"returncode": 1, "stdout": "", "stderr": "kernel died"})())
     with pytest.raises(ConfigError, match="kernel died"):
         scaffold.chapter("new_study", "A title", root=tmp_path)
@@ -395,7 +395,7 @@ def test_book_new_removes_what_it_made_when_the_execution_fails(tmp_path, monkey
 def test_nothing_the_user_owns_is_overwritten(tmp_path, no_work, monkeypatch, capsys):
     """Every command path of this issue, each given something the user already has: refused, byte for byte
     unchanged."""
-    monkeypatch.setattr(scaffold.subprocess, "run", _no_execution)
+    monkeypatch.setattr(runtimes.subprocess, "run", _no_execution)
     owned = {**_book_files(), tmp_path / "claims.csv": b"claim,ours\nmine,1\n", tmp_path / "results" / "keep.csv": b"keep\n",
              tmp_path / "chapter_x": b"not a notebook\n", tmp_path / "old.ipynb": b'{"cells": []}\n'}
     for path, blob in owned.items():

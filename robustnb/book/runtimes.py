@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -93,6 +95,22 @@ def save(rows: Iterable[tuple], preset: str, path: Path = PATH, how: str | None 
             del entry[field]
     Path(path).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     return Path(path)
+
+
+def measure(notebook: Path, preset: str, out: Path, env: dict | None = None, cwd: Path | None = None) -> dict:
+    """Execute one chapter in a child process as ``python -m robustnb.bench`` times it (a fresh kernel under
+    papermill, the executed copy written to ``out``) and return the child's measurement: ``seconds``, ``peak_mb``
+    (the kernel's peak resident memory), ``longest_cell_s`` and ``error`` (empty when the chapter ran)."""
+    proc = subprocess.run([sys.executable, "-m", "robustnb.bench", "--one", str(notebook), "--preset", preset,
+                           "--out", str(out)], env=env, cwd=cwd, capture_output=True, text=True)
+    line = (proc.stdout.strip().splitlines() or ["{}"])[-1]
+    try:
+        result = json.loads(line)
+    except json.JSONDecodeError:
+        result = {}
+    if "seconds" not in result:
+        result = {"seconds": float("nan"), "peak_mb": float("nan"), "error": proc.stderr[-2000:] or "no measurement"}
+    return result
 
 
 def estimate(chapter: str, preset: str, seconds: float, path: Path = PATH, how: str | None = None) -> Path:

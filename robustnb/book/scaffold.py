@@ -18,11 +18,8 @@ overwritten; when the smoke run fails, the files it made are removed, ``_toc.yml
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -216,18 +213,15 @@ def _check(stem: str, title: str, part: str | None, root: Path) -> dict[str, Pat
 
 
 def _smoke_run(notebook_path: Path, root: Path) -> dict:
-    """Execute the new chapter at ``smoke`` as ``python -m robustnb.bench`` times a chapter (a fresh kernel under
-    papermill); stores nbval's reference output. Returns the bench's measurement."""
+    """Execute the new chapter at ``smoke`` as ``python -m robustnb.bench`` times a chapter
+    (:func:`robustnb.book.runtimes.measure`) and store nbval's reference output; returns the measurement."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / notebook_path.name
-        proc = subprocess.run([sys.executable, "-m", "robustnb.bench", "--one", str(notebook_path), "--preset",
-                               "smoke", "--out", str(out)], capture_output=True, text=True, env=env, cwd=root)
-        lines = proc.stdout.strip().splitlines()
-        result = json.loads(lines[-1]) if proc.returncode == 0 and lines else {"error": proc.stderr[-2000:]}
+        result = runtimes.measure(notebook_path, "smoke", out, env=env, cwd=root)
         if result.get("error"):
             raise ConfigError(f"executing the new chapter {notebook_path.name} at smoke failed, so it was removed: "
-                              f"{result['error']}\n{proc.stderr[-2000:]}")
+                              f"{result['error']}")
         cells.store_checked_outputs(notebook_path, out)
     return result
 
@@ -265,6 +259,5 @@ def chapter(stem: str, title: str, part: str | None = None, root: Path = ROOT, e
         if intro is not None:
             intro_path.write_text(intro)
         raise
-    return [*made, toc_path, *([times_path] if execute else []),
-            *[p for p in changed if p not in made], *([intro_path] if intro is not None and intro_path not in changed
-                                                     else [])]
+    touched = [*made, toc_path, *([times_path] if execute else []), *([intro_path] if intro is not None else [])]
+    return list(dict.fromkeys([*touched, *changed]))

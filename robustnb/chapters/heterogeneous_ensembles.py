@@ -403,7 +403,8 @@ def _node(cfg: HeteroConfig, data, axis: str, i: int, arch=None, optimizer=None,
 
 def plan(cfg: HeteroConfig, splits: Splits, seed: int, n: int) -> dict[str, list[D.NodeSpec]]:
     """Untuned node specs of round ``seed`` for N = ``n``: ``{axis: n specs}`` for the axes of
-    :meth:`HeteroConfig.axes_at` (N = 1: ENS only, the single model). Node ``i`` of every axis trains on the round's disjoint shard ``i`` (Dirichlet shards for non-IID).
+    :meth:`HeteroConfig.axes_at` (N = 1: ENS only, the single model). Node ``i`` of every axis trains on the
+    round's disjoint shard ``i`` (Dirichlet shards for non-IID).
     Every node is the round's :func:`master` configuration except on its axis, where node 0 keeps the master's
     value and nodes 1, 2, ... take the preset's other values in turn (so node 0 of every IID axis is ENS's node 0,
     one model, as in the authors' rounds)."""
@@ -958,15 +959,14 @@ def world_gains(cfg: HeteroConfig, claim_id: str, truth: float) -> tuple[dict, d
     n, small = claim_n(cfg, t.n), claim_n(cfg, t.n_small or t.n)
     gain = {(a, m): _paper_gain(a, m) for m in cfg.n_values for a in cfg.axes_at(m)}
     cost = {(a, m): 0.0 if a == "ENS" else WORLD_CLEAN_COST for a, m in gain}
-    tuning = gain["tuned HP", n] - gain["ENS", n] if ("tuned HP", n) in gain else None  # read at N = 5 only
     if t.kind == "clean_cost":
         cost[t.axis, n] = cost[t.versus, n] + truth
     elif t.kind == "gain":
         gain[t.axis, n] = gain[t.versus, n] + truth
     elif t.kind == "lesser":
-        gain[t.axis, n] = gain["tuned HP", n] + tuning + truth
+        gain[t.axis, n] = 2 * gain["tuned HP", n] - gain["ENS", n] + truth
     elif t.kind == "largest":
-        move = gain["tuned HP", n] + tuning - truth - max(gain[a, n] for a in _LESSER)
+        move = 2 * gain["tuned HP", n] - gain["ENS", n] - truth - max(gain[a, n] for a in _LESSER)
         gain.update({(a, n): gain[a, n] + move for a in _LESSER})
     else:  # growth
         gain[t.axis, small] = gain[t.axis, n] - gain["ENS", n] + gain["ENS", small] - truth
