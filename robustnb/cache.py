@@ -281,15 +281,6 @@ def cached(name: str, spec: Mapping, build: Callable[[], nn.Module],
     return model
 
 
-# ------------------------------------------------------------------------------------------- results
-def sources_digest(paths, root: Path) -> str:
-    """SHA-256 over source files: each one's path relative to ``root`` and its bytes."""
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(str(Path(path).relative_to(root)).encode() + b"\0" + Path(path).read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 # ------------------------------------------------------------------------------------- code fingerprints
 # An experiment's key holds the code that computes it, each piece by its normalised syntax (the AST without
 # docstrings, unparsed: comments and formatting are gone), found statically from the function:
@@ -1452,12 +1443,12 @@ _NOT_CODE = frozenset(f"{__name__}:{name}" for name in (
     "_reference", "_dispatch", "_locate", "_part", "_function_part", "_class_part", "_const_part", "_module_part",
     "_entry_part", "_fill_registries", "_argument_code", "_strings", "_registered_names", "_reach", "_roots",
     "_described", "code_parts",
-    "code_fingerprint", "describe", "experiment_spec", "sources_digest"))
+    "code_fingerprint", "describe", "experiment_spec"))
 
 
 __all__ = ["CACHE_FORMAT", "CacheError", "Unnameable", "canonical", "cache_key", "cache_path", "dataset_fingerprint",
            "data_spec", "atomic_write", "tensor_digest", "save_tensors", "load_tensors", "cached_tensors",
            "json_digest", "write_json", "read_json",
            "cached_json", "save_checkpoint", "load_checkpoint", "cached", "code_fingerprint", "code_parts",
-           "normalised_source", "sources_digest", "describe", "frame_digest", "save_frame", "load_frame", "save_result", "load_result", "cached_result",
+           "normalised_source", "describe", "frame_digest", "save_frame", "load_frame", "save_result", "load_result", "cached_result",
            "experiment", "experiment_spec"]

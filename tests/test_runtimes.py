@@ -23,7 +23,19 @@ def test_the_file_names_real_chapters_and_known_fields():
     names = {p.stem for p in book.chapters()}
     assert {"smoke", "cpu"} <= set(data)
     for fields in data.values():
-        assert all(set(chapters) <= names for chapters in fields.values())
+        assert all(set(chapters) <= names for field, chapters in fields.items() if not field.startswith("rebuild"))
+        assert set(fields.get("rebuild_seconds", {})) <= set(runtimes.REBUILDS)
+        assert bool(fields.get("rebuild_seconds")) == bool(fields.get("rebuild_how"))  # a time says how it was taken
+
+
+def test_rebuild_times_render_by_what_changed(tmp_path):
+    path = write(tmp_path, {"cpu": {"seconds": {"alpha": 45.0}, "rebuild_seconds": {"docstring": 11.7, "code": 170.3},
+                                    "rebuild_how": "make book, alone"}})
+    subs = runtimes.values(path, NAMES)
+    assert subs["rb_cpu_docstring"] == "12 s" and subs["rb_cpu_code"] == "2.8 min"
+    assert subs["rbhow_cpu"] == "make book, alone" and "rb_cpu_prose" not in subs
+    with pytest.raises(ValueError, match="rebuild_seconds"):
+        runtimes.values(write(tmp_path, {"cpu": {"rebuild_seconds": {"typo": 1.0}}}), NAMES)
 
 
 def test_values_render_measured_estimated_and_missing_rows(tmp_path):

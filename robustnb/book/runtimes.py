@@ -14,7 +14,9 @@ The file: ``{preset: {"seconds": {chapter: s}, "peak_mb": {chapter: MB}, "estima
 execution timeout (``_config.yml``: ``execute: timeout``) must clear: :func:`cell_bounds` gives it per chapter, or
 the chapter's whole time where no cell was recorded (a cell cannot take longer than its chapter), and a test keeps
 the timeout at least :data:`TIMEOUT_MARGIN` times above every bound. ``how`` says how a chapter's time was taken
-(which command, alone or beside what).
+(which command, alone or beside what). ``rebuild_seconds`` holds whole-book rebuild times with everything cached,
+by what changed (``unchanged``, ``prose``, ``docstring``, ``code``), and ``rebuild_how`` how they were taken: spans
+``rb_<preset>_<what>`` and ``rbhow_<preset>``.
 The entry ``gpu`` holds the ``cpu`` preset run on a lent GPU (``bash .ci/gpu_check.sh``: ``python -m robustnb
 reproduce <chapter> --preset cpu --device cuda`` from an empty cache) and has three more fields, each by chapter:
 ``stopped_seconds`` (stopped unfinished after s), ``beside`` (the chapter that ran beside it, the script
@@ -35,10 +37,12 @@ from robustnb.book.toc import ROOT, chapters
 
 PATH = ROOT / "book" / "runtimes.json"
 FIELDS = ("seconds", "peak_mb", "estimated_seconds", "stopped_seconds", "beside", "notes", "longest_cell_seconds",
-          "how")
+          "how", "rebuild_seconds", "rebuild_how")
 #: the book's per-cell execution timeout stays at least this many times above every chapter's longest cell
 TIMEOUT_MARGIN = 2.0
 NOT_MEASURED = "not measured"
+#: what changed before a timed rebuild (``rebuild_seconds``' keys)
+REBUILDS = ("unchanged", "prose", "docstring", "code")
 #: a value of the file in a page or notebook: its name and its text, which :func:`fill` rewrites
 SPAN = re.compile(r'<span data-rt="(?P<name>[a-z0-9_]+)">(?P<text>.*?)</span>', re.S)
 
@@ -55,6 +59,9 @@ def load(path: Path = PATH) -> dict:
         bad = sorted(set(fields) - set(FIELDS)) if isinstance(fields, dict) else [repr(fields)]
         if bad:
             raise ValueError(f"{path}: preset {preset!r} has {bad}; allowed fields are {list(FIELDS)}")
+        bad = sorted(set(fields.get("rebuild_seconds", {})) - set(REBUILDS))
+        if bad:
+            raise ValueError(f"{path}: preset {preset!r} has rebuild_seconds {bad}; allowed are {list(REBUILDS)}")
     return data
 
 
@@ -161,7 +168,7 @@ def _chapter_texts(entry: dict, chapter: str) -> tuple[str, str, float, bool]:
 
 def values(path: Path = PATH, names: list[str] | None = None) -> dict[str, str]:
     """The span texts (:data:`SPAN`): every chapter's wall time, peak memory and how it was measured at every preset
-    in the file, and the whole book's time (the sum of the chapters; "about" and the number of estimated rows when any is estimated)."""
+    in the file, the whole book's rebuild times, and the whole book's time (the sum of the chapters; "about" and the number of estimated rows when any is estimated)."""
     names = names if names is not None else [p.stem for p in chapters()]
     out = {}
     for preset, entry in load(path).items():
@@ -181,6 +188,10 @@ def values(path: Path = PATH, names: list[str] | None = None) -> dict[str, str]:
             text += (f" for the {done} chapter{'s' if done != 1 else ''} measured "
                      f"({missing} chapter{'s' if missing > 1 else ''} not measured)")
         out[f"rt_{preset}_total"] = text
+        for what, seconds in entry.get("rebuild_seconds", {}).items():
+            out[f"rb_{preset}_{what}"] = duration(seconds)
+        if "rebuild_how" in entry:
+            out[f"rbhow_{preset}"] = entry["rebuild_how"]
     return out
 
 

@@ -1,13 +1,17 @@
 """The book's Sphinx extension (``_config.yml``: ``sphinx: extra_extensions: [robustnb.book]``).
 
-In ``cache`` execution mode it keys the jupyter-cache by preset and package source (:func:`execution_cache_path`),
-so a rebuild after a prose edit executes nothing and one after a code edit never shows stale results; it executes
+In ``cache`` execution mode it keys the jupyter-cache by preset and package code (:func:`execution_cache_path`),
+so a rebuild after a prose, docstring or comment edit executes nothing and one after a code edit never shows stale
+results; it executes
 the chapters in book order (with no per-cell timeout at a preset never timed); it styles the runtime boxes
 (whose numbers ``python -m robustnb.book sync`` writes from ``book/runtimes.json``); it serves the widgets' scripts from the book and keeps plotly figures off MathJax's CDN; it
 fills the ledger's summary and forest plots from what the chapters glued."""
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import json
 import os
 import posixpath
 import re
@@ -21,21 +25,55 @@ from robustnb import ledger, widgets
 from robustnb.book import pages, runtimes
 from robustnb.book.claims import glued_ledgers, papers_apart, papers_summary
 from robustnb.book.toc import ROOT, toc_files
-from robustnb.cache import sources_digest
+from robustnb.cache import normalised_source
 from robustnb.config import resolve_preset
 
 
 # ------------------------------------------------------------------------ Sphinx: what a rebuild re-executes
+def shown_names(root: Path = ROOT) -> set[str]:
+    """The names the book's pages show the source of: the last name of each argument of every
+    ``show_source(...)`` call in the notebooks (``EntropyAttack.objective`` -> ``objective``)."""
+    names: set[str] = set()
+    for path in sorted((root / "book").glob("*.ipynb")):
+        for cell in json.loads(path.read_text()).get("cells", []):
+            if cell.get("cell_type") != "code":
+                continue
+            source = "".join(cell.get("source", ""))
+            if "show_source" not in source:
+                continue
+            code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "show_source":
+                    names.update(a.attr if isinstance(a, ast.Attribute) else a.id
+                                 for a in node.args if isinstance(a, (ast.Attribute, ast.Name)))
+    return names
+
+
+def page_source(source: str, shown: set[str]) -> str:
+    """What of a module's ``source`` can change a page: its normalised syntax (docstrings and comments cannot
+    change what the code computes), and the exact text of every definition named in ``shown``, whose docstring
+    and comments a page displays (:func:`robustnb.book.pages.show_source`)."""
+    tree = ast.parse(source)
+    exact = [ast.get_source_segment(source, node) or "" for node in ast.walk(tree)
+             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in shown]
+    return "\0".join([normalised_source(source), *exact])
+
+
 def package_fingerprint(root: Path = ROOT) -> str:
-    """A hash of every source file of the robustnb package."""
-    pkg = root / "robustnb"
-    return sources_digest(sorted(pkg.rglob("*.py")), pkg)[:12]
+    """A hash of what in the robustnb package can change a page (:func:`page_source` of each module): a
+    docstring or comment edit re-executes no chapter, unless a page shows that definition's source."""
+    pkg, shown = root / "robustnb", shown_names(root)
+    h = hashlib.sha256()
+    for path in sorted(pkg.rglob("*.py")):
+        h.update(f"{path.relative_to(pkg)}\0{page_source(path.read_text(), shown)}\0".encode())
+    return h.hexdigest()[:12]
 
 
 def execution_cache_path(build_dir: Path, preset: str | None = None, root: Path = ROOT) -> Path:
-    """The jupyter-cache folder of a build: one per preset and robustnb source. jupyter-cache re-executes a
-    notebook when its code cells change; here it also does when the preset or the package changes (the
-    notebooks then read every unaffected experiment back from robustnb's own cache, so that is quick)."""
+    """The jupyter-cache folder of a build: one per preset and robustnb code (:func:`package_fingerprint`).
+    jupyter-cache re-executes a notebook when its code cells change; here it also does when the preset or the
+    package's code changes (the notebooks then read every unaffected experiment back from robustnb's own cache,
+    so that is quick)."""
     return Path(build_dir) / ".jupyter_cache" / f"{resolve_preset(preset)}-{package_fingerprint(root)}"
 
 
