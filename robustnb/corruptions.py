@@ -22,11 +22,11 @@ Every function has the signature ``f(x, severity=3, seed=0) -> Tensor``:
 * random draws come from a local ``torch.Generator`` / ``numpy.random.default_rng`` seeded with
   ``seed`` (global RNG state is never read or changed), so a call is deterministic for a seed.
 
-Use :func:`corrupt` (by name, validated) or :func:`corruption_grid` (all names x severities, for
-tidy DataFrames)::
+Use :func:`corrupt` (by name, validated) or :func:`corruption_grid` (names x severities, for tidy DataFrames;
+every registered one: ``registry.CORRUPTIONS.names()``)::
 
     rows = [{"corruption": n, "severity": s, "acc": accuracy(model, xc, y)}
-            for n, s, xc in corruption_grid(x, severities=(1, 3, 5))]
+            for n, s, xc in corruption_grid(x, ("fog", "jpeg"), severities=(1, 3, 5))]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from robustnb import registry
-from robustnb.checks import check_images, check_number, one_or_more
+from robustnb.checks import check_choice, check_images, check_number, one_or_more
 from robustnb.config import ConfigError
 
 __all__ = [
@@ -54,9 +54,8 @@ __all__ = [
 ]
 
 SEVERITIES = (1, 2, 3, 4, 5)
-CORRUPTION_GROUPS: dict[str, list[str]] = {"noise": [], "blur": [], "weather": [], "digital": []}
-#: names whose output depends on ``seed`` (the others are deterministic functions of the image).
-STOCHASTIC: set[str] = set()
+#: the groups a corruption is registered in (its registry entry's ``group``)
+GROUPS = ("noise", "blur", "weather", "digital")
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -92,7 +91,11 @@ def _maker(corruption):
 
 
 def _register(group: str, stochastic: bool):
-    """Register a corruption: validate inputs, compute in float32/64, return clamped, same dtype."""
+    """Register a corruption: validate inputs, compute in float32/64, return clamped, same dtype. Its group and
+    whether its output depends on ``seed`` live in its registry entry only (:data:`CORRUPTION_GROUPS` and
+    :data:`STOCHASTIC` are views of them), so an experiment's key holds the corruptions it names and no list of
+    all of them."""
+    check_choice(group, "group", GROUPS)
 
     def deco(fn):
         @functools.wraps(fn)
@@ -107,9 +110,6 @@ def _register(group: str, stochastic: bool):
             return out.clamp(0.0, 1.0).to(dtype=x.dtype, device=x.device)
 
         registry.CORRUPTIONS.add(fn.__name__, wrapper, maker=_maker(wrapper), group=group, stochastic=stochastic)
-        CORRUPTION_GROUPS[group].append(fn.__name__)
-        if stochastic:
-            STOCHASTIC.add(fn.__name__)
         return wrapper
 
     return deco
@@ -440,15 +440,16 @@ def corrupt(x: torch.Tensor, name: str, severity: int = 3, seed: int = 0) -> tor
     return registry.CORRUPTIONS.make(name, severity, seed)(x)
 
 
-def corruption_grid(x: torch.Tensor, names: Iterable[str] | str | None = None,
+def corruption_grid(x: torch.Tensor, names: Iterable[str] | str,
                     severities: Iterable[int] | int = (1, 3, 5),
                     seed: int = 0) -> Iterator[tuple[str, int, torch.Tensor]]:
-    """Yield ``(name, severity, corrupted x)`` for every name x severity (all names by default).
+    """Yield ``(name, severity, corrupted x)`` for every name x severity.
 
-    ``names`` and ``severities`` are one value or a sequence. Names, severities, ``seed`` and ``x`` are
-    validated before the first item is produced.
+    ``names`` and ``severities`` are one value or a sequence (every corruption: ``registry.CORRUPTIONS.names()``;
+    named, so that an experiment's key holds the corruptions it uses, not every registered one). Names,
+    severities, ``seed`` and ``x`` are validated before the first item is produced.
     """
-    names = list(registry.CORRUPTIONS) if names is None else [_check_name(n) for n in one_or_more(names, "names")]
+    names = [_check_name(n) for n in one_or_more(names, "names")]
     severities = _check_severities(severities)
     seed = _check_seed(seed)
     _check_input(x)
@@ -459,3 +460,10 @@ def corruption_grid(x: torch.Tensor, names: Iterable[str] | str | None = None,
                 yield n, s, registry.CORRUPTIONS.get(n)(x, s, seed)
 
     return gen()
+
+
+#: the registered corruptions by group, and the names whose output depends on ``seed`` (the others are
+#: deterministic functions of the image): views of the registry entries, as registered above
+CORRUPTION_GROUPS: dict[str, list[str]] = {g: list(registry.CORRUPTIONS.names(group=g)) for g in GROUPS}
+STOCHASTIC: frozenset[str] = frozenset(n for n in registry.CORRUPTIONS.names()
+                                       if registry.CORRUPTIONS.meta(n)["stochastic"])

@@ -295,6 +295,14 @@ def test_the_entropy_step_changes_exactly_the_results_that_use_it(base_keys, tmp
     assert changed == USES_ENTROPY_ATTACK
 
 
+def test_a_new_corruption_changes_no_result_that_does_not_use_it(base_keys, tmp_path):
+    root = copy_package(tmp_path)
+    with open(root / "corruptions.py", "a") as f:
+        f.write('\n\n@_register("digital", stochastic=False)\ndef posterize(x, severity, seed):\n'
+                '    return torch.floor(x * (2 ** (6 - severity))) / (2 ** (6 - severity))\n')
+    assert _changed(base_keys, keys_of(root)) == set()
+
+
 #: experiments cheap enough to run here on untrained models (a few seconds in all), one or more per chapter
 TRACED = ("getting_started.robustness", "split_computing.image_rates", "entropy_attacks.attack_images",
           "tv_defense.tuning_frame", "heterogeneous_ensembles.crafted[cwa]", "compressed_domain_shift.evaluate_all")

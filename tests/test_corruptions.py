@@ -152,9 +152,9 @@ def test_corruption_grid():
     rows = list(corruption_grid(X_GRAY, names=["jpeg", "fog"], severities=(1, 5), seed=2))
     assert [(n, s) for n, s, _ in rows] == [("jpeg", 1), ("jpeg", 5), ("fog", 1), ("fog", 5)]
     assert torch.equal(rows[3][2], corrupt(X_GRAY, "fog", 5, seed=2))
-    everything = corruption_grid(X_GRAY[:1], severities=(3,))
+    everything = corruption_grid(X_GRAY[:1], CORRUPTIONS.names(), severities=(3,))
     assert [n for n, _, _ in everything] == list(CORRUPTIONS)
     with pytest.raises(ValueError, match="nope"):  # validated eagerly, before iterating
         corruption_grid(X_GRAY, names=["fog", "nope"])
     with pytest.raises(ValueError, match="7"):
-        corruption_grid(X_GRAY, severities=(1, 7))
+        corruption_grid(X_GRAY, "fog", severities=(1, 7))

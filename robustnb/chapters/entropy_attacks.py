@@ -36,6 +36,7 @@ from robustnb.config import Run, pick
 from robustnb.mechanisms import make
 from robustnb.progress import tqdm
 from robustnb.split import key_columns, load_split_models, model_grid, rate
+from robustnb.train import channels_last, speed_options
 
 CHAPTER = "entropy_attacks"
 STEALTHY = "entropy (keep label)"
@@ -94,6 +95,9 @@ class EntropyAttacksConfig:
     authors_steps: int = 20
     authors_draws: int = 16
     n_authors: int = 32
+    #: attack and measure in the channels-last layout (:func:`robustnb.train.channels_last`; where the preset trains
+    #: in it, :func:`robustnb.train.speed_options`)
+    channels_last: bool = False
 
     @classmethod
     def from_preset(cls, preset: str) -> "EntropyAttacksConfig":
@@ -116,6 +120,7 @@ class EntropyAttacksConfig:
             authors_steps=pick(preset, smoke=2, cpu=20, full=20),
             authors_draws=pick(preset, smoke=1, cpu=16, full=16),
             n_authors=pick(preset, smoke=8, cpu=32, full=128),
+            channels_last=speed_options(preset).get("channels_last", False),
         )
 
     @property
@@ -208,20 +213,21 @@ def attack_images(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.DataF
     (same image indices, so they pair with the grid's rows)."""
     x, y = test_set.tensors(cfg.n_attack)
     frames = []
-    for key, m in tqdm(models.items(), desc="attacks", leave=False):
-        clean = _clean(m, x, y)
-        for label, name, epsilons, settings in attack_plan(cfg):
-            for eps in epsilons:
+    with channels_last(models.values(), cfg.channels_last):
+        for key, m in tqdm(models.items(), desc="attacks", leave=False):
+            clean = _clean(m, x, y)
+            for label, name, epsilons, settings in attack_plan(cfg):
+                for eps in epsilons:
+                    with _eval(m):
+                        adv = attacked(m, name, eps, x, y, **settings)
+                    frames.append(_measure(key, m, "attack", label, float(eps), x, y, adv, clean))
+            if key == claims_model(cfg):
+                k = min(cfg.n_authors, len(x))
                 with _eval(m):
-                    adv = attacked(m, name, eps, x, y, **settings)
-                frames.append(_measure(key, m, "attack", label, float(eps), x, y, adv, clean))
-        if key == claims_model(cfg):
-            k = min(cfg.n_authors, len(x))
-            with _eval(m):
-                adv = attacked(m, "entropy", AUTHORS_EPS_255, x[:k], y[:k], steps=cfg.authors_steps,
-                               draws=cfg.authors_draws)
-            frames.append(_measure(key, m, "attack", AUTHORS, float(AUTHORS_EPS_255), x[:k], y[:k], adv,
-                                   clean.iloc[:k]))
+                    adv = attacked(m, "entropy", AUTHORS_EPS_255, x[:k], y[:k], steps=cfg.authors_steps,
+                                   draws=cfg.authors_draws)
+                frames.append(_measure(key, m, "attack", AUTHORS, float(AUTHORS_EPS_255), x[:k], y[:k], adv,
+                                       clean.iloc[:k]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -313,10 +319,11 @@ def corruption_images(cfg: EntropyAttacksConfig, models: dict, test_set) -> pd.D
     x, y = test_set.tensors(min(cfg.n_test, cfg.n_corrupt))
     grid = list(corruptions.corruption_grid(x, cfg.corruptions, cfg.severities))
     frames = []
-    for key, m in tqdm(models.items(), desc="corruptions", leave=False):
-        clean = _clean(m, x, y)
-        for name, sev, xc in grid:
-            frames.append(_measure(key, m, "corruption", name, int(sev), x, y, xc, clean))
+    with channels_last(models.values(), cfg.channels_last):
+        for key, m in tqdm(models.items(), desc="corruptions", leave=False):
+            clean = _clean(m, x, y)
+            for name, sev, xc in grid:
+                frames.append(_measure(key, m, "corruption", name, int(sev), x, y, xc, clean))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
