@@ -28,13 +28,16 @@ def _num(v) -> str:
     return f"{v:g}"
 
 
-def epsilon_slider(values=(0, 1, 2, 4, 8, 16), description="epsilon", value=None) -> widgets.SelectionSlider:
-    """Slider over perturbation budgets given in 1/255 units; labels "8/255", values 8/255.
+def epsilon_slider(values=(0, 1, 2, 4, 8, 16), description="epsilon", value=None,
+                   norm: str = "Linf") -> widgets.SelectionSlider:
+    """Slider over perturbation budgets: under L-inf given in 1/255 units (labels "8/255", values 8/255), under
+    another ``norm`` (an attack's, ``robustnb.attacks.budget``) as the radii themselves (labels "0.5").
 
-    Example: ``epsilon_slider((0, 2, 4, 8)).value  # 0.0``
+    Example: ``epsilon_slider((0, 2, 4, 8)).value  # 0.0``; ``epsilon_slider((0, 0.25, 0.5), norm="L2")``
     """
-    options = [("0" if v == 0 else f"{_num(v)}/255", v / 255) for v in values]
-    kw = {} if value is None else {"value": value / 255}
+    scale = 255 if norm == "Linf" else 1
+    options = [("0" if v == 0 else f"{_num(v)}/255" if scale == 255 else _num(v), v / scale) for v in values]
+    kw = {} if value is None else {"value": value / scale}
     return widgets.SelectionSlider(options=options, description=description,
                                    continuous_update=False, **kw)
 

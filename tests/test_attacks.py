@@ -46,6 +46,44 @@ def test_robustness_curve_frame():
     assert df["accuracy"].iloc[-1] < 1.0 and ex[("fgsm", 8 / 255)].shape == (2, 3, 8, 8)
 
 
+def test_each_attack_of_a_curve_has_its_own_radii():
+    m, x = model(), torch.rand(16, 3, 8, 8)
+    y = m(x).argmax(1)
+    df, _ = attacks.robustness_curve(m, x, y, {"fgsm": [0, 8 / 255], "pgd": [4 / 255]})
+    assert list(zip(df.attack, df.eps_255)) == [("fgsm", 0.0), ("fgsm", 8.0), ("pgd", 4.0)]
+    with pytest.raises(ConfigError, match="not for the attacks \\['bim'\\]"):
+        attacks.robustness_curve(m, x, y, {"fgsm": [0]}, attacks=("fgsm", "bim"))
+    with pytest.raises(ConfigError, match="L-inf"):  # each radius in its attack's norm
+        attacks.robustness_curve(m, x, y, {"pgd": [0.5]})
+
+
+def test_radii_are_labelled_and_balls_checked_in_their_norm():
+    assert attacks.eps_label(8 / 255) == "8/255" and attacks.eps_label(0.0) == "0"
+    assert attacks.eps_label(0.5, "L2") == "0.5"
+    x = torch.full((2, 3, 4, 4), 0.5)
+    step = x.clone()
+    step[:, 0, 0, 0] += 0.3  # L-inf 0.3, L2 0.3
+    spread = x + 0.05  # L-inf 0.05, L2 0.05 * sqrt(48) = 0.35
+    attacks.check_in_ball(step, x, 0.3, norm="L2")
+    attacks.check_in_ball(spread, x, 0.05)
+    with pytest.raises(AssertionError, match="L2 ball"):
+        attacks.check_in_ball(spread, x, 0.3, norm="L2")
+    with pytest.raises(ValueError, match="L1"):
+        attacks.check_in_ball(step, x, 0.3, norm="L1")
+
+
+@pytest.mark.parametrize("name", __import__("robustnb").registry.ATTACKS.names(group="standard", norm="L2"))
+def test_an_l2_attack_runs_in_a_curve_beside_l_inf_ones(name):
+    """Every registered L2 attack: its radii are L2 radii (above the L-inf cap), its rows carry no 1/255 value,
+    and its examples stay in the L2 ball."""
+    m, x = model(), torch.rand(16, 3, 8, 8)
+    y = m(x).argmax(1)
+    df, ex = attacks.robustness_curve(m, x, y, {"fgsm": [0, 8 / 255], name: [0, 1.0]}, keep_examples=16)
+    assert df.loc[df.attack == name, "eps_255"].isna().all() and df.loc[df.attack == "fgsm", "eps_255"].notna().all()
+    attacks.check_in_ball(ex[(name, 1.0)], x, 1.0, norm="L2")
+    assert df.loc[(df.attack == name) & (df.epsilon == 1.0), "accuracy"].item() < 1.0
+
+
 def test_an_attacks_budget_is_its_registry_entrys():
     """Norm and largest radius come from the entry (``norm=`` at registration), not from one L-inf rule: every
     standard attack is registered under its own row, and an L2 class checks epsilon as an L2 radius."""

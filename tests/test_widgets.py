@@ -18,6 +18,8 @@ def test_epsilon_slider():
     s.value = 8 / 255
     assert s.label == "8/255"
     assert W.epsilon_slider(value=4).value == pytest.approx(4 / 255)
+    l2 = W.epsilon_slider((0, 0.25, 1), norm="L2", value=0.25)  # an L2 attack's radii, as they are
+    assert [label for label, _ in l2.options] == ["0", "0.25", "1"] and l2.value == 0.25
     assert W.epsilon_slider().description == "epsilon"
 
 

@@ -167,12 +167,24 @@ def checked(cls: type, needs_labels: bool = True, norm: str = "Linf") -> type:
                  "needs_labels": needs_labels, "pass_empty": True})
 
 
-def check_in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float, tol: float = 1e-6) -> None:
-    """Assert the L-inf ball and the [0, 1] box (used by tests and after every custom attack)."""
+def check_in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float, tol: float = 1e-6, norm: str = "Linf") -> None:
+    """Assert the ``norm`` ball of radius ``eps`` around each image (an attack's norm: :func:`budget`) and the
+    [0, 1] box (used by tests and after every custom attack)."""
+    norm = check_norm(norm)
     if x_adv.numel() == 0:
         return
-    if (x_adv - x).abs().max() > eps + tol or x_adv.min() < -tol or x_adv.max() > 1 + tol:
-        raise AssertionError("adversarial example left the epsilon ball or [0, 1]")
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
+    if size.max() > eps + tol or x_adv.min() < -tol or x_adv.max() > 1 + tol:
+        raise AssertionError(f"adversarial example left the {norm} ball of radius {eps:g} ({size.max():g}) or [0, 1]")
+
+
+def eps_label(eps: float, norm: str = "Linf") -> str:
+    """A radius as the book writes it: L-inf in 1/255 units (``8/255``, ``0``), other norms as the number
+    (``0.5``)."""
+    if check_norm(norm) != "Linf" or eps == 0:
+        return f"{eps:g}"
+    return f"{round(eps * 255, 3):g}/255"
 
 
 def perturb(attack, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 256,

@@ -11,6 +11,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 import torch
 import torchattacks
@@ -76,31 +78,44 @@ def _num_classes(model: nn.Module) -> int:
     return last.out_features
 
 
-def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons, attacks=("fgsm", "pgd"),
+def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons, attacks=None,
                      batch_size: int = 256, keep_examples: int = 0, **attack_kw):
-    """Accuracy under each attack at each epsilon, as a tidy frame. ``attacks`` and ``epsilons`` are one value
-    or a sequence (:func:`robustnb.checks.one_or_more`).
+    """Accuracy under each attack at each epsilon, as a tidy frame. ``attacks`` is one name or a sequence
+    (default FGSM and PGD); ``epsilons`` one radius or a sequence (for every attack), or a mapping
+    ``{attack: radii}`` (then ``attacks`` defaults to its keys). Each radius is in its attack's norm (:func:`robustnb.attacks.base.budget`: ``8/255``
+    under L-inf, ``0.5`` under L2) and checked against it.
 
-    Returns ``(frame, examples)``: the frame has columns ``attack, epsilon, eps_255, accuracy``;
-    ``examples`` maps ``(attack, epsilon)`` to the first ``keep_examples`` adversarial images.
+    Returns ``(frame, examples)``: the frame has columns ``attack, epsilon, eps_255, accuracy`` (``eps_255``: the
+    L-inf radius in 1/255 units, NaN for an attack of another norm, whose radius is ``epsilon``; label either with
+    :func:`robustnb.attacks.base.eps_label`); ``examples`` maps ``(attack, epsilon)`` to the first
+    ``keep_examples`` adversarial images.
     """
     check_images(x)
     check_labels(y, x)
-    attacks = one_or_more(attacks, "attacks", str, empty=False)
-    epsilons = one_or_more(epsilons, "epsilons", empty=False)
-    for name in attacks:  # each epsilon within each attack's own budget
-        norm, _ = budget(registry.ATTACKS.check(name))
-        epsilons = [check_epsilon(e, norm=norm) for e in epsilons]
+    if isinstance(epsilons, Mapping):
+        attacks = one_or_more(tuple(epsilons) if attacks is None else attacks, "attacks", str, empty=False)
+        missing = [a for a in attacks if a not in epsilons]
+        if missing:
+            raise ConfigError(f"epsilons gives radii for {sorted(epsilons)}, not for the attacks {missing}.")
+        grid = {a: one_or_more(epsilons[a], f"epsilons[{a!r}]", empty=False) for a in attacks}
+    else:
+        attacks = one_or_more(("fgsm", "pgd") if attacks is None else attacks, "attacks", str, empty=False)
+        grid = dict.fromkeys(attacks, one_or_more(epsilons, "epsilons", empty=False))
+    norms = {}
+    for name in attacks:  # each epsilon within its attack's own budget
+        norms[name], _ = budget(registry.ATTACKS.check(name))
+        grid[name] = [check_epsilon(e, norm=norms[name]) for e in grid[name]]
     batch_size = check_number(batch_size, "batch_size", 1, None, integer=True)
     keep_examples = check_number(keep_examples, "keep_examples", 0, None, integer=True)
     for name in attacks:  # every attack's settings are checked before the first one runs
-        make_attack(name, model, epsilons[0], **attack_kw)
+        make_attack(name, model, grid[name][0], **attack_kw)
     model.eval()
     rows, examples = [], {}
     for name in attacks:
-        for eps in tqdm(epsilons, desc=f"{name} sweep", leave=False):
+        for eps in tqdm(grid[name], desc=f"{name} sweep", leave=False):
             x_adv = x if eps == 0 else perturb(make_attack(name, model, eps, **attack_kw), x, y, batch_size)
-            rows.append({"attack": name, "epsilon": eps, "eps_255": round(eps * 255, 3),
+            rows.append({"attack": name, "epsilon": eps,
+                         "eps_255": round(eps * 255, 3) if norms[name] == "Linf" else float("nan"),
                          "accuracy": accuracy(model, (x_adv, y), batch_size)})
             if keep_examples:
                 examples[(name, eps)] = x_adv[:keep_examples].clone()
