@@ -91,29 +91,34 @@ FLAGS = ("random_start", "keep_label", "across_channels", "through_mask", "verbo
 CHOICES = ("mode", "norm", "version")
 OBJECTS = ("model", "surrogates", "defense")
 numbers_ = st.sampled_from([NAN, -1, -0.5, -math.inf, "1", True])
-BAD = {**{p: numbers_ for p in ("eps", "alpha", "decay", "label_weight", "max_p", "reverse_step", "inner_step")},
+BAD = {**{p: numbers_ for p in ("eps", "alpha", "decay", "label_weight", "max_p", "reverse_step", "inner_step",
+                                 "eps_for_division")},
        **{p: st.one_of(numbers_, st.floats(0.1, 50).filter(lambda v: not v.is_integer())) for p in INTEGER},
        **{p: st.sampled_from(["yes", "no", 0.5, 2, None]) for p in FLAGS},
        **{p: st.one_of(st.text(string.ascii_letters, max_size=8), st.just(3)) for p in CHOICES},
        "budgets": st.sampled_from([[NAN], -0.5, [1.5], "x", [0.1, -1]])}
 _ENTROPY = ("eps", "steps", "draws", "alpha", "random_start", "keep_label", "label_weight", "seed")
 _TRANSFER = ("eps", "steps", "alpha", "decay", "reverse_step", "inner_step")
-#: every parameter of every attack (besides the model, surrogates or defense), whichever library implements it
-PARAMETERS = {
-    ("attack", "fgsm"): ("eps",), ("attack", "pgd"): ("eps", "alpha", "steps", "random_start"),
-    ("attack", "mifgsm"): ("eps", "alpha", "steps", "decay"), ("attack", "bim"): ("eps", "alpha", "steps"),
-    ("attack", "autoattack"): ("eps", "norm", "version", "n_classes", "seed", "verbose"),
+#: every parameter of every attack the package implements (besides the model, surrogates or defense): a change
+#: to one fails here
+OWN_PARAMETERS = {
     ("attack", "entropy"): _ENTROPY, ("attack", "adaptive_entropy"): ("mode", "through_mask", *_ENTROPY),
     ("attack", "salt_pepper"): ("steps", "repeats", "max_p", "across_channels", "seed", "budgets"),
     ("transfer attack", "mifgsm"): _TRANSFER[:4], ("transfer attack", "sam"): _TRANSFER,
     ("transfer attack", "cse"): _TRANSFER, ("transfer attack", "cwa"): _TRANSFER,
 }
+#: ... and of the standard (torchattacks) attacks, read from their classes: a new entry is tested without a line
+#: here (each parameter checked by robustnb.attacks.base.TORCHATTACKS_PARAMETERS, and each needs a BAD strategy)
+PARAMETERS = {**{("attack", n): tuple(p for p in mechanisms.settings("attack", n) if p not in OBJECTS)
+                 for n in mechanisms.names("attack") if registry.ATTACKS.meta(n)["group"] == "standard"},
+              **OWN_PARAMETERS}
 ATTACK_PARAMETERS = [(kind, name, p) for (kind, name), params in PARAMETERS.items() for p in params]
 
 
 def test_the_table_covers_every_parameter_of_every_registered_attack():
     assert {(k, n): tuple(p for p in mechanisms.settings(k, n) if p not in OBJECTS)
             for k in ("attack", "transfer attack") for n in mechanisms.names(k)} == PARAMETERS
+    assert set(PARAMETERS["attack", "pgd"]) == {"eps", "alpha", "steps", "random_start"}  # read from torchattacks
     assert {p for *_, p in ATTACK_PARAMETERS} <= set(BAD), {p for *_, p in ATTACK_PARAMETERS} - set(BAD)
 
 
