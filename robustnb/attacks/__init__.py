@@ -5,7 +5,8 @@ Images are in ``[0, 1]`` and epsilon is a radius in the same units, in the norm 
 
 ==================================  ==================================================================
 ``robustnb.attacks.base``           input checks (epsilon, steps, the ball), :func:`perturb` (batches)
-``robustnb.attacks.standard``       FGSM, PGD, MI-FGSM, BIM, AutoAttack (L-inf) from torchattacks by name;
+``robustnb.attacks.standard``       the torchattacks attacks by name (one row each, with its norm:
+                                    ``STANDARD_ATTACKS``);
                                     :func:`robustness_curve`
 ``robustnb.attacks.entropy``        the entropy (bit-rate) attack on split models, :func:`entropy_attack`
 ``robustnb.attacks.adaptive``       the entropy attack through a defense (BPDA or unrolled)
