@@ -33,6 +33,7 @@ STANDARD_ATTACKS = {
     "mifgsm": (torchattacks.MIFGSM, "Linf", True),
     "bim": (torchattacks.BIM, "Linf", True),
     "autoattack": (torchattacks.AutoAttack, "Linf", False),
+    "pgd_l2": (torchattacks.PGDL2, "L2", True),
 }
 STANDARD = tuple(STANDARD_ATTACKS)  #: their names
 
@@ -62,7 +63,7 @@ for _name, (_cls, _norm, _iterative) in STANDARD_ATTACKS.items():
 
 
 def make_attack(name: str, model: nn.Module, eps: float, **kw) -> torchattacks.attack.Attack:
-    """A standard torchattacks attack by name (``fgsm``, ``pgd``, ``mifgsm``, ``bim``, ``autoattack``) with the
+    """A standard torchattacks attack by name (``fgsm``, ``pgd``, ``mifgsm``, ``bim``, ``autoattack``, ``pgd_l2``) with the
     book's defaults (:func:`_standard_maker`); calling it checks the images and labels
     (:func:`robustnb.attacks.base.checked`). Every attack, of any group: :func:`robustnb.mechanisms.make`."""
     key = registry.ATTACKS.check(name.lower() if isinstance(name, str) else name)

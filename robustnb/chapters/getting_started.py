@@ -32,6 +32,7 @@ class BaselineConfig:
     n_test: int
     n_attack: int
     epsilons_255: tuple[float, ...]
+    l2_epsilons: tuple[float, ...]  #: PGD-L2's radii (L2 norms of the perturbation, pixels in [0, 1])
     train: TrainConfig
 
     @classmethod
@@ -42,6 +43,7 @@ class BaselineConfig:
             n_test=pick(preset, smoke=200, cpu=2_000, full=10_000),
             n_attack=pick(preset, smoke=64, cpu=500, full=2_000),
             epsilons_255=pick(preset, smoke=(0, 2, 8), cpu=(0, 1, 2, 4, 8, 16), full=(0, 1, 2, 4, 8, 16)),
+            l2_epsilons=pick(preset, smoke=(0, 0.5), cpu=(0, 0.25, 0.5, 1.0), full=(0, 0.25, 0.5, 1.0)),
             train=TrainConfig(epochs=pick(preset, smoke=1, cpu=6, full=30), batch_size=128, lr=0.05,
                               optimizer="sgd", scheduler="cosine", seed=seed,
                               label_smoothing=pick(preset, smoke=0.0, cpu=0.1, full=0.1), **speed_options(preset)),
@@ -80,10 +82,12 @@ def confusion(model, test_set) -> pd.DataFrame:
 
 @experiment
 def robustness(cfg: BaselineConfig, model, test_set, n_examples: int = 4):
-    """FGSM and PGD accuracy over the epsilon grid; returns ``(frame, examples)`` (see attacks.robustness_curve)."""
+    """FGSM and PGD accuracy over the L-inf epsilon grid, PGD-L2 over its L2 radii; returns ``(frame, examples)``
+    (see attacks.robustness_curve)."""
     x, y = test_set.tensors(cfg.n_attack)
     eps = [e / 255 for e in cfg.epsilons_255]
-    return attacks.robustness_curve(model, x, y, eps, attacks=("fgsm", "pgd"), keep_examples=n_examples)
+    return attacks.robustness_curve(model, x, y, {"fgsm": eps, "pgd": eps, "pgd_l2": list(cfg.l2_epsilons)},
+                                    keep_examples=n_examples)
 
 
 def example_stack(examples: dict, attack: str, index: int = 0):
@@ -136,8 +140,13 @@ def summary(cfg: BaselineConfig, model, test_set, curve: pd.DataFrame) -> dict[s
            "gs_n_attack": f"{cfg.n_attack:,}", "gs_n_train": f"{cfg.n_train:,}",
            "gs_epochs": f"{cfg.train.epochs} epoch{'s' if cfg.train.epochs != 1 else ''}",
            "gs_train_seconds": f"{float(hist['seconds'].sum()):.0f} s" if "seconds" in hist else "n/a"}
-    for row in curve.itertuples():
-        out[f"gs_{row.attack}_{row.eps_255:g}"] = _share_ci(row.accuracy, cfg.n_attack).fmt()
+    for row in curve.itertuples():  # gs_pgd_8 (8/255 under L-inf), gs_pgd_l2_0.5 (an L2 radius)
+        size = row.eps_255 if attacks.budget(row.attack)[0] == "Linf" else row.epsilon
+        out[f"gs_{row.attack}_{size:g}"] = _share_ci(row.accuracy, cfg.n_attack).fmt()
+    l2 = curve[curve.attack == "pgd_l2"].set_index("epsilon")["accuracy"]
+    if len(l2) > 1 and l2.iloc[0] > 0:
+        out["gs_l2_finding"] = "; ".join(f"at an L2 radius of {r:g} it keeps {a / l2.iloc[0]:.0%} of the clean accuracy"
+                                         for r, a in l2.iloc[1:].items())
     pgd = curve[curve.attack == "pgd"].set_index("eps_255")["accuracy"]
     clean = float(pgd.loc[0]) if 0 in pgd.index else float("nan")
     small = min((e for e in pgd.index if e > 0), default=None)
