@@ -156,7 +156,8 @@ def channels_last(models: Iterable[nn.Module], on: bool = True):
     sum in another order, so a result moves by floating-point noise, which an iterated sign-gradient attack can
     amplify per image (the entropy chapter at ``cpu``: the byte counts of 70% of the PGD-attacked images changed,
     by a median 4 bytes of about 220, those of 26 of the 7,200 entropy-attacked images; every mean by at most
-    0.2%; no prediction and no corrupted image's count changed). ``on=False``: nothing changes (``smoke``, whose outputs nbval checks, keeps its layout)."""
+    0.2%; no prediction and no corrupted image's count changed). ``on=False``: nothing changes (``smoke``, whose
+    outputs nbval checks, keeps its layout)."""
     models = list(models) if on else []
     for m in models:
         m.to(memory_format=torch.channels_last)

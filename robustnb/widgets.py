@@ -35,8 +35,8 @@ def epsilon_slider(values=(0, 1, 2, 4, 8, 16), description="epsilon", value=None
 
     Example: ``epsilon_slider((0, 2, 4, 8)).value  # 0.0``; ``epsilon_slider((0, 0.25, 0.5), norm="L2")``
     """
-    scale = 255 if norm == "Linf" else 1
-    options = [("0" if v == 0 else f"{_num(v)}/255" if scale == 255 else _num(v), v / scale) for v in values]
+    scale, unit = (255, "/255") if norm == "Linf" else (1, "")
+    options = [("0" if v == 0 else f"{_num(v)}{unit}", v / scale) for v in values]
     kw = {} if value is None else {"value": value / scale}
     return widgets.SelectionSlider(options=options, description=description,
                                    continuous_update=False, **kw)

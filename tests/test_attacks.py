@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustnb import attacks
+from robustnb import attacks, registry
 from robustnb.config import ConfigError
 
 
@@ -72,7 +72,7 @@ def test_radii_are_labelled_and_balls_checked_in_their_norm():
         attacks.check_in_ball(step, x, 0.3, norm="L1")
 
 
-@pytest.mark.parametrize("name", __import__("robustnb").registry.ATTACKS.names(group="standard", norm="L2"))
+@pytest.mark.parametrize("name", registry.ATTACKS.names(group="standard", norm="L2"))
 def test_an_l2_attack_runs_in_a_curve_beside_l_inf_ones(name):
     """Every registered L2 attack: its radii are L2 radii (above the L-inf cap), its rows carry no 1/255 value,
     and its examples stay in the L2 ball."""

@@ -63,8 +63,8 @@ for _name, (_cls, _norm, _iterative) in STANDARD_ATTACKS.items():
 
 
 def make_attack(name: str, model: nn.Module, eps: float, **kw) -> torchattacks.attack.Attack:
-    """A standard torchattacks attack by name (``fgsm``, ``pgd``, ``mifgsm``, ``bim``, ``autoattack``, ``pgd_l2``) with the
-    book's defaults (:func:`_standard_maker`); calling it checks the images and labels
+    """A standard torchattacks attack by name (one of :data:`STANDARD`: ``fgsm``, ``pgd``, ...) with the book's
+    defaults (:func:`_standard_maker`); calling it checks the images and labels
     (:func:`robustnb.attacks.base.checked`). Every attack, of any group: :func:`robustnb.mechanisms.make`."""
     key = registry.ATTACKS.check(name.lower() if isinstance(name, str) else name)
     if key not in registry.ATTACKS.names(group="standard"):
@@ -83,8 +83,8 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon
                      batch_size: int = 256, keep_examples: int = 0, **attack_kw):
     """Accuracy under each attack at each epsilon, as a tidy frame. ``attacks`` is one name or a sequence
     (default FGSM and PGD); ``epsilons`` one radius or a sequence (for every attack), or a mapping
-    ``{attack: radii}`` (then ``attacks`` defaults to its keys). Each radius is in its attack's norm (:func:`robustnb.attacks.base.budget`: ``8/255``
-    under L-inf, ``0.5`` under L2) and checked against it.
+    ``{attack: radii}`` (then ``attacks`` defaults to its keys). Each radius is in its attack's norm
+    (:func:`robustnb.attacks.base.budget`: ``8/255`` under L-inf, ``0.5`` under L2) and checked against it.
 
     Returns ``(frame, examples)``: the frame has columns ``attack, epsilon, eps_255, accuracy`` (``eps_255``: the
     L-inf radius in 1/255 units, NaN for an attack of another norm, whose radius is ``epsilon``; label either with

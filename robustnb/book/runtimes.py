@@ -168,7 +168,8 @@ def _chapter_texts(entry: dict, chapter: str) -> tuple[str, str, float, bool]:
 
 def values(path: Path = PATH, names: list[str] | None = None) -> dict[str, str]:
     """The span texts (:data:`SPAN`): every chapter's wall time, peak memory and how it was measured at every preset
-    in the file, the whole book's rebuild times, and the whole book's time (the sum of the chapters; "about" and the number of estimated rows when any is estimated)."""
+    in the file, the whole book's rebuild times, and the whole book's time (the sum of the chapters; "about" and
+    the number of estimated rows when any is estimated)."""
     names = names if names is not None else [p.stem for p in chapters()]
     out = {}
     for preset, entry in load(path).items():

@@ -2,8 +2,7 @@
 
 In ``cache`` execution mode it keys the jupyter-cache by preset and package code (:func:`execution_cache_path`),
 so a rebuild after a prose, docstring or comment edit executes nothing and one after a code edit never shows stale
-results; it executes
-the chapters in book order (with no per-cell timeout at a preset never timed); it styles the runtime boxes
+results; it executes the chapters in book order (with no per-cell timeout at a preset never timed); it styles the runtime boxes
 (whose numbers ``python -m robustnb.book sync`` writes from ``book/runtimes.json``); it serves the widgets' scripts from the book and keeps plotly figures off MathJax's CDN; it
 fills the ledger's summary and forest plots from what the chapters glued."""
 

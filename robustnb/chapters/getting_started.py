@@ -118,8 +118,8 @@ def explore(model, test_set, epsilons_255=(0, 1, 2, 4, 8, 16), n_images: int = 6
         x_adv = x if epsilon == 0 else make("attack", attack, model, eps=epsilon)(x, y)
         pred = predict(model, x_adv).argmax(1)
         titles = [f"{test_set.classes[p]}{'' if p == t else ' ✗'}" for p, t in zip(pred.tolist(), y.tolist())]
-        return plots.image_grid(x_adv, titles=titles, cols=n_images,
-                                title=f"{attack.upper()} at epsilon {epsilon * 255:.0f}/255: predictions (✗ = wrong)")
+        title = f"{attack.upper()} at epsilon {attacks.eps_label(epsilon)}: predictions (✗ = wrong)"
+        return plots.image_grid(x_adv, titles=titles, cols=n_images, title=title)
 
     return widgets.explorer(show, epsilon=widgets.epsilon_slider(epsilons_255),
                             attack=widgets.choice(["fgsm", "pgd"], "attack"))
@@ -145,8 +145,8 @@ def summary(cfg: BaselineConfig, model, test_set, curve: pd.DataFrame) -> dict[s
         out[f"gs_{row.attack}_{size:g}"] = _share_ci(row.accuracy, cfg.n_attack).fmt()
     l2 = curve[curve.attack == "pgd_l2"].set_index("epsilon")["accuracy"]
     if len(l2) > 1 and l2.iloc[0] > 0:
-        out["gs_l2_finding"] = "; ".join(f"at an L2 radius of {r:g} it keeps {a / l2.iloc[0]:.0%} of the clean accuracy"
-                                         for r, a in l2.iloc[1:].items())
+        out["gs_l2_finding"] = "; ".join(f"at an L2 radius of {r:g} it keeps {a / l2.iloc[0]:.0%} of the clean "
+                                         "accuracy" for r, a in l2.iloc[1:].items())
     pgd = curve[curve.attack == "pgd"].set_index("eps_255")["accuracy"]
     clean = float(pgd.loc[0]) if 0 in pgd.index else float("nan")
     small = min((e for e in pgd.index if e > 0), default=None)
